@@ -1,0 +1,228 @@
+//! LDAP through ldap3: a small pool of multiplexed connections, operation
+//! timeouts, reconnect on failure, RFC 4515 escaping of every value in a filter.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use tokio::sync::Mutex;
+
+use super::{Error, User, UserSource, UserStatus};
+use crate::config::LdapConfig;
+
+/// LDAP result code for a wrong password (RFC 4511 invalidCredentials).
+const INVALID_CREDENTIALS: u32 = 49;
+
+/// Builds the search filter for one login. Every login byte that means something
+/// in a filter is escaped (RFC 4515), so `*)(uid=*` matches nobody.
+pub fn user_filter(template: &str, login: &str) -> String {
+    template.replace("%u", &ldap3::ldap_escape(login))
+}
+
+/// An LDAP directory: searches through a pool, binds on fresh connections.
+pub struct LdapDirectory {
+    cfg: LdapConfig,
+    /// ldap3 multiplexes requests over one connection, so a few suffice; each slot
+    /// reconnects on its own when its connection broke.
+    pool: Vec<Mutex<Option<Ldap>>>,
+    next: AtomicUsize,
+}
+
+impl LdapDirectory {
+    /// A directory that connects on first use.
+    pub fn new(cfg: LdapConfig) -> LdapDirectory {
+        let pool = (0..cfg.pool_size).map(|_| Mutex::new(None)).collect();
+        LdapDirectory {
+            cfg,
+            pool,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The settings it was made with.
+    pub fn config(&self) -> &LdapConfig {
+        &self.cfg
+    }
+
+    /// The attributes a lookup asks for.
+    pub fn attributes(&self) -> Vec<String> {
+        vec![
+            self.cfg.login_attribute.clone(),
+            self.cfg.mailhost_attribute.clone(),
+            self.cfg.status_attribute.clone(),
+        ]
+    }
+
+    /// Opens a connection, bound as the search DN when one is configured.
+    pub async fn connect(&self, bind: bool) -> Result<Ldap, Error> {
+        let timeout = self.cfg.timeout;
+        let settings = LdapConnSettings::new().set_conn_timeout(timeout);
+        let (conn, mut ldap) = tokio::time::timeout(
+            timeout,
+            LdapConnAsync::with_settings(settings, &self.cfg.url),
+        )
+        .await
+        .map_err(|_| Error::Unavailable(format!("connect to {} timed out", self.cfg.url)))?
+        .map_err(|e| Error::Unavailable(format!("connect to {}: {e}", self.cfg.url)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "LDAP connection ended");
+            }
+        });
+        if bind {
+            if let (Some(dn), Some(pw)) = (&self.cfg.bind_dn, &self.cfg.bind_password) {
+                let res = ldap
+                    .with_timeout(timeout)
+                    .simple_bind(dn, pw)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("bind as {dn}: {e}")))?;
+                if res.rc != 0 {
+                    return Err(Error::Server(format!(
+                        "bind as {dn} refused: rc={} {}",
+                        res.rc, res.text
+                    )));
+                }
+            }
+        }
+        Ok(ldap)
+    }
+
+    async fn handle(&self, slot: usize) -> Result<Ldap, Error> {
+        let mut guard = self.pool[slot].lock().await;
+        if let Some(l) = guard.as_mut() {
+            if !l.is_closed() {
+                return Ok(l.clone());
+            }
+        }
+        let fresh = self.connect(true).await?;
+        *guard = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn drop_slot(&self, slot: usize) {
+        *self.pool[slot].lock().await = None;
+    }
+
+    /// Turns a search entry into a [`User`].
+    pub fn user_from_entry(&self, entry: SearchEntry, login_fallback: &str) -> User {
+        let attrs: HashMap<String, Vec<String>> = entry
+            .attrs
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let first = |name: &str| {
+            attrs
+                .get(&name.to_ascii_lowercase())
+                .and_then(|v| v.first())
+                .cloned()
+        };
+        User {
+            login: first(&self.cfg.login_attribute).unwrap_or_else(|| login_fallback.to_string()),
+            dn: Some(entry.dn),
+            mailhost: first(&self.cfg.mailhost_attribute),
+            status: UserStatus::parse(first(&self.cfg.status_attribute).as_deref()),
+        }
+    }
+
+    async fn search_once(&self, slot: usize, login: &str) -> Result<Option<User>, Error> {
+        let mut ldap = self.handle(slot).await?;
+        let filter = user_filter(&self.cfg.user_filter, login);
+        let res = ldap
+            .with_timeout(self.cfg.timeout)
+            .search(
+                &self.cfg.base_dn,
+                Scope::Subtree,
+                &filter,
+                self.attributes(),
+            )
+            .await
+            .map_err(|e| Error::Unavailable(format!("search {filter}: {e}")))?;
+        let (entries, result) = res
+            .success()
+            .map_err(|e| Error::Server(format!("search {filter}: {e}")))?;
+        let _ = result;
+        match entries.len() {
+            0 => Ok(None),
+            1 => {
+                let entry = entries.into_iter().next().map(SearchEntry::construct);
+                Ok(entry.map(|e| self.user_from_entry(e, login)))
+            }
+            count => Err(Error::Ambiguous {
+                login: login.to_string(),
+                count,
+            }),
+        }
+    }
+
+    /// Checks a password by binding as the user on a connection of its own
+    /// (a bind changes a connection's identity, so pool connections can't).
+    pub async fn bind_as(&self, user: &User, password: &[u8]) -> Result<bool, Error> {
+        let Some(dn) = user.dn.as_deref() else {
+            return Ok(false);
+        };
+        // An empty password is an unauthenticated bind (RFC 4513 5.1.2): it
+        // "succeeds" without checking anything, so it never counts as correct.
+        let Ok(password) = std::str::from_utf8(password) else {
+            return Ok(false);
+        };
+        if password.is_empty() {
+            return Ok(false);
+        }
+        let mut ldap = self.connect(false).await?;
+        let res = ldap
+            .with_timeout(self.cfg.timeout)
+            .simple_bind(dn, password)
+            .await
+            .map_err(|e| Error::Unavailable(format!("bind as {dn}: {e}")));
+        let _ = ldap.unbind().await;
+        match res?.rc {
+            0 => Ok(true),
+            INVALID_CREDENTIALS => Ok(false),
+            rc => Err(Error::Server(format!("bind as {dn}: rc={rc}"))),
+        }
+    }
+}
+
+impl UserSource for LdapDirectory {
+    async fn find(&self, login: &str) -> Result<Option<User>, Error> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        match self.search_once(slot, login).await {
+            Err(Error::Unavailable(why)) => {
+                // The pooled connection may have died with an LDAP restart: one
+                // retry on a fresh connection before telling the client to wait.
+                tracing::debug!(%why, "LDAP search failed; reconnecting once");
+                self.drop_slot(slot).await;
+                self.search_once(slot, login).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// How long to wait before reconnecting the change follower, growing per failure.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_metacharacters_are_escaped() {
+        let t = "(&(objectClass=inetOrgPerson)(uid=%u))";
+        assert_eq!(
+            user_filter(t, "*)(uid=*"),
+            "(&(objectClass=inetOrgPerson)(uid=\\2a\\29\\28uid=\\2a))"
+        );
+        assert_eq!(
+            user_filter(t, "a\\b\0"),
+            "(&(objectClass=inetOrgPerson)(uid=a\\5cb\\00))"
+        );
+        assert_eq!(
+            user_filter(t, "alice"),
+            "(&(objectClass=inetOrgPerson)(uid=alice))"
+        );
+    }
+}

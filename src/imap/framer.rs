@@ -1,0 +1,220 @@
+//! Splits client bytes into whole IMAP commands (lines plus their literals)
+//! before anything is parsed, under line and literal limits.
+//!
+//! Framing first means a malformed or oversized command is discarded at a
+//! message boundary, and literal bytes are never mistaken for a command. Unlike
+//! imap-codec's `Fragmentizer`, this one hands back the bytes it has not framed
+//! yet: a handoff forwards what the client pipelined after LOGIN, and STARTTLS
+//! discards it.
+
+/// What the next bytes are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole command, CRLF (or LF) and literals included.
+    Command(Vec<u8>),
+    /// A synchronizing literal was announced: the client waits for `+`.
+    NeedContinuation,
+    /// A line grew past the limit without ending.
+    LineTooLong,
+    /// A literal announced larger than the limit. `sync` literals were not sent
+    /// yet, so the command is dropped and the connection goes on; a non-sync
+    /// literal is already on its way and cannot be skipped safely.
+    LiteralTooLarge {
+        /// The command's tag, if one could be read.
+        tag: Option<String>,
+        /// Whether the client waits for a continuation.
+        sync: bool,
+    },
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// Frames commands from a byte stream.
+pub struct Framer {
+    buf: Vec<u8>,
+    max_line: usize,
+    max_literal: usize,
+    /// Offset of the literal we already sent `+` for, so it is sent once.
+    continued_at: Option<usize>,
+}
+
+/// Reads `{N}`, `{N+}` or `{N-}` at the end of a line (CRLF already removed).
+fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
+    let body = line.strip_suffix(b"}")?;
+    let open = body.iter().rposition(|&b| b == b'{')?;
+    let mut digits = &body[open + 1..];
+    let mut sync = true;
+    if let Some(d) = digits
+        .strip_suffix(b"+")
+        .or_else(|| digits.strip_suffix(b"-"))
+    {
+        digits = d;
+        sync = false;
+    }
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((n, sync))
+}
+
+/// The tag at the start of a command, if it looks like one.
+pub fn tag_of(bytes: &[u8]) -> Option<String> {
+    let end = bytes
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')?;
+    let tag = &bytes[..end];
+    let ok = !tag.is_empty()
+        && tag.len() <= 64
+        && tag
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && !b"(){%*\"\\+]".contains(&b));
+    ok.then(|| String::from_utf8_lossy(tag).into_owned())
+}
+
+impl Framer {
+    /// A framer with the given limits.
+    pub fn new(max_line: usize, max_literal: usize) -> Framer {
+        Framer {
+            buf: Vec::new(),
+            max_line,
+            max_literal,
+            continued_at: None,
+        }
+    }
+
+    /// Adds received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Takes every byte not framed yet.
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        self.continued_at = None;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Bytes buffered and not framed yet.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Frames the next command.
+    pub fn next_frame(&mut self) -> Frame {
+        let mut at = 0; // start of the line being examined
+        loop {
+            let Some(nl) = self.buf[at..].iter().position(|&b| b == b'\n') else {
+                if self.buf.len() - at > self.max_line {
+                    return Frame::LineTooLong;
+                }
+                return Frame::Incomplete;
+            };
+            let end = at + nl; // index of '\n'
+            if end - at > self.max_line {
+                return Frame::LineTooLong;
+            }
+            let line = &self.buf[at..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match literal_announcement(line) {
+                None => {
+                    let command: Vec<u8> = self.buf.drain(..=end).collect();
+                    self.continued_at = None;
+                    return Frame::Command(command);
+                }
+                Some((n, sync)) => {
+                    if n > self.max_literal as u64 {
+                        let tag = tag_of(&self.buf);
+                        if sync {
+                            // The client sends nothing more of this command.
+                            self.buf.drain(..=end);
+                        }
+                        self.continued_at = None;
+                        return Frame::LiteralTooLarge { tag, sync };
+                    }
+                    let literal_end = end + 1 + n as usize;
+                    if self.buf.len() < literal_end {
+                        if sync && self.continued_at != Some(end) {
+                            self.continued_at = Some(end);
+                            return Frame::NeedContinuation;
+                        }
+                        return Frame::Incomplete;
+                    }
+                    at = literal_end;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framer() -> Framer {
+        Framer::new(100, 10)
+    }
+
+    #[test]
+    fn frames_lines_and_keeps_the_rest() {
+        let mut f = framer();
+        f.push(b"a NOOP\r\nb LOGIN x y\r\nc SEL");
+        assert_eq!(f.next_frame(), Frame::Command(b"a NOOP\r\n".to_vec()));
+        assert_eq!(f.next_frame(), Frame::Command(b"b LOGIN x y\r\n".to_vec()));
+        assert_eq!(f.next_frame(), Frame::Incomplete);
+        assert_eq!(f.take_rest(), b"c SEL".to_vec());
+    }
+
+    #[test]
+    fn sync_literal_asks_once_then_frames_whole_command() {
+        let mut f = framer();
+        f.push(b"a LOGIN {5}\r\n");
+        assert_eq!(f.next_frame(), Frame::NeedContinuation);
+        assert_eq!(f.next_frame(), Frame::Incomplete);
+        f.push(b"alice {2}\r\n");
+        assert_eq!(f.next_frame(), Frame::NeedContinuation);
+        f.push(b"pw\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"a LOGIN {5}\r\nalice {2}\r\npw\r\n".to_vec())
+        );
+    }
+
+    #[test]
+    fn literal_bytes_are_never_a_command() {
+        let mut f = framer();
+        f.push(b"a LOGIN {9+}\r\nb LOGOUT\n x\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"a LOGIN {9+}\r\nb LOGOUT\n x\r\n".to_vec())
+        );
+    }
+
+    #[test]
+    fn oversized_literals_and_lines() {
+        let mut f = framer();
+        f.push(b"a LOGIN {11}\r\nb NOOP\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::LiteralTooLarge {
+                tag: Some("a".into()),
+                sync: true
+            }
+        );
+        assert_eq!(f.next_frame(), Frame::Command(b"b NOOP\r\n".to_vec()));
+        f.push(b"c LOGIN {99999999999999999999+}\r\n");
+        assert!(matches!(
+            f.next_frame(),
+            Frame::LiteralTooLarge { sync: false, .. } | Frame::Command(_)
+        ));
+        let mut f = framer();
+        f.push(&[b'x'; 101]);
+        assert_eq!(f.next_frame(), Frame::LineTooLong);
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(tag_of(b"a001 LOGIN"), Some("a001".into()));
+        assert_eq!(tag_of(b"* LOGIN"), None);
+        assert_eq!(tag_of(b"noend"), None);
+    }
+}

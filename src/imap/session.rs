@@ -1,0 +1,378 @@
+//! The async driver of one client connection: runs the [`PreAuth`] core over a
+//! socket, performs lookups and the backend login it asks for, then relays.
+//!
+//! ```text
+//!  accept ─► [TLS] ─► PreAuth (greeting, commands, STARTTLS) ─► Login
+//!        ─► lookup ─► [hold wait] ─► [bind check] ─► route ─► backend login
+//!        ─► tagged OK with the store's capabilities ─► relay ─► end (logged)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::backend::{self, Backend, ClientInfo, LoggedIn};
+use super::preauth::{Action, Login, Options, PreAuth};
+use super::relay::{self, End};
+use super::Shared;
+use crate::directory::{User, UserStatus};
+use crate::metrics::METRICS;
+use crate::stream::Stream;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Plain, STARTTLS offered.
+    Plain,
+    /// Implicit TLS.
+    Tls,
+}
+
+/// Why a login did not get through, and what the client is told.
+enum Refusal {
+    /// Wrong password, unknown user, inactive account: all look the same.
+    AuthFailed,
+    /// Something temporary (directory, route, store, hold).
+    Unavailable(&'static str),
+}
+
+/// How often a login waiting on a hold asks the directory again.
+const HOLD_POLL: Duration = Duration::from_millis(250);
+
+/// Serves one connection to the end. Never panics on client bytes; every
+/// failure is answered or the connection closed.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let label = match listener {
+        Listener::Plain => "plain",
+        Listener::Tls => "tls",
+    };
+    METRICS.imap_connections.with_label_values(&[label]).inc();
+    let cfg = &shared.config.imap;
+    let deadline = tokio::time::Instant::now() + cfg.preauth_timeout;
+    let stream = match listener {
+        Listener::Plain => Stream::Plain(tcp),
+        Listener::Tls => {
+            let Some(tls) = &shared.tls else { return };
+            match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
+                Ok(Ok(s)) => Stream::Server(Box::new(s)),
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    let opts = Options {
+        starttls_available: shared.tls.is_some(),
+        tls_active: stream.is_tls(),
+        require_tls: cfg.require_tls,
+        max_line: cfg.max_line,
+        max_literal: cfg.max_literal,
+        max_commands: cfg.max_preauth_commands,
+        greeting: cfg.greeting.clone(),
+        ..Options::default()
+    };
+    let cancel = shared.cancel.clone();
+    let result = tokio::select! {
+        r = tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &shared)) => r,
+        _ = cancel.cancelled() => return,
+    };
+    match result {
+        Ok(Some(handoff)) => relay_session(handoff, peer, &shared).await,
+        Ok(None) => {}
+        Err(_) => tracing::debug!(client = %peer, "pre-auth timeout"),
+    }
+}
+
+/// Everything needed to relay after a successful login.
+struct Handoff {
+    client: Stream,
+    backend: LoggedIn,
+    target: Arc<Backend>,
+    user: User,
+    pipelined: Vec<u8>,
+    started: Instant,
+}
+
+async fn write(s: &mut Stream, bytes: &[u8]) -> bool {
+    s.write_all(bytes).await.is_ok() && s.flush().await.is_ok()
+}
+
+/// Runs the pre-auth phase; `Some` when a login went through.
+async fn preauth(
+    mut stream: Stream,
+    peer: SocketAddr,
+    opts: Options,
+    shared: &Arc<Shared>,
+) -> Option<Handoff> {
+    let started = Instant::now();
+    let mut core = PreAuth::new(opts);
+    if !write(&mut stream, &core.greeting()).await {
+        return None;
+    }
+    let mut buf = vec![0u8; 4096];
+    loop {
+        while let Some(action) = core.poll() {
+            match action {
+                Action::Write(bytes) => {
+                    if !write(&mut stream, &bytes).await {
+                        return None;
+                    }
+                }
+                Action::Close => {
+                    let _ = stream.shutdown().await;
+                    return None;
+                }
+                Action::StartTls => {
+                    let Stream::Plain(tcp) = stream else {
+                        return None;
+                    };
+                    let tls = shared.tls.as_ref()?;
+                    match tls.acceptor().accept(tcp).await {
+                        Ok(s) => stream = Stream::Server(Box::new(s)),
+                        Err(e) => {
+                            tracing::debug!(client = %peer, error = %e, "STARTTLS handshake failed");
+                            return None;
+                        }
+                    }
+                    core.tls_started();
+                }
+                Action::Login(login) => {
+                    let info = ClientInfo {
+                        peer,
+                        id: core.client_id().to_vec(),
+                    };
+                    match authenticate(&login, &info, shared).await {
+                        Ok((user, target, backend)) => {
+                            METRICS.imap_logins.with_label_values(&["ok"]).inc();
+                            shared.throttle.succeeded(&login.user);
+                            let ok = format!(
+                                "{} OK [CAPABILITY {}] Logged in\r\n",
+                                login.tag, backend.capabilities
+                            );
+                            if !write(&mut stream, ok.as_bytes()).await {
+                                return None;
+                            }
+                            return Some(Handoff {
+                                client: stream,
+                                backend,
+                                target,
+                                user,
+                                pipelined: core.into_pipelined(),
+                                started,
+                            });
+                        }
+                        Err(Refusal::AuthFailed) => {
+                            METRICS
+                                .imap_logins
+                                .with_label_values(&["auth_failed"])
+                                .inc();
+                            let delay = shared.throttle.failed(peer.ip(), &login.user);
+                            tracing::info!(
+                                user = %login.user, client = %peer, mechanism = login.mechanism,
+                                delay_ms = delay.as_millis() as u64, "login failed"
+                            );
+                            tokio::time::sleep(delay).await;
+                            let out = core.login_failed(
+                                &login.tag,
+                                "NO [AUTHENTICATIONFAILED] Authentication failed.",
+                            );
+                            if !write(&mut stream, &out).await {
+                                return None;
+                            }
+                        }
+                        Err(Refusal::Unavailable(why)) => {
+                            METRICS
+                                .imap_logins
+                                .with_label_values(&["unavailable"])
+                                .inc();
+                            let out =
+                                core.login_failed(&login.tag, &format!("NO [UNAVAILABLE] {why}"));
+                            if !write(&mut stream, &out).await {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if core.is_closed() {
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => core.feed(&buf[..n]),
+        }
+    }
+}
+
+/// Looks the user up, waits out a hold, checks the password when configured,
+/// routes, and logs in to the store.
+async fn authenticate(
+    login: &Login,
+    client: &ClientInfo,
+    shared: &Arc<Shared>,
+) -> Result<(User, Arc<Backend>, LoggedIn), Refusal> {
+    let peer = client.peer;
+    let lookup = shared.directory.lookup(&login.user).await;
+    let mut user = match lookup {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(Refusal::AuthFailed),
+        Err(e) => {
+            tracing::warn!(user = %login.user, client = %peer, error = %e, "directory lookup failed");
+            return Err(Refusal::Unavailable(
+                "Directory temporarily unavailable, try again.",
+            ));
+        }
+    };
+    if user.status == UserStatus::Hold {
+        user = wait_out_hold(&login.user, user, shared).await?;
+    }
+    if user.status == UserStatus::Inactive {
+        return Err(Refusal::AuthFailed);
+    }
+    match shared
+        .directory
+        .check_password(&user, &login.password.0)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(Refusal::AuthFailed),
+        Err(e) => {
+            tracing::warn!(user = %login.user, client = %peer, error = %e, "password check failed");
+            return Err(Refusal::Unavailable(
+                "Directory temporarily unavailable, try again.",
+            ));
+        }
+    }
+    let target = shared.router.route(&user).map_err(|e| {
+        tracing::error!(user = %login.user, client = %peer, error = %e, "no route");
+        Refusal::Unavailable("Mailbox temporarily unavailable, try again.")
+    })?;
+    let started = Instant::now();
+    let result = target.login(&login.user, &login.password.0, client).await;
+    let took = started.elapsed().as_secs_f64();
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(backend::Error::Rejected(_)) => "rejected",
+        Err(_) => "error",
+    };
+    METRICS
+        .backend_connect
+        .with_label_values(&[target.name(), outcome])
+        .observe(took);
+    match result {
+        Ok(logged_in) => Ok((user, target, logged_in)),
+        Err(backend::Error::Rejected(text)) => {
+            tracing::debug!(user = %login.user, client = %peer, backend = target.name(), reply = %text, "store refused login");
+            Err(Refusal::AuthFailed)
+        }
+        Err(e) => {
+            tracing::warn!(user = %login.user, client = %peer, backend = target.name(), error = %e, "store unavailable");
+            Err(Refusal::Unavailable(
+                "Mailbox temporarily unavailable, try again.",
+            ))
+        }
+    }
+}
+
+/// A user in `hold` is being cut over: wait (up to `hold_wait`) for the hold to
+/// end, asking the directory itself, then go where it now says.
+async fn wait_out_hold(login: &str, mut user: User, shared: &Arc<Shared>) -> Result<User, Refusal> {
+    let until = tokio::time::Instant::now() + shared.hold_wait;
+    tracing::info!(user = %login, wait_ms = shared.hold_wait.as_millis() as u64, "user on hold; login waits");
+    while user.status == UserStatus::Hold {
+        if tokio::time::Instant::now() + HOLD_POLL > until {
+            return Err(Refusal::Unavailable(
+                "Mailbox is being moved, try again in a minute.",
+            ));
+        }
+        tokio::time::sleep(HOLD_POLL).await;
+        user = match shared.directory.lookup_fresh(login).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return Err(Refusal::AuthFailed),
+            Err(_) => continue,
+        };
+    }
+    Ok(user)
+}
+
+async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<Shared>) {
+    let Handoff {
+        mut client,
+        backend: logged_in,
+        target,
+        user,
+        pipelined,
+        started,
+    } = h;
+    let LoggedIn {
+        stream: mut backend_stream,
+        leftover,
+        ..
+    } = logged_in;
+    let name = target.name().to_string();
+    let registration = shared.sessions.register(&user.login, &name, &shared.cancel);
+    let gauge = METRICS.imap_sessions.with_label_values(&[&name]);
+    gauge.inc();
+    tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), "session start");
+    // Handoff forwards: what the client pipelined after LOGIN goes to the store,
+    // what the store sent after its OK goes to the client, before relaying.
+    let mut early_close = false;
+    if !pipelined.is_empty() && !write(&mut backend_stream, &pipelined).await {
+        early_close = true;
+    }
+    if !leftover.is_empty() && !write(&mut client, &leftover).await {
+        early_close = true;
+    }
+    let (end, totals) = if early_close {
+        (End::Closed, relay::Totals::default())
+    } else {
+        relay::relay(
+            &mut client,
+            &mut backend_stream,
+            relay::Options {
+                buffer: shared.config.imap.relay_buffer,
+                idle_timeout: shared.config.imap.idle_timeout,
+                to_backend: METRICS.imap_bytes.with_label_values(&[&name, "to_backend"]),
+                to_client: METRICS.imap_bytes.with_label_values(&[&name, "to_client"]),
+            },
+            &registration.token,
+        )
+        .await
+    };
+    let reason = match end {
+        End::Closed => "closed",
+        End::Idle => {
+            let _ = write(&mut client, b"* BYE Idle for too long.\r\n").await;
+            "idle"
+        }
+        End::Cancelled => {
+            let text: &[u8] = if shared.cancel.is_cancelled() {
+                b"* BYE Server shutting down, reconnect shortly.\r\n"
+            } else {
+                METRICS.imap_kicks.with_label_values(&["moved"]).inc();
+                b"* BYE Your mailbox moved; please reconnect.\r\n"
+            };
+            let _ = write(&mut client, text).await;
+            "kicked"
+        }
+    };
+    let _ = client.shutdown().await;
+    gauge.dec();
+    drop(registration);
+    tracing::info!(
+        user = %user.login, client = %peer, backend = %name,
+        to_backend = totals.to_backend + pipelined.len() as u64,
+        to_client = totals.to_client + leftover.len() as u64,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = reason,
+        "session end"
+    );
+}

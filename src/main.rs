@@ -1,0 +1,89 @@
+//! The `mailshift` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// Transparent IMAP/SMTP coexistence proxy for mail migrations: routes every
+/// login by the user's LDAP mailHost to the old or the new mail store.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy: IMAP listeners, directory follower, admin HTTP.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a config file: prints OK, or every problem with its key (exit 64).
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// EX_USAGE from sysexits.h: the config is wrong, not the machine.
+const EX_USAGE: u8 = 64;
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSHIFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match mailshift::Config::load(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}:\n{e}", config.display());
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Command::Serve { config } => {
+            init_logging();
+            let cfg = match mailshift::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}:\n{e}", config.display());
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            match serve(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("mailshift: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(cfg: mailshift::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(mailshift::server::run(cfg, CancellationToken::new()))
+        .context("serve")
+}

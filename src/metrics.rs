@@ -1,0 +1,135 @@
+//! Prometheus metrics, all named `mailshift_*`, in one registry served at `/metrics`.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets for lookups and connects: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Every metric mailshift exports.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Open relayed IMAP sessions per backend.
+    pub imap_sessions: IntGaugeVec,
+    /// Client connections accepted, by listener (`plain`, `tls`).
+    pub imap_connections: IntCounterVec,
+    /// Login attempts by result.
+    pub imap_logins: IntCounterVec,
+    /// Bytes relayed, by backend and direction (`to_backend`, `to_client`).
+    pub imap_bytes: IntCounterVec,
+    /// Sessions closed because the user's route changed, or by an admin.
+    pub imap_kicks: IntCounterVec,
+    /// Directory lookup latency by result (`cache`, `found`, `not_found`, `error`).
+    pub directory_lookup: HistogramVec,
+    /// 1 while the RFC 4533 change follower is live.
+    pub directory_sync_up: IntGauge,
+    /// Backend connect + greeting + TLS + login latency, by backend and result.
+    pub backend_connect: HistogramVec,
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    // Names are fixed here, so a clash is a programming error caught by the tests.
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )
+                .expect("valid metric"),
+            )
+        };
+        Metrics {
+            imap_sessions: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("mailshift_imap_sessions", "Open relayed IMAP sessions"),
+                    &["backend"],
+                )
+                .expect("valid metric"),
+            ),
+            imap_connections: counter(
+                "mailshift_imap_connections_total",
+                "IMAP client connections accepted",
+                &["listener"],
+            ),
+            imap_logins: counter(
+                "mailshift_imap_logins_total",
+                "IMAP login attempts by result",
+                &["result"],
+            ),
+            imap_bytes: counter(
+                "mailshift_imap_relayed_bytes_total",
+                "Bytes relayed between clients and backends",
+                &["backend", "direction"],
+            ),
+            imap_kicks: counter(
+                "mailshift_imap_kicks_total",
+                "IMAP sessions closed by mailshift (route changed, admin)",
+                &["reason"],
+            ),
+            directory_lookup: histogram(
+                "mailshift_directory_lookup_duration_seconds",
+                "Directory lookup latency",
+                &["result"],
+            ),
+            directory_sync_up: registered(
+                &r,
+                IntGauge::new(
+                    "mailshift_directory_sync_up",
+                    "1 while the LDAP change follower (RFC 4533) is live",
+                )
+                .expect("valid metric"),
+            ),
+            backend_connect: histogram(
+                "mailshift_backend_connect_duration_seconds",
+                "Backend connect, greeting, TLS and login latency",
+                &["backend", "result"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// Records one directory lookup.
+    pub fn observe_lookup(&self, result: &str, took: Duration) {
+        self.directory_lookup
+            .with_label_values(&[result])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Renders the text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a metric family error would be
+        // a programming error, and an empty page says so plainly.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
