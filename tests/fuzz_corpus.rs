@@ -1,0 +1,26 @@
+//! Replays the fuzz seed corpus (and any saved crash) through the pre-auth core
+//! on stable, so what the fuzzer found once stays fixed.
+
+use mailshift::imap::preauth::{run_script, Options};
+
+#[test]
+fn every_corpus_file_gets_well_formed_answers() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/preauth");
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).expect("corpus dir") {
+        let path = entry.expect("entry").path();
+        let data = std::fs::read(&path).expect("read");
+        for starttls in [false, true] {
+            let opts = Options {
+                starttls_available: starttls,
+                max_line: 1024,
+                max_literal: 256,
+                ..Options::default()
+            };
+            let out = run_script(&data, opts);
+            assert!(out.ends_with(b"\r\n"), "{}", path.display());
+        }
+        files += 1;
+    }
+    assert!(files >= 5, "seed corpus missing: {files} files");
+}
