@@ -208,8 +208,6 @@ pub struct ImapConfig {
     pub auth_failure_delay: Duration,
     /// Upper bound of that delay.
     pub auth_failure_delay_max: Duration,
-    /// Bytes of buffer per direction in the relay.
-    pub relay_buffer: usize,
 }
 
 /// `[smtp]`.
@@ -352,7 +350,6 @@ struct RawImap {
     max_preauth_commands: Option<u32>,
     auth_failure_delay: Option<String>,
     auth_failure_delay_max: Option<String>,
-    relay_buffer: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -741,12 +738,13 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             ],
         )
     });
+    let password_given = b.master_password.is_some() || b.master_password_file.is_some();
     let master_password = p.secret(
         &key("master_password"),
         b.master_password,
         b.master_password_file.as_deref(),
     );
-    if b.master_user.is_some() != master_password.is_some() {
+    if b.master_user.is_some() != password_given {
         p.add(
             &key("master_user"),
             "master_user and master_password go together",
@@ -820,10 +818,6 @@ fn validate_imap(i: RawImap, p: &mut Problems) -> ImapConfig {
     if max_literal > 1 << 20 {
         p.add("imap.max_literal", "must be at most 1048576 bytes");
     }
-    let relay_buffer = i.relay_buffer.unwrap_or(16 * 1024);
-    if !(1024..=1 << 20).contains(&relay_buffer) {
-        p.add("imap.relay_buffer", "must be 1024 to 1048576 bytes");
-    }
     ImapConfig {
         listen,
         listen_tls,
@@ -851,7 +845,6 @@ fn validate_imap(i: RawImap, p: &mut Problems) -> ImapConfig {
             i.auth_failure_delay_max.as_deref(),
             Duration::from_secs(15),
         ),
-        relay_buffer,
     }
 }
 
@@ -1020,6 +1013,20 @@ listen = "127.0.0.1:1143"
         let c = Config::parse(&text).expect("valid");
         assert_eq!(c.backends[0].imap.security, Security::Tls);
         assert_eq!(c.backends[0].imap.port, 993);
+    }
+
+    #[test]
+    fn shipped_examples_only_lack_their_secret_files() {
+        let text = include_str!("../config/mailshift.example.toml");
+        match Config::parse(text) {
+            Ok(_) => {}
+            Err(Error::Invalid(problems)) => {
+                for p in problems {
+                    assert!(p.contains("No such file"), "{p}");
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! After login: bytes both ways, untouched, until a side closes, the session goes
 //! idle for too long, or it is kicked.
 //!
-//! `copy_bidirectional_with_sizes` reads and writes both directions at once (no
-//! write blocks a read), and handles half-close. The streams are wrapped to
-//! count bytes (metrics) and note activity (idle timeout) as they pass.
+//! Both directions are driven in one future, so no write ever blocks a read the
+//! other way. Each read goes into a scratch buffer on the poll's stack and is
+//! written straight on; only bytes the peer cannot take yet are copied to the
+//! heap, and that copy is freed once drained. An idle session (IDLE for hours)
+//! therefore holds no relay buffer at all — the difference between 12 KiB and
+//! 64 KiB per session at 10,000 sessions. A direction that hits EOF shuts the
+//! other side's writer down (half-close), as `copy_bidirectional` does.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use prometheus::IntCounter;
@@ -100,10 +105,112 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     }
 }
 
+/// Bytes read per poll; lives on the poll's stack, not in the session.
+const CHUNK: usize = 32 * 1024;
+
+/// Reads a fair share per wake-up before yielding to other sessions.
+const BUDGET: usize = 32;
+
+/// One direction of the relay.
+#[derive(Default)]
+struct Direction {
+    /// Bytes read but not yet accepted by the writer (empty, unallocated, when idle).
+    pending: Vec<u8>,
+    sent: usize,
+    eof: bool,
+    done: bool,
+}
+
+impl Direction {
+    /// Moves bytes from `r` to `w` until neither can make progress.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        for _ in 0..BUDGET {
+            while self.sent < self.pending.len() {
+                match w.as_mut().poll_write(cx, &self.pending[self.sent..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => self.sent += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if !self.pending.is_empty() {
+                // Drained: give the memory back rather than keep it for hours.
+                self.pending = Vec::new();
+                self.sent = 0;
+            }
+            if self.eof {
+                ready!(w.as_mut().poll_flush(cx))?;
+                ready!(w.as_mut().poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let mut scratch = [MaybeUninit::<u8>::uninit(); CHUNK];
+            let mut buf = ReadBuf::uninit(&mut scratch);
+            match r.as_mut().poll_read(cx, &mut buf) {
+                Poll::Pending => {
+                    // Nothing more to read now: push out what TLS may be holding.
+                    ready!(w.as_mut().poll_flush(cx))?;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let data = buf.filled();
+            if data.is_empty() {
+                self.eof = true;
+                continue;
+            }
+            let mut written = 0;
+            while written < data.len() {
+                match w.as_mut().poll_write(cx, &data[written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        self.pending.extend_from_slice(&data[written..]);
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Copies both ways until both directions ended, or one failed.
+async fn copy_both<A, B>(a: &mut A, b: &mut B) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut a_to_b = Direction::default();
+    let mut b_to_a = Direction::default();
+    std::future::poll_fn(|cx| {
+        let ab = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
+        let ba = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
+        match (ab, ba) {
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Relay settings.
 pub struct Options {
-    /// Buffer per direction.
-    pub buffer: usize,
     /// Close after this long without a byte.
     pub idle_timeout: Duration,
     /// Counter for client → backend bytes.
@@ -149,7 +256,7 @@ where
         }
     };
     let end = tokio::select! {
-        _ = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut b, opts.buffer, opts.buffer) => End::Closed,
+        _ = copy_both(&mut c, &mut b) => End::Closed,
         _ = idle => End::Idle,
         _ = cancel.cancelled() => End::Cancelled,
     };
@@ -162,4 +269,93 @@ where
         let _ = b.inner.shutdown().await;
     }
     (end, totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn opts(idle: Duration) -> Options {
+        Options {
+            idle_timeout: idle,
+            to_backend: IntCounter::new("t_to_backend", "t").expect("counter"),
+            to_client: IntCounter::new("t_to_client", "t").expect("counter"),
+        }
+    }
+
+    #[tokio::test]
+    async fn relays_large_data_both_ways_through_small_pipes_and_half_closes() {
+        // Pipes far smaller than the data force the pending (heap) path.
+        let (mut client, mut proxy_client) = tokio::io::duplex(1024);
+        let (mut proxy_backend, mut backend) = tokio::io::duplex(1024);
+        let cancel = CancellationToken::new();
+        let relay = tokio::spawn(async move {
+            relay(
+                &mut proxy_client,
+                &mut proxy_backend,
+                opts(Duration::from_secs(60)),
+                &cancel,
+            )
+            .await
+        });
+        let up: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..500_000u32).map(|i| (i % 241) as u8).collect();
+        let (up2, down2) = (up.clone(), down.clone());
+        let client_side = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(client);
+            let writer = async {
+                w.write_all(&up2).await.expect("write");
+                w.shutdown().await.expect("shutdown");
+            };
+            let mut got = Vec::new();
+            let reader = r.read_to_end(&mut got);
+            let (_, n) = tokio::join!(writer, reader);
+            n.expect("read");
+            client = r.unsplit(w);
+            drop(client);
+            got
+        });
+        let (mut br, mut bw) = tokio::io::split(backend);
+        let writer = async {
+            bw.write_all(&down2).await.expect("write");
+            bw.shutdown().await.expect("shutdown");
+        };
+        let mut got_up = Vec::new();
+        let reader = br.read_to_end(&mut got_up);
+        let (_, n) = tokio::join!(writer, reader);
+        n.expect("read");
+        backend = br.unsplit(bw);
+        drop(backend);
+        let got_down = client_side.await.expect("client");
+        assert_eq!(got_up, up);
+        assert_eq!(got_down, down);
+        let (end, totals) = relay.await.expect("relay");
+        assert_eq!(end, End::Closed);
+        assert_eq!((totals.to_backend, totals.to_client), (300_000, 500_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_sessions_end_and_kicks_cancel() {
+        let (_client, mut proxy_client) = tokio::io::duplex(64);
+        let (mut proxy_backend, _backend) = tokio::io::duplex(64);
+        let cancel = CancellationToken::new();
+        let (end, _) = relay(
+            &mut proxy_client,
+            &mut proxy_backend,
+            opts(Duration::from_secs(1800)),
+            &cancel,
+        )
+        .await;
+        assert_eq!(end, End::Idle);
+        cancel.cancel();
+        let (end, _) = relay(
+            &mut proxy_client,
+            &mut proxy_backend,
+            opts(Duration::from_secs(1800)),
+            &cancel,
+        )
+        .await;
+        assert_eq!(end, End::Cancelled);
+    }
 }

@@ -338,7 +338,6 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<Shared>) {
             &mut client,
             &mut backend_stream,
             relay::Options {
-                buffer: shared.config.imap.relay_buffer,
                 idle_timeout: shared.config.imap.idle_timeout,
                 to_backend: METRICS.imap_bytes.with_label_values(&[&name, "to_backend"]),
                 to_client: METRICS.imap_bytes.with_label_values(&[&name, "to_client"]),
