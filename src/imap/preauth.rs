@@ -465,6 +465,34 @@ impl PreAuth {
     }
 }
 
+/// Runs a whole session over a client byte script, answering every login as
+/// failed and every STARTTLS as done, and returns what the client would read.
+/// The fuzz target and its corpus replay test drive the core through this.
+pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
+    let mut p = PreAuth::new(opts);
+    let mut out = p.greeting();
+    // Feed in uneven chunks: framing must not depend on how bytes arrive.
+    for chunk in script.chunks(7) {
+        p.feed(chunk);
+        while let Some(action) = p.poll() {
+            match action {
+                Action::Write(b) => out.extend_from_slice(&b),
+                Action::StartTls => p.tls_started(),
+                Action::Login(l) => {
+                    let failed =
+                        p.login_failed(&l.tag, "NO [AUTHENTICATIONFAILED] Authentication failed.");
+                    out.extend_from_slice(&failed);
+                }
+                Action::Close => return out,
+            }
+        }
+        if p.is_closed() {
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,32 +694,4 @@ mod tests {
         };
         assert!(!format!("{l:?}").contains("hunter2"));
     }
-}
-
-/// Runs a whole session over a client byte script, answering every login as
-/// failed and every STARTTLS as done, and returns what the client would read.
-/// The fuzz target and its corpus replay test drive the core through this.
-pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
-    let mut p = PreAuth::new(opts);
-    let mut out = p.greeting();
-    // Feed in uneven chunks: framing must not depend on how bytes arrive.
-    for chunk in script.chunks(7) {
-        p.feed(chunk);
-        while let Some(action) = p.poll() {
-            match action {
-                Action::Write(b) => out.extend_from_slice(&b),
-                Action::StartTls => p.tls_started(),
-                Action::Login(l) => {
-                    let failed =
-                        p.login_failed(&l.tag, "NO [AUTHENTICATIONFAILED] Authentication failed.");
-                    out.extend_from_slice(&failed);
-                }
-                Action::Close => return out,
-            }
-        }
-        if p.is_closed() {
-            break;
-        }
-    }
-    out
 }
