@@ -78,7 +78,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the open-file limit to the hard limit: every IMAP session holds two
+/// sockets, and the usual soft limit of 1024 would cap a proxy at ~500 users.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        // Root may raise the hard limit too; elsewhere this fails harmlessly.
+        const WANTED: libc::rlim_t = 262_144;
+        if lim.rlim_max < WANTED {
+            let raised = libc::rlimit {
+                rlim_cur: WANTED,
+                rlim_max: WANTED,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return;
+            }
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                tracing::debug!(from = lim.rlim_cur, to = lim.rlim_max, "raised open-file limit");
+            }
+        }
+    }
+}
+
 fn serve(cfg: mailshift::Config) -> anyhow::Result<()> {
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
