@@ -497,6 +497,15 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
     if backends.is_empty() {
         p.add("backends", "at least one [backends.NAME] table is needed");
     }
+    if directory.password_check == PasswordCheck::Backend {
+        for b in backends.iter().filter(|b| b.login != BackendLogin::User) {
+            p.add(
+                &format!("backends.{}.login", b.name),
+                "\"master\" needs directory.password_check = \"bind\": \
+                 the store does not check the user's password then",
+            );
+        }
+    }
     let imap = validate_imap(raw.imap.unwrap_or_default(), p);
     let tls = raw.tls.map(|t| {
         p.readable("tls.cert", &t.cert);

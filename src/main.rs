@@ -107,7 +107,11 @@ fn raise_fd_limit() {
                 rlim_max: lim.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                tracing::debug!(from = lim.rlim_cur, to = lim.rlim_max, "raised open-file limit");
+                tracing::debug!(
+                    from = lim.rlim_cur,
+                    to = lim.rlim_max,
+                    "raised open-file limit"
+                );
             }
         }
     }

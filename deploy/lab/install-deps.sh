@@ -1,0 +1,54 @@
+#!/bin/sh
+# install-deps.sh — install what the mailshift lab and the integration tests
+# need (Debian/Ubuntu). Idempotent: apt-get runs only for missing packages, and
+# `apt-get update` at most once. The distribution's own slapd and Dovecot are
+# never left running: the lab starts private instances on other ports, and the
+# system ones would hold 389/143/993 and confuse anyone debugging.
+set -eu
+
+PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap swaks isync openssl python3 ca-certificates"
+
+missing=""
+for p in $PACKAGES; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $p"
+	fi
+done
+
+if [ -n "$missing" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "install-deps.sh: missing packages:$missing (run as root to install)" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	# Answer slapd's questions up front; the lab never uses this database.
+	echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+	# Keep maintainer scripts from starting services (invoke-rc.d honours this).
+	policy=/usr/sbin/policy-rc.d
+	had_policy=no
+	[ -e "$policy" ] && had_policy=yes
+	if [ "$had_policy" = no ]; then
+		printf '#!/bin/sh\nexit 101\n' > "$policy"
+		chmod +x "$policy"
+	fi
+	trap '[ "$had_policy" = no ] && rm -f "$policy"' EXIT
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing
+fi
+
+# If the packages started their services anyway (installed earlier, or an init
+# system without policy-rc.d), stop them so they don't occupy 389/143/993.
+if [ "$(id -u)" = 0 ]; then
+	# Only the distribution instances: their pid files live in /run.
+	for pidfile in /run/slapd/slapd.pid /run/dovecot/master.pid; do
+		if [ -s "$pidfile" ]; then
+			kill "$(cat "$pidfile")" 2>/dev/null || true
+		fi
+	done
+	# Mail files in the lab belong to this user; Dovecot refuses uid 0.
+	if ! getent passwd mailshiftlab >/dev/null; then
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin mailshiftlab
+	fi
+fi

@@ -1,0 +1,121 @@
+#!/bin/bash
+# up.sh [--no-serve] — the local mailshift lab on fixed loopback ports:
+#   LDAP 31389 (slapd with syncprov)
+#   old store (Maildir, separator /): IMAP 31143, IMAPS 31993, LMTP 31024
+#   new store (sdbox,   separator .): IMAP 31243, IMAPS 32993, LMTP 31224
+#   mailshift: IMAP 30143, IMAPS 30993, admin 30080 (token "labtoken")
+# Users user0001..user0060 / pwNNNN (0001-0040 on old.example.org, the rest on
+# new.example.org), master user admin / adminpw on both stores.
+# State lives in $LAB_DIR (default /tmp/mailshift-lab); re-running replaces it.
+# Then it runs mailshift in the foreground (unless --no-serve); extra TOML for
+# the mailshift config can be given in $LAB_EXTRA_TOML. Stop with down.sh.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+LAB_DIR=${LAB_DIR:-/tmp/mailshift-lab}
+export LAB_DIR
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+serve=yes
+[ "${1:-}" = "--no-serve" ] && serve=no
+
+LDAP_PORT=31389
+ADMIN_DN="cn=admin,dc=example,dc=org"
+ADMIN_PW=secret
+MASTER_USER=admin
+MASTER_PW=adminpw
+
+"$here/install-deps.sh"
+"$here/down.sh" >/dev/null 2>&1 || true
+
+rm -rf "$LAB_DIR"
+mkdir -p "$LAB_DIR"
+# Dovecot's mail processes (uid mailshiftlab) must traverse into the store.
+chmod 755 "$LAB_DIR"
+
+echo "== certificates"
+"$here/certs.sh" "$LAB_DIR/certs"
+
+echo "== slapd on ldap://127.0.0.1:$LDAP_PORT"
+mkdir -p "$LAB_DIR/slapd/data"
+render "$here/slapd.conf.in" "$LAB_DIR/slapd/slapd.conf" \
+	DIR="$LAB_DIR/slapd" SCHEMA_DIR="$repo/deploy/ldap" ROOT_PW="$ADMIN_PW" SYNCPROV=""
+# Without -d, slapd daemonizes and writes slapd.pid; -d 256 would keep it in front.
+slapd -f "$LAB_DIR/slapd/slapd.conf" -h "ldap://127.0.0.1:$LDAP_PORT/" \
+	-s 0 >"$LAB_DIR/slapd/slapd.log" 2>&1 \
+	|| { cat "$LAB_DIR/slapd/slapd.log" >&2; exit 1; }
+wait_port "$LDAP_PORT" slapd "$LAB_DIR/slapd/slapd.log"
+
+ldap_url="ldap://127.0.0.1:$LDAP_PORT"
+{
+	cat "$here/base.ldif.in"
+	echo
+	for i in $(seq 1 60); do
+		n=$(printf '%04d' "$i")
+		if [ "$i" -le 40 ]; then host=old.example.org; else host=new.example.org; fi
+		sed -e "s|@LOGIN@|user$n|g; s|@PASSWORD@|pw$n|g; s|@MAILHOST@|$host|g" \
+			"$here/user.ldif.in"
+	done
+} >"$LAB_DIR/slapd/users.ldif"
+ldapadd -x -H "$ldap_url" -D "$ADMIN_DN" -w "$ADMIN_PW" -f "$LAB_DIR/slapd/users.ldif" >/dev/null
+
+mail_uid=$(id -u mailshiftlab)
+mail_gid=$(id -g mailshiftlab)
+
+# start_dovecot NAME IMAP IMAPS LMTP LOCATION SEPARATOR
+start_dovecot() {
+	local name=$1 dir="$LAB_DIR/$1"
+	mkdir -p "$dir/mail"
+	chown "$mail_uid:$mail_gid" "$dir/mail"
+	render "$here/dovecot.conf.in" "$dir/dovecot.conf" \
+		DIR="$dir" NAME="$name" IMAP_PORT="$2" IMAPS_PORT="$3" LMTP_PORT="$4" \
+		SSL_CERT="$LAB_DIR/certs/server.pem" SSL_KEY="$LAB_DIR/certs/server.key" \
+		MAIL_HOME="$dir/mail/%n" MAIL_LOCATION="$5" SEPARATOR="$6" MAX_USERIP=50 \
+		MAIL_UID="$mail_uid" MAIL_GID="$mail_gid" \
+		LOGIN_USER=dovenull INTERNAL_USER=dovecot INTERNAL_GROUP=dovecot
+	render "$here/dovecot-ldap.conf.ext.in" "$dir/dovecot-ldap.conf.ext" \
+		LDAP_URL="$ldap_url" ADMIN_DN="$ADMIN_DN" ADMIN_PASSWORD="$ADMIN_PW"
+	render "$here/master-users.in" "$dir/master-users" \
+		MASTER_USER="$MASTER_USER" MASTER_PASSWORD="$MASTER_PW"
+	# Read by the auth process (user dovecot); lab secrets only.
+	chmod 644 "$dir/dovecot-ldap.conf.ext" "$dir/master-users"
+	echo "== dovecot $name: IMAP $2, IMAPS $3, LMTP $4 ($5, separator '$6')"
+	dovecot -c "$dir/dovecot.conf" </dev/null >>"$dir/dovecot.log" 2>&1 || { tail -n 30 "$dir/dovecot.log" >&2; exit 1; }
+	wait_port "$2" "dovecot $name" "$dir/dovecot.log"
+	wait_port "$4" "dovecot $name lmtp" "$dir/dovecot.log"
+}
+start_dovecot old 31143 31993 31024 'maildir:~/Maildir' /
+start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' .
+
+echo "== sample mail"
+python3 "$here/deliver.py" 31024 old 1 40
+python3 "$here/deliver.py" 31224 new 41 60
+
+render "$here/mailshift.toml.in" "$LAB_DIR/mailshift.toml" \
+	LDAP_URL="$ldap_url" ADMIN_DN="$ADMIN_DN" ADMIN_PASSWORD="$ADMIN_PW" \
+	OLD_IMAP_PORT=31143 OLD_LMTP_PORT=31024 NEW_IMAPS_PORT=32993 NEW_LMTP_PORT=31224 \
+	CA_FILE="$LAB_DIR/certs/ca.pem" MASTER_USER="$MASTER_USER" MASTER_PASSWORD="$MASTER_PW" \
+	TLS_CERT="$LAB_DIR/certs/server.pem" TLS_KEY="$LAB_DIR/certs/server.key" \
+	IMAP_PORT=30143 IMAPS_PORT=30993 ADMIN_PORT=30080
+if [ -n "${LAB_EXTRA_TOML:-}" ]; then
+	printf '\n%s\n' "$LAB_EXTRA_TOML" >>"$LAB_DIR/mailshift.toml"
+fi
+
+cat <<INFO
+== lab is up in $LAB_DIR
+   LDAP   $ldap_url  ($ADMIN_DN / $ADMIN_PW)
+   old    imap://127.0.0.1:31143  imaps://127.0.0.1:31993  lmtp://127.0.0.1:31024
+   new    imap://127.0.0.1:31243  imaps://127.0.0.1:32993  lmtp://127.0.0.1:31224
+   users  user0001..user0060 / pw0001..pw0060, master $MASTER_USER / $MASTER_PW
+   CA     $LAB_DIR/certs/ca.pem
+   config $LAB_DIR/mailshift.toml
+   stop   $here/down.sh
+INFO
+
+if [ "$serve" = yes ]; then
+	cd "$repo"
+	echo "== mailshift serve (Ctrl-C stops mailshift; the lab keeps running)"
+	exec cargo run --release -- serve --config "$LAB_DIR/mailshift.toml"
+fi
