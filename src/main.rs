@@ -38,9 +38,14 @@ const EX_USAGE: u8 = 64;
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSHIFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colour only for a person at a terminal; journald and log files get plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
         .init();
 }
 
