@@ -613,3 +613,62 @@ fn master_login_without_bind_check_is_a_config_error() {
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(err.contains("backends.old.login"), "{err}");
 }
+
+/// The client's ID and its address reach the store (Dovecot convention).
+#[test]
+fn client_id_and_address_are_forwarded() {
+    let (lab, proxy) = start(true, &[]);
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let lines = c.ok("ID (\"name\" \"forwarding-check\" \"version\" \"1.0\")");
+    assert!(lines.iter().any(|l| l.starts_with("* ID")), "{lines:?}");
+    c.login("alice", "alicepw");
+    c.ok("LOGOUT");
+    let log = lab.old.log();
+    let id_line = log
+        .lines()
+        .find(|l| l.contains("forwarding-check"))
+        .unwrap_or_else(|| panic!("ID not forwarded:\n{log}"));
+    assert!(id_line.contains("x-originating-ip"), "{id_line}");
+    assert!(id_line.contains("x-originating-port"), "{id_line}");
+}
+
+#[test]
+fn untrusted_store_certificate_is_refused() {
+    let lab = Lab::start(true);
+    let ca_line = format!("ca_file = \"{}\"\n", lab.certs.ca_pem.display());
+    // Without the lab CA the old store's certificate verifies against nothing.
+    let proxy = Mailshift::start(&config(&lab, &[(&ca_line, "")]));
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let (_, tagged) = c.cmd("LOGIN alice alicepw");
+    assert!(tagged.contains("NO [UNAVAILABLE]"), "{tagged}");
+    let log = proxy.log();
+    assert!(
+        log.contains("store unavailable") && log.contains("tls"),
+        "{log}"
+    );
+}
+
+#[test]
+fn require_tls_disables_login_until_starttls() {
+    let (lab, proxy) = start(true, &[("[imap]\n", "[imap]\nrequire_tls = true\n")]);
+    let mut c = ImapClient::connect(proxy.imap_port());
+    assert!(c.greeting.contains("LOGINDISABLED"), "{}", c.greeting);
+    assert!(!c.greeting.contains("AUTH=PLAIN"), "{}", c.greeting);
+    let (_, tagged) = c.cmd("LOGIN alice alicepw");
+    assert!(tagged.contains("NO [PRIVACYREQUIRED]"), "{tagged}");
+    let script = r#"
+import imaplib, ssl, sys
+m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+m.starttls(ssl_context=ssl.create_default_context(cafile=sys.argv[2]))
+m.login("alice", "alicepw")
+print("logged in")
+"#;
+    let (ok, out) = python(
+        script,
+        &[
+            &proxy.imap_port().to_string(),
+            &lab.certs.ca_pem.display().to_string(),
+        ],
+    );
+    assert!(ok && out.contains("logged in"), "{out}");
+}
