@@ -126,10 +126,8 @@ pub struct BackendConfig {
     pub imap: Endpoint,
     /// The store's delivery endpoint (SMTP or LMTP).
     pub delivery: Option<Endpoint>,
-    /// Master user for logins on a user's behalf.
-    pub master_user: Option<String>,
-    /// Its password.
-    pub master_password: Option<String>,
+    /// Master user for logins on a user's behalf (proxy `login = "master"`, migration).
+    pub master: Option<MasterLogin>,
     /// How proxied IMAP sessions log in.
     pub login: BackendLogin,
     /// CA certificates that sign the store's certificate (else the system roots).
@@ -141,14 +139,33 @@ pub struct BackendConfig {
 }
 
 /// How mailshift logs in to a store for a proxied session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendLogin {
     /// With the client's own login and password.
     User,
-    /// As the master user, SASL PLAIN with the user as authorization identity.
-    MasterAuthzid,
-    /// As the master user, `LOGIN user<sep>master password` (Dovecot's form).
-    MasterSeparator(String),
+    /// As the master user on the user's behalf.
+    Master,
+}
+
+/// A store's master user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterLogin {
+    /// The master user's login.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// `Some("*")`: log in as `user*master` (Dovecot's form); `None`: SASL PLAIN
+    /// with the user as authorization identity.
+    pub separator: Option<String>,
+}
+
+impl fmt::Debug for MasterLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterLogin")
+            .field("user", &self.user)
+            .field("separator", &self.separator)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a connection to an endpoint is secured.
@@ -498,7 +515,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         p.add("backends", "at least one [backends.NAME] table is needed");
     }
     if directory.password_check == PasswordCheck::Backend {
-        for b in backends.iter().filter(|b| b.login != BackendLogin::User) {
+        for b in backends.iter().filter(|b| b.login == BackendLogin::Master) {
             p.add(
                 &format!("backends.{}.login", b.name),
                 "\"master\" needs directory.password_check = \"bind\": \
@@ -761,10 +778,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
     }
     let login = match b.login.as_deref() {
         None | Some("user") => BackendLogin::User,
-        Some("master") => match b.master_separator {
-            Some(sep) if !sep.is_empty() => BackendLogin::MasterSeparator(sep),
-            _ => BackendLogin::MasterAuthzid,
-        },
+        Some("master") => BackendLogin::Master,
         Some(other) => {
             p.add(
                 &key("login"),
@@ -773,7 +787,15 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             BackendLogin::User
         }
     };
-    if login != BackendLogin::User && b.master_user.is_none() {
+    let master = match (b.master_user, master_password) {
+        (Some(user), Some(password)) => Some(MasterLogin {
+            user,
+            password,
+            separator: b.master_separator.filter(|s| !s.is_empty()),
+        }),
+        _ => None,
+    };
+    if login == BackendLogin::Master && master.is_none() && !password_given {
         p.add(
             &key("login"),
             "\"master\" needs master_user and master_password",
@@ -787,8 +809,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
         mailhosts: b.mailhost,
         imap,
         delivery,
-        master_user: b.master_user,
-        master_password,
+        master,
         login,
         ca_file: b.ca_file,
         tls_server_name: b.tls_server_name,

@@ -10,7 +10,6 @@
 //! so "greeting: connection closed" tells an admin where to look.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use base64::Engine;
 use rustls::pki_types::ServerName;
@@ -69,6 +68,32 @@ pub struct ClientInfo {
     pub peer: SocketAddr,
     /// The client's own ID parameters.
     pub id: Vec<(String, Option<String>)>,
+}
+
+/// Who mailshift logs in as.
+#[derive(Clone, Copy)]
+pub enum Credentials<'a> {
+    /// The user, with their own password.
+    User {
+        /// Login.
+        user: &'a str,
+        /// Password.
+        password: &'a [u8],
+    },
+    /// The backend's master user, on the user's behalf.
+    Master {
+        /// The user to act as.
+        user: &'a str,
+    },
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::User { user, .. } => write!(f, "User({user})"),
+            Credentials::Master { user } => write!(f, "Master({user})"),
+        }
+    }
 }
 
 /// A logged-in backend connection, ready to relay.
@@ -194,29 +219,33 @@ impl Backend {
         Ok(Stream::Client(Box::new(tls)))
     }
 
-    /// Connects and logs in as `user`; all stages together within the
-    /// backend's `connect_timeout`.
+    /// Connects and logs in; all stages together within the backend's
+    /// `connect_timeout`. `client` is introduced to the store with ID.
     pub async fn login(
-        self: &Arc<Self>,
-        user: &str,
-        password: &[u8],
-        client: &ClientInfo,
+        &self,
+        creds: &Credentials<'_>,
+        client: Option<&ClientInfo>,
     ) -> Result<LoggedIn, Error> {
-        tokio::time::timeout(
-            self.cfg.connect_timeout,
-            self.login_inner(user, password, client),
-        )
-        .await
-        .unwrap_or(Err(Error::Timeout {
-            stage: "connect+login",
-        }))
+        tokio::time::timeout(self.cfg.connect_timeout, self.login_inner(creds, client))
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                stage: "connect+login",
+            }))
+    }
+
+    /// The credentials a proxied session of `user` logs in with, per the
+    /// backend's `login` setting.
+    pub fn session_credentials<'a>(&self, user: &'a str, password: &'a [u8]) -> Credentials<'a> {
+        match self.cfg.login {
+            BackendLogin::User => Credentials::User { user, password },
+            BackendLogin::Master => Credentials::Master { user },
+        }
     }
 
     async fn login_inner(
         &self,
-        user: &str,
-        password: &[u8],
-        client: &ClientInfo,
+        creds: &Credentials<'_>,
+        client: Option<&ClientInfo>,
     ) -> Result<LoggedIn, Error> {
         let ep = &self.cfg.imap;
         let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
@@ -293,7 +322,7 @@ impl Backend {
         };
         // ID and login go in one write: one round trip instead of two.
         let mut out = Vec::new();
-        if has_cap(&caps, "ID") {
+        if let (true, Some(client)) = (has_cap(&caps, "ID"), client) {
             out.extend_from_slice(b"S3 ID (");
             let mut first = true;
             let mut pair = |out: &mut Vec<u8>, k: &str, v: Option<&str>| {
@@ -327,44 +356,29 @@ impl Backend {
         let literal_plus = has_cap(&caps, "LITERAL+");
         let plain = has_cap(&caps, "AUTH=PLAIN");
         let sasl_ir = has_cap(&caps, "SASL-IR");
-        let (authz, authc, secret, login_name): (&str, &str, &[u8], String) = match &self.cfg.login
-        {
-            BackendLogin::User => ("", user, password, user.to_string()),
-            BackendLogin::MasterAuthzid => (
-                user,
-                self.cfg.master_user.as_deref().unwrap_or_default(),
-                self.cfg
-                    .master_password
-                    .as_deref()
-                    .unwrap_or_default()
-                    .as_bytes(),
-                user.to_string(),
-            ),
-            BackendLogin::MasterSeparator(sep) => (
-                "",
-                user,
-                self.cfg
-                    .master_password
-                    .as_deref()
-                    .unwrap_or_default()
-                    .as_bytes(),
-                format!(
-                    "{user}{sep}{}",
-                    self.cfg.master_user.as_deref().unwrap_or_default()
-                ),
-            ),
+        // (authorization identity, authentication identity, secret)
+        let (authz, authc, secret): (&str, String, &[u8]) = match creds {
+            Credentials::User { user, password } => ("", user.to_string(), password),
+            Credentials::Master { user } => {
+                let master = self.cfg.master.as_ref().ok_or(Error::Protocol {
+                    stage: "login",
+                    what: format!("backends.{} has no master_user", self.cfg.name),
+                })?;
+                match &master.separator {
+                    Some(sep) => (
+                        "",
+                        format!("{user}{sep}{}", master.user),
+                        master.password.as_bytes(),
+                    ),
+                    None => (*user, master.user.clone(), master.password.as_bytes()),
+                }
+            }
         };
         if plain {
             let mut raw = Vec::new();
             raw.extend_from_slice(authz.as_bytes());
             raw.push(0);
-            raw.extend_from_slice(
-                if matches!(self.cfg.login, BackendLogin::MasterSeparator(_)) {
-                    login_name.as_bytes()
-                } else {
-                    authc.as_bytes()
-                },
-            );
+            raw.extend_from_slice(authc.as_bytes());
             raw.push(0);
             raw.extend_from_slice(secret);
             let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
@@ -389,7 +403,7 @@ impl Backend {
             });
         } else {
             out.extend_from_slice(b"S4 LOGIN ");
-            if !astring(&mut out, login_name.as_bytes(), literal_plus) {
+            if !astring(&mut out, authc.as_bytes(), literal_plus) {
                 return Err(Error::Protocol {
                     stage: "login",
                     what: "login needs a literal and the store has no LITERAL+".into(),

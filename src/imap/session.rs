@@ -256,7 +256,8 @@ async fn authenticate(
         Refusal::Unavailable("Mailbox temporarily unavailable, try again.")
     })?;
     let started = Instant::now();
-    let result = target.login(&login.user, &login.password.0, client).await;
+    let creds = target.session_credentials(&login.user, &login.password.0);
+    let result = target.login(&creds, Some(client)).await;
     let took = started.elapsed().as_secs_f64();
     let outcome = match &result {
         Ok(_) => "ok",
