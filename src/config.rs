@@ -296,6 +296,14 @@ pub struct MigrationConfig {
     pub instance_id: String,
     /// How long a claim on a user lasts without renewal.
     pub lease: Duration,
+    /// Most destination messages one pass may delete without `--force`.
+    pub max_deletes_per_pass: usize,
+    /// Connections per store per user (folders sync in parallel).
+    pub connections_per_user: usize,
+    /// Source folders not migrated (wire names as LIST shows them).
+    pub exclude_folders: Vec<String>,
+    /// Source folder → destination folder, for what the defaults don't cover.
+    pub folder_map: BTreeMap<String, String>,
 }
 
 // ---- raw serde structs: exactly the file's shape ----
@@ -408,6 +416,10 @@ struct RawMigration {
     sweep_interval: Option<String>,
     instance_id: Option<String>,
     lease: Option<String>,
+    max_deletes_per_pass: Option<usize>,
+    connections_per_user: Option<usize>,
+    exclude_folders: Option<Vec<String>>,
+    folder_map: Option<BTreeMap<String, String>>,
 }
 
 /// Collects problems while validating, so all of them are reported at once.
@@ -943,6 +955,16 @@ fn validate_migration(
             m.lease.as_deref(),
             Duration::from_secs(60),
         ),
+        max_deletes_per_pass: m.max_deletes_per_pass.unwrap_or(1000),
+        connections_per_user: match m.connections_per_user.unwrap_or(4) {
+            n @ 1..=16 => n,
+            _ => {
+                p.add("migration.connections_per_user", "must be 1 to 16");
+                4
+            }
+        },
+        exclude_folders: m.exclude_folders.unwrap_or_default(),
+        folder_map: m.folder_map.unwrap_or_default(),
     }
 }
 

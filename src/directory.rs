@@ -227,6 +227,18 @@ impl Directory {
         let _ = self.changes.send(change);
     }
 
+    /// Logins matching an LDAP filter (batch migrations); the file directory
+    /// has no filters.
+    pub async fn logins_matching(&self, filter: &str) -> Result<Vec<String>, Error> {
+        match &self.source {
+            Source::Ldap(l) => l.logins(filter).await,
+            Source::File(_) => Err(Error::File {
+                path: "directory".into(),
+                why: "--filter needs directory.kind = \"ldap\"".into(),
+            }),
+        }
+    }
+
     /// Drops every cached entry (admin request, tests).
     pub fn flush_cache(&self) {
         self.cache.clear();

@@ -22,6 +22,7 @@ pub mod directory;
 pub mod duration;
 pub mod imap;
 pub mod metrics;
+pub mod migrate;
 pub mod route;
 pub mod server;
 pub mod sessions;

@@ -30,14 +30,80 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run one incremental migration pass from [migration] from to to.
+    /// Safe to run again and again: later passes copy only what changed.
+    Migrate {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        users: UserSelection,
+        /// Print what would be copied, with an estimate, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete more expunged copies than migration.max_deletes_per_pass.
+        #[arg(long)]
+        force: bool,
+        /// Users migrated at once (default: migration.concurrency).
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
+        /// One JSON object per line per event and result, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a user's two mailboxes; exit 0 only when the new one holds
+    /// everything the old one does.
+    Verify {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The user.
+        #[arg(long, value_name = "LOGIN")]
+        user: String,
+        /// The result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which users a migration covers.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct UserSelection {
+    /// One user.
+    #[arg(long, value_name = "LOGIN")]
+    user: Option<String>,
+    /// Every user matching an LDAP filter.
+    #[arg(long, value_name = "LDAPFILTER")]
+    filter: Option<String>,
+    /// One login per line.
+    #[arg(long, value_name = "FILE")]
+    users_file: Option<PathBuf>,
 }
 
 /// EX_USAGE from sysexits.h: the config is wrong, not the machine.
 const EX_USAGE: u8 = 64;
 
-fn init_logging() {
+mod migrate_cli;
+
+fn exit(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("mailshift: {e:#}");
+            if e.downcast_ref::<mailshift::config::Error>().is_some() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSHIFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     // Colour only for a person at a terminal; journald and log files get plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -62,8 +128,35 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
+        Command::Migrate {
+            config,
+            users,
+            dry_run,
+            force,
+            concurrency,
+            json,
+        } => {
+            // Progress has its own output; logs only for trouble.
+            init_logging("warn");
+            exit(migrate_cli::migrate(
+                &config,
+                migrate_cli::Selection {
+                    user: users.user,
+                    filter: users.filter,
+                    users_file: users.users_file,
+                },
+                dry_run,
+                force,
+                concurrency,
+                json,
+            ))
+        }
+        Command::Verify { config, user, json } => {
+            init_logging("warn");
+            exit(migrate_cli::verify(&config, &user, json))
+        }
         Command::Serve { config } => {
-            init_logging();
+            init_logging("info");
             let cfg = match mailshift::Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {

@@ -4,7 +4,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
     TextEncoder,
 };
 
@@ -34,6 +35,14 @@ pub struct Metrics {
     pub directory_sync_up: IntGauge,
     /// Backend connect + greeting + TLS + login latency, by backend and result.
     pub backend_connect: HistogramVec,
+    /// Messages copied by the migration engine.
+    pub migration_messages: IntCounter,
+    /// Bytes copied by the migration engine.
+    pub migration_bytes: IntCounter,
+    /// Migration passes by result (`ok`, `partial`, `failed`).
+    pub migration_passes: IntCounterVec,
+    /// Migration pass duration.
+    pub migration_pass_duration: Histogram,
 }
 
 /// The process-wide metrics.
@@ -112,6 +121,38 @@ impl Metrics {
                 "mailshift_backend_connect_duration_seconds",
                 "Backend connect, greeting, TLS and login latency",
                 &["backend", "result"],
+            ),
+            migration_messages: registered(
+                &r,
+                IntCounter::new(
+                    "mailshift_migration_messages_copied_total",
+                    "Messages copied by the migration engine",
+                )
+                .expect("valid metric"),
+            ),
+            migration_bytes: registered(
+                &r,
+                IntCounter::new(
+                    "mailshift_migration_bytes_copied_total",
+                    "Bytes copied by the migration engine",
+                )
+                .expect("valid metric"),
+            ),
+            migration_passes: counter(
+                "mailshift_migration_passes_total",
+                "Migration passes by result",
+                &["result"],
+            ),
+            migration_pass_duration: registered(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "mailshift_migration_pass_duration_seconds",
+                        "Migration pass duration",
+                    )
+                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0]),
+                )
+                .expect("valid metric"),
             ),
             registry: r,
         }

@@ -155,6 +155,32 @@ impl LdapDirectory {
         }
     }
 
+    /// The logins of every entry matching `filter` (for batch migrations).
+    pub async fn logins(&self, filter: &str) -> Result<Vec<String>, Error> {
+        let mut ldap = self.connect(true).await?;
+        let res = ldap
+            .with_timeout(self.cfg.timeout * 10)
+            .search(
+                &self.cfg.base_dn,
+                Scope::Subtree,
+                filter,
+                vec![self.cfg.login_attribute.clone()],
+            )
+            .await
+            .map_err(|e| Error::Unavailable(format!("search {filter}: {e}")))?;
+        let (entries, _) = res
+            .success()
+            .map_err(|e| Error::Server(format!("search {filter}: {e}")))?;
+        let mut out: Vec<String> = entries
+            .into_iter()
+            .map(|e| self.user_from_entry(SearchEntry::construct(e), "").login)
+            .filter(|l| !l.is_empty())
+            .collect();
+        out.sort();
+        let _ = ldap.unbind().await;
+        Ok(out)
+    }
+
     /// Checks a password by binding as the user on a connection of its own
     /// (a bind changes a connection's identity, so pool connections can't).
     pub async fn bind_as(&self, user: &User, password: &[u8]) -> Result<bool, Error> {

@@ -1,0 +1,331 @@
+//! A small pipelining IMAP client for the sync engine.
+//!
+//! It logs in through the proxy's own backend connector (same TLS, same master
+//! user handling), frames responses with the front end's [`Framer`] (lines plus
+//! literals, so literal bytes are never taken for a response), and decodes the
+//! untagged data it needs with imap-codec. Commands are written in batches and
+//! their tagged replies read afterwards: that is what makes APPEND fast.
+
+use std::collections::HashSet;
+
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::response::{Code, Data, Response};
+use imap_codec::ResponseCodec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::imap::backend::{self, Backend, Credentials};
+use crate::imap::framer::{Frame, Framer};
+use crate::stream::Stream;
+
+/// Longest response line accepted (LIST and SEARCH lines can be long).
+const MAX_LINE: usize = 4 << 20;
+/// Largest literal accepted (a message).
+const MAX_LITERAL: usize = 1 << 30;
+
+/// Why talking to a store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Connect or login failed.
+    #[error("{store}: {source}")]
+    Login {
+        /// The backend name.
+        store: String,
+        /// Why.
+        source: backend::Error,
+    },
+    /// The connection broke.
+    #[error("{store}: connection: {source}")]
+    Io {
+        /// The backend name.
+        store: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store answered something we cannot use.
+    #[error("{store}: {what}")]
+    Protocol {
+        /// The backend name.
+        store: String,
+        /// What.
+        what: String,
+    },
+    /// A command was refused (`NO` or `BAD`).
+    #[error("{store}: {command} refused: {reply}")]
+    Refused {
+        /// The backend name.
+        store: String,
+        /// The command (without literals or secrets).
+        command: String,
+        /// The tagged reply.
+        reply: String,
+    },
+}
+
+impl Error {
+    /// Whether waiting and trying again may help (throttling, unavailability,
+    /// a dropped connection).
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Error::Io { .. } => true,
+            Error::Login { source, .. } => !matches!(source, backend::Error::Rejected(_)),
+            Error::Refused { reply, .. } => {
+                let r = reply.to_ascii_uppercase();
+                r.contains("[UNAVAILABLE]") || r.contains("[INUSE]") || r.contains("[LIMIT]")
+            }
+            Error::Protocol { .. } => false,
+        }
+    }
+}
+
+/// The outcome of one tagged command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// OK.
+    Ok,
+    /// NO.
+    No,
+    /// BAD.
+    Bad,
+}
+
+/// A tagged reply and the untagged responses that came before it.
+pub struct Reply {
+    /// `OK`, `NO` or `BAD`.
+    pub status: Status,
+    /// The tagged line after the tag, e.g. `OK [APPENDUID 1 5] Append completed.`
+    pub text: String,
+    /// The untagged responses, whole (literals included).
+    pub untagged: Vec<Vec<u8>>,
+}
+
+impl Reply {
+    /// Decodes every untagged response imap-codec understands; the others are
+    /// skipped (servers send informational data we have no use for).
+    pub fn data(&self) -> impl Iterator<Item = Data<'_>> {
+        self.untagged.iter().filter_map(|raw| {
+            match ResponseCodec::default().decode(raw) {
+                Ok((_, Response::Data(d))) => Some(d),
+                _ => None,
+            }
+        })
+    }
+
+    /// Response codes in untagged `OK` lines (`[UIDVALIDITY 5]`, ...).
+    pub fn codes(&self) -> impl Iterator<Item = Code<'_>> {
+        self.untagged.iter().filter_map(|raw| {
+            match ResponseCodec::default().decode(raw) {
+                Ok((_, Response::Status(imap_codec::imap_types::response::Status::Untagged(body)))) => body.code,
+                _ => None,
+            }
+        })
+    }
+
+    /// `[APPENDUID validity uid]` in the tagged line.
+    pub fn append_uid(&self) -> Option<(u32, u32)> {
+        let rest = self.text.split("[APPENDUID ").nth(1)?;
+        let mut it = rest.split([' ', ']']);
+        let validity = it.next()?.parse().ok()?;
+        let uid = it.next()?.parse().ok()?;
+        Some((validity, uid))
+    }
+}
+
+/// One logged-in connection to a store.
+pub struct Client {
+    stream: Stream,
+    framer: Framer,
+    next_tag: u32,
+    caps: HashSet<String>,
+    store: String,
+    out: Vec<u8>,
+}
+
+/// Quotes a mailbox name (as it travels on the wire: modified UTF-7 or UTF-8).
+pub fn quoted(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    out.push(b'"');
+    for &b in name {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+    out
+}
+
+impl Client {
+    /// Connects and logs in.
+    pub async fn connect(backend: &Backend, creds: &Credentials<'_>) -> Result<Client, Error> {
+        let store = backend.name().to_string();
+        let logged_in = backend
+            .login(creds, None)
+            .await
+            .map_err(|source| Error::Login {
+                store: store.clone(),
+                source,
+            })?;
+        let mut framer = Framer::new(MAX_LINE, MAX_LITERAL);
+        framer.push(&logged_in.leftover);
+        let caps = logged_in
+            .capabilities
+            .split_ascii_whitespace()
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        Ok(Client {
+            stream: logged_in.stream,
+            framer,
+            next_tag: 1,
+            caps,
+            store,
+            out: Vec::new(),
+        })
+    }
+
+    /// The store's name (for messages).
+    pub fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// Whether the store offers a capability (upper case, e.g. `UIDPLUS`).
+    pub fn has(&self, cap: &str) -> bool {
+        self.caps.contains(cap)
+    }
+
+    fn io(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            store: self.store.clone(),
+            source,
+        }
+    }
+
+    /// Queues a command (written by [`flush`](Self::flush)); returns its tag.
+    pub fn queue(&mut self, command: &[u8]) -> String {
+        let tag = format!("M{}", self.next_tag);
+        self.next_tag += 1;
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.push(b' ');
+        self.out.extend_from_slice(command);
+        self.out.extend_from_slice(b"\r\n");
+        tag
+    }
+
+    /// Queues an APPEND with a non-synchronizing literal (LITERAL+); `binary`
+    /// sends it as a literal8 (RFC 3516), the only way to carry NUL bytes.
+    pub fn queue_append(
+        &mut self,
+        mailbox: &[u8],
+        flags: &str,
+        date: &str,
+        message: &[u8],
+        binary: bool,
+    ) -> String {
+        let tag = format!("M{}", self.next_tag);
+        self.next_tag += 1;
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.extend_from_slice(b" APPEND ");
+        self.out.extend_from_slice(&quoted(mailbox));
+        let tilde = if binary { "~" } else { "" };
+        self.out.extend_from_slice(
+            format!(" ({flags}) \"{date}\" {tilde}{{{}+}}\r\n", message.len()).as_bytes(),
+        );
+        self.out.extend_from_slice(message);
+        self.out.extend_from_slice(b"\r\n");
+        tag
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let res = async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        }
+        .await;
+        res.map_err(|e| self.io(e))
+    }
+
+    /// Reads one whole response.
+    async fn response(&mut self) -> Result<Vec<u8>, Error> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.framer.next_frame() {
+                Frame::Command(bytes) => return Ok(bytes),
+                Frame::Incomplete | Frame::NeedContinuation => {}
+                Frame::LineTooLong | Frame::LiteralTooLarge { .. } => {
+                    return Err(Error::Protocol {
+                        store: self.store.clone(),
+                        what: "response larger than mailshift accepts".into(),
+                    })
+                }
+            }
+            let n = self.stream.read(&mut buf).await.map_err(|e| self.io(e))?;
+            if n == 0 {
+                return Err(self.io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.framer.push(&buf[..n]);
+        }
+    }
+
+    /// Reads responses up to the reply tagged `tag`.
+    pub async fn reply(&mut self, tag: &str) -> Result<Reply, Error> {
+        let mut untagged = Vec::new();
+        loop {
+            let raw = self.response().await?;
+            if raw.starts_with(tag.as_bytes()) && raw.get(tag.len()) == Some(&b' ') {
+                let line = String::from_utf8_lossy(&raw[tag.len() + 1..]);
+                let text = line.trim_end_matches(['\r', '\n']).to_string();
+                let word = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                let status = match word.as_str() {
+                    "OK" => Status::Ok,
+                    "NO" => Status::No,
+                    _ => Status::Bad,
+                };
+                return Ok(Reply {
+                    status,
+                    text,
+                    untagged,
+                });
+            }
+            if raw.starts_with(b"* BYE") {
+                return Err(Error::Io {
+                    store: self.store.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        String::from_utf8_lossy(&raw).trim().to_string(),
+                    ),
+                });
+            }
+            untagged.push(raw);
+        }
+    }
+
+    /// Sends one command and waits for its reply; `NO`/`BAD` is an error.
+    pub async fn run(&mut self, command: &str) -> Result<Reply, Error> {
+        let reply = self.run_status(command.as_bytes()).await?;
+        if reply.status != Status::Ok {
+            return Err(Error::Refused {
+                store: self.store.clone(),
+                command: command.split(' ').take(2).collect::<Vec<_>>().join(" "),
+                reply: reply.text,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Sends one command and returns the reply whatever its status.
+    pub async fn run_status(&mut self, command: &[u8]) -> Result<Reply, Error> {
+        let tag = self.queue(command);
+        self.flush().await?;
+        self.reply(&tag).await
+    }
+
+    /// Logs out politely; errors do not matter any more.
+    pub async fn logout(mut self) {
+        let _ = self.run_status(b"LOGOUT").await;
+    }
+}

@@ -1,0 +1,286 @@
+//! Folders: listing both stores and deciding where each source folder goes.
+//!
+//! Names are handled in their wire form (modified UTF-7, or UTF-8 where the
+//! store speaks it): encoded segments never contain the hierarchy delimiter,
+//! so translating `INBOX.Sent` (`.`) into `Sent` (`/`) is a split and a join.
+//! SPECIAL-USE folders go to the destination's folder of the same use, whatever
+//! its name (`Sent Items` → `Sent`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use imap_codec::imap_types::flag::FlagNameAttribute;
+use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::Data;
+
+use super::client::{Client, Error};
+
+/// RFC 6154 special uses that are mapped across stores.
+pub const SPECIAL_USES: [&str; 7] = [
+    "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged",
+];
+
+/// One folder as a store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder {
+    /// The wire name.
+    pub name: Vec<u8>,
+    /// The hierarchy delimiter.
+    pub delimiter: Option<u8>,
+    /// Its special use (`\Sent`, ...), if any.
+    pub special: Option<String>,
+    /// Whether it can be selected.
+    pub selectable: bool,
+    /// Whether the user subscribes to it.
+    pub subscribed: bool,
+}
+
+impl Folder {
+    /// The name for messages.
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// The personal namespace: prefix and delimiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// E.g. `INBOX.` or empty.
+    pub prefix: Vec<u8>,
+    /// E.g. `.` or `/`.
+    pub delimiter: u8,
+}
+
+fn mailbox_bytes(m: &Mailbox<'_>) -> Vec<u8> {
+    match m {
+        Mailbox::Inbox => b"INBOX".to_vec(),
+        Mailbox::Other(o) => o.as_ref().to_vec(),
+    }
+}
+
+/// Reads `* NAMESPACE (("prefix" "delim") ...) ...` — the first personal namespace.
+fn parse_namespace(raw: &[u8]) -> Option<(Vec<u8>, u8)> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let rest = text.strip_prefix("* NAMESPACE ((")?;
+    let rest = rest.strip_prefix('"')?;
+    let mut prefix = Vec::new();
+    let mut chars = rest.bytes();
+    loop {
+        match chars.next()? {
+            b'\\' => prefix.push(chars.next()?),
+            b'"' => break,
+            b => prefix.push(b),
+        }
+    }
+    let rest: Vec<u8> = chars.collect();
+    let rest = std::str::from_utf8(&rest).ok()?.trim_start();
+    let delim = rest.strip_prefix('"')?.bytes().next()?;
+    Some((prefix, delim))
+}
+
+/// Lists a store's folders and its personal namespace.
+pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error> {
+    let extended = client.has("LIST-EXTENDED") && client.has("SPECIAL-USE");
+    let reply = if extended {
+        client.run("LIST \"\" \"*\" RETURN (SPECIAL-USE SUBSCRIBED)").await?
+    } else {
+        client.run("LIST \"\" \"*\"").await?
+    };
+    let mut folders = Vec::new();
+    for data in reply.data() {
+        if let Data::List {
+            items,
+            delimiter,
+            mailbox,
+        } = data
+        {
+            let attrs: Vec<String> = items.iter().map(|a| a.to_string()).collect();
+            let has = |a: &str| attrs.iter().any(|x| x.eq_ignore_ascii_case(a));
+            folders.push(Folder {
+                name: mailbox_bytes(&mailbox),
+                delimiter: delimiter.map(|d| d.inner() as u8),
+                special: SPECIAL_USES
+                    .iter()
+                    .find(|s| has(s))
+                    .map(|s| s.to_string()),
+                selectable: !items
+                    .iter()
+                    .any(|a| matches!(a, FlagNameAttribute::Noselect))
+                    && !has("\\NonExistent"),
+                subscribed: has("\\Subscribed"),
+            });
+        }
+    }
+    if !extended {
+        let lsub = client.run("LSUB \"\" \"*\"").await?;
+        let subscribed: Vec<Vec<u8>> = lsub
+            .data()
+            .filter_map(|d| match d {
+                Data::Lsub { mailbox, .. } => Some(mailbox_bytes(&mailbox)),
+                _ => None,
+            })
+            .collect();
+        for f in &mut folders {
+            f.subscribed = subscribed.contains(&f.name);
+        }
+    }
+    let fallback_delim = folders.iter().find_map(|f| f.delimiter).unwrap_or(b'/');
+    let mut ns = Namespace {
+        prefix: Vec::new(),
+        delimiter: fallback_delim,
+    };
+    if client.has("NAMESPACE") {
+        let reply = client.run("NAMESPACE").await?;
+        if let Some((prefix, delimiter)) = reply.untagged.iter().find_map(|r| parse_namespace(r)) {
+            ns = Namespace { prefix, delimiter };
+        }
+    }
+    Ok((folders, ns))
+}
+
+/// Operator rules for folders the defaults don't cover.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Source folders (wire names) not migrated.
+    pub exclude: Vec<String>,
+    /// Source folder → destination folder, full wire names.
+    pub rename: BTreeMap<String, String>,
+}
+
+/// Where one source folder goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    /// The source folder.
+    pub src: Folder,
+    /// The destination wire name.
+    pub dst: Vec<u8>,
+    /// Whether it must be created on the destination.
+    pub create: bool,
+}
+
+fn is_inbox(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"INBOX")
+}
+
+/// Translates a source name into the destination's namespace and delimiter.
+pub fn translate(name: &[u8], src: &Namespace, dst: &Namespace) -> Vec<u8> {
+    if is_inbox(name) {
+        return b"INBOX".to_vec();
+    }
+    let local = name.strip_prefix(src.prefix.as_slice()).unwrap_or(name);
+    let mut out = dst.prefix.clone();
+    for (i, part) in local.split(|&b| b == src.delimiter).enumerate() {
+        if i > 0 {
+            out.push(dst.delimiter);
+        }
+        // A source name may contain the destination's delimiter as a plain
+        // character: it would create a hierarchy level that is not there.
+        out.extend(part.iter().map(|&b| if b == dst.delimiter { b'_' } else { b }));
+    }
+    // `INBOX/Sub` on a store without a prefix stays under INBOX.
+    out
+}
+
+/// Decides the destination of every selectable source folder.
+pub fn plan(
+    src: &[Folder],
+    src_ns: &Namespace,
+    dst: &[Folder],
+    dst_ns: &Namespace,
+    rules: &Rules,
+) -> Vec<Pair> {
+    let dst_by_use: HashMap<&str, &Folder> = dst
+        .iter()
+        .filter_map(|f| f.special.as_deref().map(|s| (s, f)))
+        .collect();
+    let dst_names: Vec<&[u8]> = dst.iter().map(|f| f.name.as_slice()).collect();
+    let mut out = Vec::new();
+    for f in src.iter().filter(|f| f.selectable) {
+        let shown = f.display();
+        if rules.exclude.iter().any(|e| e == &shown) {
+            continue;
+        }
+        let target = if let Some(to) = rules.rename.get(&shown) {
+            to.as_bytes().to_vec()
+        } else if let Some(d) = f.special.as_deref().and_then(|s| dst_by_use.get(s)) {
+            d.name.clone()
+        } else {
+            translate(&f.name, src_ns, dst_ns)
+        };
+        let create = !dst_names
+            .iter()
+            .any(|n| *n == target.as_slice() || (is_inbox(n) && is_inbox(&target)));
+        out.push(Pair {
+            src: f.clone(),
+            dst: target,
+            create,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str, special: Option<&str>) -> Folder {
+        Folder {
+            name: name.as_bytes().to_vec(),
+            delimiter: Some(b'.'),
+            special: special.map(String::from),
+            selectable: true,
+            subscribed: false,
+        }
+    }
+
+    #[test]
+    fn namespace_line() {
+        assert_eq!(
+            parse_namespace(b"* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\n"),
+            Some((b"INBOX.".to_vec(), b'.'))
+        );
+        assert_eq!(
+            parse_namespace(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"),
+            Some((Vec::new(), b'/'))
+        );
+    }
+
+    #[test]
+    fn delimiters_prefixes_and_special_use() {
+        let src_ns = Namespace {
+            prefix: b"INBOX.".to_vec(),
+            delimiter: b'.',
+        };
+        let dst_ns = Namespace {
+            prefix: Vec::new(),
+            delimiter: b'/',
+        };
+        let src = vec![
+            folder("INBOX", None),
+            folder("INBOX.Projects.2024", None),
+            folder("INBOX.Sent Items", Some("\\Sent")),
+            folder("INBOX.a/b", None),
+            folder("INBOX.&AMk-t&AOk-", None),
+            folder("INBOX.Spam", None),
+        ];
+        let dst = vec![folder("INBOX", None), folder("Sent", Some("\\Sent"))];
+        let rules = Rules {
+            exclude: vec!["INBOX.Spam".into()],
+            rename: BTreeMap::new(),
+        };
+        let plan = plan(&src, &src_ns, &dst, &dst_ns, &rules);
+        let got: Vec<(String, bool)> = plan
+            .iter()
+            .map(|p| (String::from_utf8_lossy(&p.dst).into_owned(), p.create))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("INBOX".to_string(), false),
+                ("Projects/2024".to_string(), true),
+                ("Sent".to_string(), false),
+                ("a_b".to_string(), true),
+                ("&AMk-t&AOk-".to_string(), true),
+            ]
+        );
+    }
+}

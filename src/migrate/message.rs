@@ -1,0 +1,231 @@
+//! What the engine reads about messages: listings (UID, flags, size), whole
+//! messages for copying, and fingerprints for matching across stores.
+
+use std::collections::BTreeSet;
+
+use imap_codec::imap_types::fetch::MessageDataItem;
+use imap_codec::imap_types::flag::{Flag, FlagFetch};
+use imap_codec::imap_types::response::Data;
+
+use super::client::Reply;
+
+/// A message as listed: UID, flags, size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// UID.
+    pub uid: u32,
+    /// Flags and keywords, without `\Recent`.
+    pub flags: BTreeSet<String>,
+    /// RFC822.SIZE, when asked for.
+    pub size: u32,
+}
+
+/// A whole message fetched for copying.
+pub struct Fetched {
+    /// Source UID.
+    pub uid: u32,
+    /// Flags and keywords.
+    pub flags: BTreeSet<String>,
+    /// INTERNALDATE in IMAP `date-time` form.
+    pub internal_date: String,
+    /// The exact bytes.
+    pub body: Vec<u8>,
+}
+
+/// What identifies a message across stores when no UID map says it:
+/// (Message-ID, INTERNALDATE, size, hash of the header block).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint {
+    /// The Message-ID header value, trimmed (empty when absent).
+    pub message_id: String,
+    /// INTERNALDATE as a UTC timestamp (stores may render the zone differently).
+    pub internal_date: i64,
+    /// RFC822.SIZE.
+    pub size: u32,
+    /// FNV-1a of the header block: stable across runs and versions.
+    pub header_hash: u64,
+}
+
+fn flag_text(f: &Flag<'_>) -> String {
+    f.to_string()
+}
+
+fn flags_of(items: &[FlagFetch<'_>]) -> BTreeSet<String> {
+    items
+        .iter()
+        .filter_map(|f| match f {
+            FlagFetch::Flag(f) => Some(flag_text(f)),
+            FlagFetch::Recent => None,
+        })
+        .collect()
+}
+
+/// FNV-1a, 64 bit.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn message_id(header: &[u8]) -> String {
+    // Header names are case-insensitive; values may be folded onto the next line.
+    let text = String::from_utf8_lossy(header);
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        if line.len() >= 11 && line[..11].eq_ignore_ascii_case("message-id:") {
+            let mut value = line[11..].trim().to_string();
+            while let Some(next) = lines.peek() {
+                if next.starts_with(' ') || next.starts_with('\t') {
+                    value.push_str(next.trim());
+                    lines.next();
+                } else {
+                    break;
+                }
+            }
+            return value;
+        }
+    }
+    String::new()
+}
+
+/// Reads `UID FETCH ... (UID FLAGS [RFC822.SIZE])` responses.
+pub fn listing(reply: &Reply) -> Vec<Listed> {
+    let mut out = Vec::new();
+    for data in reply.data() {
+        let Data::Fetch { items, .. } = data else {
+            continue;
+        };
+        let mut l = Listed {
+            uid: 0,
+            flags: BTreeSet::new(),
+            size: 0,
+        };
+        for item in items.as_ref() {
+            match item {
+                MessageDataItem::Uid(u) => l.uid = u.get(),
+                MessageDataItem::Flags(f) => l.flags = flags_of(f),
+                MessageDataItem::Rfc822Size(s) => l.size = *s,
+                _ => {}
+            }
+        }
+        if l.uid != 0 {
+            out.push(l);
+        }
+    }
+    out.sort_by_key(|l| l.uid);
+    out
+}
+
+/// Reads `UID FETCH ... (UID FLAGS INTERNALDATE BODY.PEEK[])` responses.
+pub fn fetched(reply: &Reply) -> Vec<Fetched> {
+    let mut out = Vec::new();
+    for data in reply.data() {
+        let Data::Fetch { items, .. } = data else {
+            continue;
+        };
+        let (mut uid, mut flags, mut date, mut body) = (0, BTreeSet::new(), None, None);
+        for item in items.into_inner() {
+            match item {
+                MessageDataItem::Uid(u) => uid = u.get(),
+                MessageDataItem::Flags(f) => flags = flags_of(&f),
+                MessageDataItem::InternalDate(d) => {
+                    date = Some(d.as_ref().format("%d-%b-%Y %H:%M:%S %z").to_string())
+                }
+                MessageDataItem::BodyExt { data, .. } => body = data.into_option(),
+                _ => {}
+            }
+        }
+        if let (true, Some(date), Some(body)) = (uid != 0, date, body) {
+            out.push(Fetched {
+                uid,
+                flags,
+                internal_date: date,
+                body: body.into_owned(),
+            });
+        }
+    }
+    out.sort_by_key(|m| m.uid);
+    out
+}
+
+/// Reads `UID FETCH ... (UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])`.
+pub fn fingerprints(reply: &Reply) -> Vec<(u32, Fingerprint)> {
+    let mut out = Vec::new();
+    for data in reply.data() {
+        let Data::Fetch { items, .. } = data else {
+            continue;
+        };
+        let (mut uid, mut date, mut size, mut header) = (0, 0, 0, Vec::new());
+        for item in items.as_ref() {
+            match item {
+                MessageDataItem::Uid(u) => uid = u.get(),
+                MessageDataItem::InternalDate(d) => date = d.as_ref().timestamp(),
+                MessageDataItem::Rfc822Size(s) => size = *s,
+                MessageDataItem::BodyExt { data, .. } => {
+                    header = data.clone().into_option().map(|c| c.into_owned()).unwrap_or_default()
+                }
+                _ => {}
+            }
+        }
+        if uid != 0 {
+            out.push((
+                uid,
+                Fingerprint {
+                    message_id: message_id(&header),
+                    internal_date: date,
+                    size,
+                    header_hash: fnv1a(&header),
+                },
+            ));
+        }
+    }
+    out.sort_by_key(|(u, _)| *u);
+    out
+}
+
+/// A compact IMAP sequence set (`1:5,7,9:12`) of ascending UIDs.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_are_compact() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[4]), "4");
+    }
+
+    #[test]
+    fn message_id_is_found_case_insensitively_and_unfolded() {
+        assert_eq!(
+            message_id(b"Subject: x\r\nMESSAGE-ID:\r\n <a@b>\r\n\r\n"),
+            "<a@b>"
+        );
+        assert_eq!(message_id(b"Subject: x\r\n\r\n"), "");
+    }
+}

@@ -1,0 +1,728 @@
+//! One incremental pass of one user's mailbox, folder by folder.
+//!
+//! Per folder:
+//! ```text
+//!  STATUS both ─unchanged since last pass─► skip
+//!      │
+//!  EXAMINE source (read-only) / CREATE+SELECT destination
+//!  list UIDs+flags both sides ─► map check ─► expunged on source: delete copies
+//!      │                                        (only ours, capped per pass)
+//!  unmapped destination messages? ─► match by fingerprint (no duplicates after
+//!      │                             a crash or a lost state store)
+//!  copy the rest in source UID order: FETCH batch ─► pipelined APPEND (LITERAL+)
+//!      │                               ─► APPENDUID into the map, saved per batch
+//!  push flag changes
+//! ```
+//! The source is only ever EXAMINEd and read with BODY.PEEK: never modified.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imap_codec::imap_types::flag::FlagPerm;
+use imap_codec::imap_types::response::{Code, Data};
+use imap_codec::imap_types::status::StatusDataItem;
+
+use super::client::{self, quoted, Client, Status};
+use super::folders::{self, Pair, Rules};
+use super::message::{self, uid_set, Fingerprint, Listed};
+use super::state::{Failed, StateStore};
+use super::{Error, Event, Reporter};
+use crate::imap::backend::{Backend, Credentials};
+use crate::metrics::METRICS;
+
+/// Messages per FETCH/APPEND batch.
+const BATCH_MESSAGES: usize = 200;
+/// Bytes per batch: bounds memory, whatever the mailbox.
+const BATCH_BYTES: u64 = 16 << 20;
+
+/// How a pass behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Only report what would be copied.
+    pub dry_run: bool,
+    /// Allow more deletions than `max_deletes`.
+    pub force: bool,
+    /// Most destination messages one pass may delete (expunged on the source).
+    pub max_deletes: usize,
+    /// Connection pairs per user (folders are synced in parallel).
+    pub connections: usize,
+    /// Copy bandwidth cap, bytes per second.
+    pub max_bytes_per_second: Option<u64>,
+    /// Folder rules.
+    pub rules: Rules,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            force: false,
+            max_deletes: 1000,
+            connections: 4,
+            max_bytes_per_second: None,
+            rules: Rules::default(),
+        }
+    }
+}
+
+/// What one folder's sync did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FolderReport {
+    /// Source folder.
+    pub folder: String,
+    /// Destination folder.
+    pub dest: String,
+    /// Whether nothing changed since the last pass (checked by STATUS only).
+    pub unchanged: bool,
+    /// Messages on the source.
+    pub source_messages: usize,
+    /// Messages copied (or, in a dry run, to copy).
+    pub copied: u64,
+    /// Bytes copied (or to copy).
+    pub bytes: u64,
+    /// Destination messages recognised by fingerprint instead of copied.
+    pub matched: u64,
+    /// Messages whose flags were updated.
+    pub flags_updated: u64,
+    /// Copies deleted because the source expunged them.
+    pub deleted: u64,
+    /// Deletions held back by the per-pass cap.
+    pub deletions_held_back: u64,
+    /// Messages that could not be copied.
+    pub failed: Vec<Failed>,
+    /// Flags the destination refused to store (not in PERMANENTFLAGS).
+    pub refused_flags: BTreeSet<String>,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PassReport {
+    /// The user.
+    pub user: String,
+    /// Per folder.
+    pub folders: Vec<FolderReport>,
+    /// Seconds the pass took.
+    pub seconds: f64,
+    /// Folder errors (the pass went on with the other folders).
+    pub errors: Vec<String>,
+}
+
+impl PassReport {
+    /// Messages copied in all folders.
+    pub fn copied(&self) -> u64 {
+        self.folders.iter().map(|f| f.copied).sum()
+    }
+    /// Bytes copied in all folders.
+    pub fn bytes(&self) -> u64 {
+        self.folders.iter().map(|f| f.bytes).sum()
+    }
+    /// Messages that failed in all folders.
+    pub fn failed(&self) -> usize {
+        self.folders.iter().map(|f| f.failed.len()).sum()
+    }
+}
+
+/// The two stores and the state, for passes of any user.
+pub struct Engine {
+    /// Source store.
+    pub from: Arc<Backend>,
+    /// Destination store.
+    pub to: Arc<Backend>,
+    /// Sync state.
+    pub state: Arc<StateStore>,
+    /// Behaviour.
+    pub opts: Options,
+}
+
+/// Selected-state facts.
+#[derive(Debug, Default, Clone, Copy)]
+struct Selected {
+    validity: u32,
+    uidnext: u32,
+    modseq: u64,
+    exists: u32,
+    /// PERMANENTFLAGS allows new keywords (`\*`).
+    any_keyword: bool,
+}
+
+fn selected(reply: &client::Reply) -> (Selected, BTreeSet<String>) {
+    let mut s = Selected::default();
+    let mut perm = BTreeSet::new();
+    for code in reply.codes() {
+        match code {
+            Code::UidValidity(v) => s.validity = v.get(),
+            Code::UidNext(v) => s.uidnext = v.get(),
+            Code::HighestModSeq(v) => s.modseq = v.get(),
+            Code::PermanentFlags(flags) => {
+                for f in flags {
+                    match f {
+                        FlagPerm::Asterisk => s.any_keyword = true,
+                        FlagPerm::Flag(f) => {
+                            perm.insert(f.to_string());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for d in reply.data() {
+        if let Data::Exists(n) = d {
+            s.exists = n;
+        }
+    }
+    (s, perm)
+}
+
+/// STATUS facts of a folder, for the "nothing changed" check.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct StatusFacts {
+    messages: u32,
+    uidnext: u32,
+    validity: u32,
+    modseq: u64,
+}
+
+async fn status(c: &mut Client, name: &[u8]) -> Result<Option<StatusFacts>, client::Error> {
+    let condstore = c.has("CONDSTORE");
+    let mut cmd = b"STATUS ".to_vec();
+    cmd.extend_from_slice(&quoted(name));
+    cmd.extend_from_slice(if condstore {
+        b" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
+    } else {
+        b" (MESSAGES UIDNEXT UIDVALIDITY)"
+    });
+    let reply = c.run_status(&cmd).await?;
+    if reply.status != Status::Ok {
+        return Ok(None);
+    }
+    let mut f = StatusFacts::default();
+    for d in reply.data() {
+        if let Data::Status { items, .. } = d {
+            for item in items.iter() {
+                match item {
+                    StatusDataItem::Messages(n) => f.messages = *n,
+                    StatusDataItem::UidNext(n) => f.uidnext = n.get(),
+                    StatusDataItem::UidValidity(n) => f.validity = n.get(),
+                    StatusDataItem::HighestModSeq(n) => f.modseq = *n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(Some(f))
+}
+
+/// Flags the destination can store: system flags it lists, keywords when it
+/// allows new ones (or lists them).
+fn storable(flags: &BTreeSet<String>, perm: &BTreeSet<String>, any_keyword: bool) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut keep = BTreeSet::new();
+    let mut refused = BTreeSet::new();
+    for f in flags {
+        let system = f.starts_with('\\');
+        if perm.contains(f) || (!system && any_keyword) {
+            keep.insert(f.clone());
+        } else {
+            refused.insert(f.clone());
+        }
+    }
+    (keep, refused)
+}
+
+fn flag_list(flags: &BTreeSet<String>) -> String {
+    flags.iter().cloned().collect::<Vec<_>>().join(" ")
+}
+
+async fn list_messages(c: &mut Client, exists: u32, with_size: bool) -> Result<Vec<Listed>, client::Error> {
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let cmd = if with_size {
+        "UID FETCH 1:* (UID FLAGS RFC822.SIZE)"
+    } else {
+        "UID FETCH 1:* (UID FLAGS)"
+    };
+    Ok(message::listing(&c.run(cmd).await?))
+}
+
+async fn fingerprint(c: &mut Client, uids: &[u32]) -> Result<Vec<(u32, Fingerprint)>, client::Error> {
+    let mut out = Vec::new();
+    for chunk in uids.chunks(500) {
+        let cmd = format!(
+            "UID FETCH {} (UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])",
+            uid_set(chunk)
+        );
+        out.extend(message::fingerprints(&c.run(&cmd).await?));
+    }
+    Ok(out)
+}
+
+/// Paces copying to `max_bytes_per_second`.
+struct Pacer {
+    limit: Option<u64>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pacer {
+    async fn account(&mut self, n: u64) {
+        self.bytes += n;
+        if let Some(limit) = self.limit.filter(|l| *l > 0) {
+            let due = Duration::from_secs_f64(self.bytes as f64 / limit as f64);
+            let spent = self.started.elapsed();
+            if due > spent {
+                tokio::time::sleep(due - spent).await;
+            }
+        }
+    }
+}
+
+/// A source/destination connection pair.
+pub struct Pair2 {
+    /// Source connection.
+    pub src: Client,
+    /// Destination connection.
+    pub dst: Client,
+}
+
+impl Engine {
+    /// Builds the engine from `[migration]` (from, to, state_dir and limits).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Engine, Error> {
+        let m = cfg
+            .migration
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("the config has no [migration] table".into()))?;
+        let backend = |name: &str| -> Result<Arc<Backend>, Error> {
+            let b = cfg
+                .backend_named(name)
+                .ok_or_else(|| Error::Unsupported(format!("no [backends.{name}]")))?;
+            Backend::new(b.clone())
+                .map(Arc::new)
+                .map_err(|e| Error::Unsupported(format!("backends.{name}: {e}")))
+        };
+        Ok(Engine {
+            from: backend(&m.from)?,
+            to: backend(&m.to)?,
+            state: Arc::new(StateStore::open(&m.state_dir)?),
+            opts: Options {
+                max_deletes: m.max_deletes_per_pass,
+                connections: m.connections_per_user,
+                max_bytes_per_second: m.max_bytes_per_second,
+                rules: Rules {
+                    exclude: m.exclude_folders.clone(),
+                    rename: m.folder_map.clone(),
+                },
+                ..Options::default()
+            },
+        })
+    }
+
+    /// Connects one pair as the user (master user where configured, else the
+    /// given password).
+    pub async fn connect(&self, user: &str, password: Option<&[u8]>) -> Result<Pair2, Error> {
+        let creds = |b: &Backend| match (&b.cfg.master, password) {
+            (Some(_), _) => Ok(Credentials::Master { user }),
+            (None, Some(password)) => Ok(Credentials::User { user, password }),
+            (None, None) => Err(Error::Credentials(b.name().to_string())),
+        };
+        let (sc, dc) = (creds(&self.from)?, creds(&self.to)?);
+        let (src, dst) = tokio::join!(Client::connect(&self.from, &sc), Client::connect(&self.to, &dc));
+        Ok(Pair2 { src: src?, dst: dst? })
+    }
+
+    /// Lists both sides and plans the folder pairs.
+    pub async fn plan(&self, pair: &mut Pair2) -> Result<Vec<Pair>, Error> {
+        let (src, src_ns) = folders::list(&mut pair.src).await?;
+        let (dst, dst_ns) = folders::list(&mut pair.dst).await?;
+        Ok(folders::plan(&src, &src_ns, &dst, &dst_ns, &self.opts.rules))
+    }
+
+    /// One incremental pass for `user`.
+    pub async fn pass(
+        self: &Arc<Self>,
+        user: &str,
+        password: Option<&[u8]>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<PassReport, Error> {
+        let started = Instant::now();
+        let mut first = self.connect(user, password).await?;
+        let plan = self.plan(&mut first).await?;
+        reporter.event(Event::Planned {
+            user: user.to_string(),
+            folders: plan.len(),
+        });
+        let queue = Arc::new(tokio::sync::Mutex::new(plan.into_iter().collect::<std::collections::VecDeque<_>>()));
+        let workers = self.opts.connections.max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        let password = password.map(|p| Arc::new(p.to_vec()));
+        let mut first = Some(first);
+        for _ in 0..workers {
+            let engine = Arc::clone(self);
+            let queue = Arc::clone(&queue);
+            let reporter = Arc::clone(&reporter);
+            let user = user.to_string();
+            let password = password.clone();
+            let pair = first.take();
+            tasks.spawn(async move {
+                let mut reports = Vec::new();
+                let mut errors = Vec::new();
+                let mut conn = pair;
+                loop {
+                    let Some(folder) = queue.lock().await.pop_front() else { break };
+                    let mut attempt = 0;
+                    loop {
+                        if conn.is_none() {
+                            match engine.connect(&user, password.as_deref().map(|p| p.as_slice())).await {
+                                Ok(c) => conn = Some(c),
+                                Err(e) => {
+                                    errors.push(format!("{}: {e}", folder.src.display()));
+                                    break;
+                                }
+                            }
+                        }
+                        let Some(c) = conn.as_mut() else { break };
+                        match engine.sync_folder(&user, c, &folder, &*reporter).await {
+                            Ok(r) => {
+                                reports.push(r);
+                                break;
+                            }
+                            Err(e) if e.is_temporary() && attempt < 3 => {
+                                attempt += 1;
+                                conn = None;
+                                let wait = Duration::from_millis(500 << attempt);
+                                tracing::warn!(user = %user, folder = %folder.src.display(), error = %e, retry_in_ms = wait.as_millis() as u64, "store trouble; retrying folder");
+                                tokio::time::sleep(wait).await;
+                            }
+                            Err(e) => {
+                                errors.push(format!("{}: {e}", folder.src.display()));
+                                conn = None;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if let Some(c) = conn {
+                    tokio::join!(c.src.logout(), c.dst.logout());
+                }
+                (reports, errors)
+            });
+        }
+        let mut report = PassReport {
+            user: user.to_string(),
+            ..PassReport::default()
+        };
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((r, e)) => {
+                    report.folders.extend(r);
+                    report.errors.extend(e);
+                }
+                Err(e) => report.errors.push(format!("worker failed: {e}")),
+            }
+        }
+        report.folders.sort_by(|a, b| a.folder.cmp(&b.folder));
+        report.seconds = started.elapsed().as_secs_f64();
+        let result = if report.errors.is_empty() { "ok" } else { "partial" };
+        METRICS.migration_passes.with_label_values(&[result]).inc();
+        METRICS.migration_pass_duration.observe(report.seconds);
+        Ok(report)
+    }
+
+    /// Syncs one folder pair.
+    pub async fn sync_folder(
+        &self,
+        user: &str,
+        c: &mut Pair2,
+        pair: &Pair,
+        reporter: &dyn Reporter,
+    ) -> Result<FolderReport, Error> {
+        let key = pair.src.display();
+        let mut report = FolderReport {
+            folder: key.clone(),
+            dest: String::from_utf8_lossy(&pair.dst).into_owned(),
+            ..FolderReport::default()
+        };
+        let mut st = self.state.load(user, &key)?;
+
+        // Nothing changed on either side since the last complete pass?
+        if !pair.create && st.failed.is_empty() && st.src_modseq > 0 {
+            let (s, d) = (status(&mut c.src, &pair.src.name).await?, status(&mut c.dst, &pair.dst).await?);
+            if let (Some(s), Some(d)) = (s, d) {
+                if s.validity == st.src_validity
+                    && s.uidnext == st.src_uidnext
+                    && s.modseq == st.src_modseq
+                    && d.validity == st.dst_validity
+                    && d.modseq == st.dst_modseq
+                    && d.modseq > 0
+                {
+                    report.unchanged = true;
+                    report.source_messages = s.messages as usize;
+                    return Ok(report);
+                }
+            }
+        }
+
+        let mut cmd = b"EXAMINE ".to_vec();
+        cmd.extend_from_slice(&quoted(&pair.src.name));
+        if c.src.has("CONDSTORE") {
+            cmd.extend_from_slice(b" (CONDSTORE)");
+        }
+        let reply = c.src.run_status(&cmd).await?;
+        if reply.status != Status::Ok {
+            return Err(client::Error::Refused {
+                store: c.src.store().to_string(),
+                command: format!("EXAMINE {key}"),
+                reply: reply.text,
+            }
+            .into());
+        }
+        let (src_sel, _) = selected(&reply);
+
+        if pair.create && !self.opts.dry_run {
+            let mut cmd = b"CREATE ".to_vec();
+            cmd.extend_from_slice(&quoted(&pair.dst));
+            // ALREADYEXISTS from a concurrent pass is fine; anything else shows at SELECT.
+            let _ = c.dst.run_status(&cmd).await?;
+        }
+        if pair.src.subscribed && !self.opts.dry_run {
+            let mut cmd = b"SUBSCRIBE ".to_vec();
+            cmd.extend_from_slice(&quoted(&pair.dst));
+            let _ = c.dst.run_status(&cmd).await?;
+        }
+        let src_list = list_messages(&mut c.src, src_sel.exists, true).await?;
+        report.source_messages = src_list.len();
+        if pair.create && self.opts.dry_run {
+            report.copied = src_list.len() as u64;
+            report.bytes = src_list.iter().map(|m| u64::from(m.size)).sum();
+            return Ok(report);
+        }
+        let mut cmd = b"SELECT ".to_vec();
+        cmd.extend_from_slice(&quoted(&pair.dst));
+        if c.dst.has("CONDSTORE") {
+            cmd.extend_from_slice(b" (CONDSTORE)");
+        }
+        let reply = c.dst.run_status(&cmd).await?;
+        if reply.status != Status::Ok {
+            return Err(client::Error::Refused {
+                store: c.dst.store().to_string(),
+                command: format!("SELECT {}", report.dest),
+                reply: reply.text,
+            }
+            .into());
+        }
+        let (dst_sel, perm) = selected(&reply);
+        if !c.dst.has("UIDPLUS") {
+            return Err(Error::Unsupported(format!(
+                "{} lacks UIDPLUS: copies could not be tracked",
+                c.dst.store()
+            )));
+        }
+
+        if st.src_validity != src_sel.validity || st.dst_validity != dst_sel.validity {
+            if st.src_validity != 0 {
+                tracing::warn!(user, folder = %key, "UIDVALIDITY changed; matching this folder again by fingerprint");
+            }
+            st.reset(src_sel.validity, dst_sel.validity);
+        }
+        let dst_list = list_messages(&mut c.dst, dst_sel.exists, false).await?;
+        let src_by_uid: HashMap<u32, &Listed> = src_list.iter().map(|m| (m.uid, m)).collect();
+        let dst_by_uid: HashMap<u32, &Listed> = dst_list.iter().map(|m| (m.uid, m)).collect();
+
+        // A copy the user deleted on the destination is copied again.
+        st.map.retain(|_, d| dst_by_uid.contains_key(d));
+        st.foreign.retain(|d| dst_by_uid.contains_key(d));
+
+        // Expunged on the source: delete our copies (never anything else).
+        let gone: Vec<u32> = st
+            .map
+            .iter()
+            .filter(|(s, _)| !src_by_uid.contains_key(s))
+            .map(|(_, d)| *d)
+            .collect();
+        if !gone.is_empty() {
+            if gone.len() > self.opts.max_deletes && !self.opts.force {
+                report.deletions_held_back = gone.len() as u64;
+                tracing::warn!(user, folder = %key, would_delete = gone.len(), cap = self.opts.max_deletes, "deletions held back (use --force)");
+            } else if !self.opts.dry_run {
+                let mut sorted = gone.clone();
+                sorted.sort_unstable();
+                for chunk in sorted.chunks(1000) {
+                    let set = uid_set(chunk);
+                    c.dst.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)")).await?;
+                    c.dst.run(&format!("UID EXPUNGE {set}")).await?;
+                }
+                let gone: HashSet<u32> = gone.iter().copied().collect();
+                st.map.retain(|_, d| !gone.contains(d));
+                report.deleted = gone.len() as u64;
+                self.state.save(user, &key, &st)?;
+            } else {
+                report.deleted = gone.len() as u64;
+            }
+        }
+
+        let mapped_dst: HashSet<u32> = st.map.values().copied().collect();
+        let foreign: HashSet<u32> = st.foreign.iter().copied().collect();
+        let mut to_copy: Vec<&Listed> = src_list.iter().filter(|m| !st.map.contains_key(&m.uid)).collect();
+        let unknown: Vec<u32> = dst_list
+            .iter()
+            .map(|m| m.uid)
+            .filter(|u| !mapped_dst.contains(u) && !foreign.contains(u))
+            .collect();
+        if !to_copy.is_empty() && !unknown.is_empty() {
+            // After a crash between APPEND and saving, or with the state lost:
+            // what is already there is recognised, not copied again.
+            let src_uids: Vec<u32> = to_copy.iter().map(|m| m.uid).collect();
+            let src_fp = fingerprint(&mut c.src, &src_uids).await?;
+            let dst_fp = fingerprint(&mut c.dst, &unknown).await?;
+            let mut pool: BTreeMap<Fingerprint, Vec<u32>> = BTreeMap::new();
+            for (uid, fp) in dst_fp {
+                pool.entry(fp).or_default().push(uid);
+            }
+            let mut matched = HashSet::new();
+            for (uid, fp) in src_fp {
+                if let Some(list) = pool.get_mut(&fp) {
+                    if !list.is_empty() {
+                        let d = list.remove(0);
+                        st.map.insert(uid, d);
+                        matched.insert(uid);
+                    }
+                }
+            }
+            report.matched = matched.len() as u64;
+            to_copy.retain(|m| !matched.contains(&m.uid));
+            st.foreign = pool.into_values().flatten().collect();
+            st.foreign.sort_unstable();
+            if !self.opts.dry_run {
+                self.state.save(user, &key, &st)?;
+            }
+        }
+
+        if self.opts.dry_run {
+            report.copied = to_copy.len() as u64;
+            report.bytes = to_copy.iter().map(|m| u64::from(m.size)).sum();
+            return Ok(report);
+        }
+
+        // Copy, in source UID order, in batches bounded in count and bytes.
+        // Earlier failures are not in the map, so they are in `to_copy`: retried.
+        st.failed.clear();
+        reporter.event(Event::FolderStart {
+            user: user.to_string(),
+            folder: key.clone(),
+            messages: to_copy.len() as u64,
+            bytes: to_copy.iter().map(|m| u64::from(m.size)).sum(),
+        });
+        let mut pacer = Pacer {
+            limit: self.opts.max_bytes_per_second,
+            started: Instant::now(),
+            bytes: 0,
+        };
+        let binary = c.dst.has("BINARY");
+        let mut i = 0;
+        while i < to_copy.len() {
+            let mut j = i;
+            let mut bytes = 0u64;
+            while j < to_copy.len() && j - i < BATCH_MESSAGES && (j == i || bytes + u64::from(to_copy[j].size) <= BATCH_BYTES) {
+                bytes += u64::from(to_copy[j].size);
+                j += 1;
+            }
+            let uids: Vec<u32> = to_copy[i..j].iter().map(|m| m.uid).collect();
+            i = j;
+            let reply = c
+                .src
+                .run(&format!("UID FETCH {} (UID FLAGS INTERNALDATE BODY.PEEK[])", uid_set(&uids)))
+                .await?;
+            let messages = message::fetched(&reply);
+            let mut tags = Vec::with_capacity(messages.len());
+            for m in &messages {
+                let (flags, refused) = storable(&m.flags, &perm, dst_sel.any_keyword);
+                report.refused_flags.extend(refused);
+                if m.body.contains(&0) && !binary {
+                    report.failed.push(Failed {
+                        uid: m.uid,
+                        reason: "contains NUL bytes and the destination lacks BINARY".into(),
+                    });
+                    continue;
+                }
+                let tag = c.dst.queue_append(&pair.dst, &flag_list(&flags), &m.internal_date, &m.body, m.body.contains(&0));
+                tags.push((tag, m.uid, m.body.len() as u64));
+            }
+            c.dst.flush().await?;
+            let (mut copied_bytes, mut copied_messages) = (0, 0);
+            for (tag, uid, len) in tags {
+                let reply = c.dst.reply(&tag).await?;
+                match (reply.status, reply.append_uid()) {
+                    (Status::Ok, Some((validity, d))) if validity == dst_sel.validity => {
+                        st.map.insert(uid, d);
+                        report.copied += 1;
+                        report.bytes += len;
+                        copied_bytes += len;
+                        copied_messages += 1;
+                    }
+                    (Status::Ok, _) => {
+                        return Err(Error::Unsupported(format!(
+                            "{}: APPEND gave no usable APPENDUID ({})",
+                            c.dst.store(),
+                            reply.text
+                        )))
+                    }
+                    (_, _) => report.failed.push(Failed {
+                        uid,
+                        reason: reply.text.clone(),
+                    }),
+                }
+            }
+            for u in &uids {
+                if !messages.iter().any(|m| m.uid == *u) {
+                    report.failed.push(Failed {
+                        uid: *u,
+                        reason: "vanished from the source during the pass".into(),
+                    });
+                }
+            }
+            METRICS.migration_messages.inc_by(copied_messages);
+            METRICS.migration_bytes.inc_by(copied_bytes);
+            st.failed = report.failed.clone();
+            self.state.save(user, &key, &st)?;
+            reporter.event(Event::Copied {
+                user: user.to_string(),
+                folder: key.clone(),
+                messages: report.copied,
+                bytes: report.bytes,
+            });
+            pacer.account(copied_bytes).await;
+        }
+
+        // Flags: the source's, as far as the destination stores them.
+        let mut stores = Vec::new();
+        for (s, d) in &st.map {
+            let (Some(sm), Some(dm)) = (src_by_uid.get(s), dst_by_uid.get(d)) else {
+                continue;
+            };
+            let (want, refused) = storable(&sm.flags, &perm, dst_sel.any_keyword);
+            report.refused_flags.extend(refused);
+            let have: BTreeSet<String> = dm.flags.iter().filter(|f| perm.contains(*f) || (!f.starts_with('\\') && dst_sel.any_keyword)).cloned().collect();
+            if want != have {
+                stores.push(c.dst.queue(format!("UID STORE {d} FLAGS.SILENT ({})", flag_list(&want)).as_bytes()));
+            }
+        }
+        if !stores.is_empty() {
+            c.dst.flush().await?;
+            for tag in &stores {
+                let _ = c.dst.reply(tag).await?;
+            }
+            report.flags_updated = stores.len() as u64;
+        }
+
+        // Remember where both sides stood, for the next pass's STATUS check.
+        st.failed = report.failed.clone();
+        st.src_uidnext = src_sel.uidnext;
+        st.src_modseq = src_sel.modseq;
+        if let Some(d) = status(&mut c.dst, &pair.dst).await? {
+            st.dst_modseq = d.modseq;
+        }
+        self.state.save(user, &key, &st)?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,311 @@
+//! `mailshift migrate` and `mailshift verify`: the engine at the command line,
+//! with progress bars on a terminal, plain lines in scripts, JSON on request.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use mailshift::migrate::sync::{Engine, PassReport};
+use mailshift::migrate::{verify, Event, Reporter};
+use mailshift::Config;
+
+/// Which users.
+pub struct Selection {
+    pub user: Option<String>,
+    pub filter: Option<String>,
+    pub users_file: Option<PathBuf>,
+}
+
+/// How progress is shown.
+enum Output {
+    Bars(MultiProgress),
+    Plain,
+    Json,
+}
+
+struct Progress {
+    output: Output,
+    bars: Mutex<std::collections::HashMap<String, ProgressBar>>,
+    overall: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(json: bool, users: usize) -> Progress {
+        let output = if json {
+            Output::Json
+        } else if std::io::stderr().is_terminal() {
+            Output::Bars(MultiProgress::new())
+        } else {
+            Output::Plain
+        };
+        let overall = match &output {
+            Output::Bars(m) if users > 1 => {
+                let b = m.add(ProgressBar::new(users as u64));
+                b.set_style(
+                    ProgressStyle::with_template("users {pos}/{len} [{bar:30}] {elapsed} ETA {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                Some(b)
+            }
+            _ => None,
+        };
+        Progress {
+            output,
+            bars: Mutex::new(Default::default()),
+            overall,
+        }
+    }
+
+    fn user_done(&self, report: &PassReport) {
+        if let Some(b) = &self.overall {
+            b.inc(1);
+        }
+        if let Some(bar) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).remove(&report.user) {
+            bar.finish_and_clear();
+        }
+        let line = format!(
+            "{}: {} messages, {} copied in {:.2}s, {} failed, {} errors",
+            report.user,
+            report.copied(),
+            human(report.bytes()),
+            report.seconds,
+            report.failed(),
+            report.errors.len()
+        );
+        match &self.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({"event": "result", "report": report})
+            ),
+            Output::Bars(m) => {
+                let _ = m.println(line);
+            }
+            Output::Plain => eprintln!("{line}"),
+        }
+        for e in &report.errors {
+            if !matches!(self.output, Output::Json) {
+                eprintln!("  error: {e}");
+            }
+        }
+        for f in &report.folders {
+            for failed in &f.failed {
+                if !matches!(self.output, Output::Json) {
+                    eprintln!("  {}: uid {} not copied: {}", f.folder, failed.uid, failed.reason);
+                }
+            }
+            if !f.refused_flags.is_empty() && !matches!(self.output, Output::Json) {
+                eprintln!(
+                    "  {}: the destination does not store these flags: {}",
+                    f.folder,
+                    f.refused_flags.iter().cloned().collect::<Vec<_>>().join(" ")
+                );
+            }
+        }
+    }
+}
+
+impl Reporter for Progress {
+    fn event(&self, event: Event) {
+        match &self.output {
+            Output::Json => println!("{}", serde_json::to_string(&event).unwrap_or_default()),
+            Output::Plain => {
+                if let Event::FolderStart {
+                    user,
+                    folder,
+                    messages,
+                    bytes,
+                } = &event
+                {
+                    if *messages > 0 {
+                        eprintln!("{user}: {folder}: copying {messages} messages ({})", human(*bytes));
+                    }
+                }
+            }
+            Output::Bars(m) => {
+                let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    Event::FolderStart {
+                        user,
+                        folder,
+                        messages,
+                        bytes,
+                    } => {
+                        if messages == 0 {
+                            return;
+                        }
+                        let bar = bars.entry(user.clone()).or_insert_with(|| {
+                            let b = m.add(ProgressBar::new(0));
+                            b.set_style(
+                                ProgressStyle::with_template(
+                                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                                )
+                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                            );
+                            b.set_prefix(user.clone());
+                            b
+                        });
+                        bar.inc_length(bytes);
+                        bar.set_message(folder);
+                    }
+                    Event::Copied { user, .. } => {
+                        let _ = user;
+                    }
+                    Event::Planned { .. } => {}
+                }
+            }
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+async fn select_users(cfg: &Config, sel: &Selection) -> anyhow::Result<Vec<String>> {
+    if let Some(u) = &sel.user {
+        return Ok(vec![u.clone()]);
+    }
+    if let Some(path) = &sel.users_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect());
+    }
+    if let Some(filter) = &sel.filter {
+        let dir = mailshift::directory::Directory::new(&cfg.directory)?;
+        return Ok(dir.logins_matching(filter).await?);
+    }
+    bail!("give --user, --filter or --users-file")
+}
+
+fn load(config: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(config)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `mailshift migrate`; `Ok(true)` when every user's pass completed.
+pub fn migrate(
+    config: &Path,
+    sel: Selection,
+    dry_run: bool,
+    force: bool,
+    concurrency: Option<usize>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let cfg = load(config)?;
+    runtime()?.block_on(async move {
+        let mut engine = Engine::from_config(&cfg)?;
+        engine.opts.dry_run = dry_run;
+        engine.opts.force = force;
+        let engine = Arc::new(engine);
+        let users = select_users(&cfg, &sel).await?;
+        let concurrency = concurrency
+            .or(cfg.migration.as_ref().map(|m| m.concurrency as usize))
+            .unwrap_or(1)
+            .max(1);
+        let progress = Arc::new(Progress::new(json, users.len()));
+        let started = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for user in users {
+            let (engine, progress, sem) = (Arc::clone(&engine), Arc::clone(&progress), Arc::clone(&sem));
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let reporter: Arc<dyn Reporter> = progress.clone();
+                let result = engine.pass(&user, None, reporter).await;
+                (user, result)
+            });
+        }
+        let (mut ok, mut total_msgs, mut total_bytes) = (true, 0u64, 0u64);
+        while let Some(done) = tasks.join_next().await {
+            let (user, result) = done.context("a migration task failed")?;
+            match result {
+                Ok(report) => {
+                    ok &= report.errors.is_empty();
+                    total_msgs += report.copied();
+                    total_bytes += report.bytes();
+                    progress.user_done(&report);
+                }
+                Err(e) => {
+                    ok = false;
+                    if json {
+                        println!("{}", serde_json::json!({"event": "error", "user": user, "error": e.to_string()}));
+                    } else {
+                        eprintln!("{user}: {e}");
+                    }
+                }
+            }
+        }
+        if let Some(b) = &progress.overall {
+            b.finish_and_clear();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let verb = if dry_run { "to copy" } else { "copied" };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "done", "dry_run": dry_run, "messages": total_msgs, "bytes": total_bytes, "seconds": secs})
+            );
+        } else {
+            eprintln!(
+                "{total_msgs} messages ({}) {verb}; {secs:.2}s",
+                human(total_bytes)
+            );
+        }
+        Ok(ok)
+    })
+}
+
+/// `mailshift verify`; `Ok(true)` when nothing is missing.
+pub fn verify(config: &Path, user: &str, json: bool) -> anyhow::Result<bool> {
+    let cfg = load(config)?;
+    runtime()?.block_on(async move {
+        let engine = Engine::from_config(&cfg)?;
+        let v = verify::verify(&engine, user, None).await?;
+        if json {
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            for f in &v.folders {
+                let state = if f.missing.is_empty() && f.flag_mismatches.is_empty() {
+                    "ok"
+                } else {
+                    "DIFFERS"
+                };
+                println!(
+                    "{state:7} {} -> {}: source {}, destination {} ({} only on the destination)",
+                    f.folder, f.dest, f.source, f.destination, f.extra
+                );
+                for m in &f.missing {
+                    println!("        missing: {m}");
+                }
+                for m in &f.flag_mismatches {
+                    println!("        flags: {m}");
+                }
+            }
+            println!("{}: {}", user, if v.ok() { "verified" } else { "NOT complete" });
+        }
+        Ok(v.ok())
+    })
+}
