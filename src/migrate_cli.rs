@@ -45,8 +45,10 @@ impl Progress {
             Output::Bars(m) if users > 1 => {
                 let b = m.add(ProgressBar::new(users as u64));
                 b.set_style(
-                    ProgressStyle::with_template("users {pos}/{len} [{bar:30}] {elapsed} ETA {eta}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "users {pos}/{len} [{bar:30}] {elapsed} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 Some(b)
             }
@@ -63,7 +65,12 @@ impl Progress {
         if let Some(b) = &self.overall {
             b.inc(1);
         }
-        if let Some(bar) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).remove(&report.user) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&report.user)
+        {
             bar.finish_and_clear();
         }
         let line = format!(
@@ -93,14 +100,21 @@ impl Progress {
         for f in &report.folders {
             for failed in &f.failed {
                 if !matches!(self.output, Output::Json) {
-                    eprintln!("  {}: uid {} not copied: {}", f.folder, failed.uid, failed.reason);
+                    eprintln!(
+                        "  {}: uid {} not copied: {}",
+                        f.folder, failed.uid, failed.reason
+                    );
                 }
             }
             if !f.refused_flags.is_empty() && !matches!(self.output, Output::Json) {
                 eprintln!(
                     "  {}: the destination does not store these flags: {}",
                     f.folder,
-                    f.refused_flags.iter().cloned().collect::<Vec<_>>().join(" ")
+                    f.refused_flags
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 );
             }
         }
@@ -120,7 +134,10 @@ impl Reporter for Progress {
                 } = &event
                 {
                     if *messages > 0 {
-                        eprintln!("{user}: {folder}: copying {messages} messages ({})", human(*bytes));
+                        eprintln!(
+                            "{user}: {folder}: copying {messages} messages ({})",
+                            human(*bytes)
+                        );
                     }
                 }
             }
@@ -178,8 +195,8 @@ async fn select_users(cfg: &Config, sel: &Selection) -> anyhow::Result<Vec<Strin
         return Ok(vec![u.clone()]);
     }
     if let Some(path) = &sel.users_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         return Ok(text
             .lines()
             .map(str::trim)
@@ -304,7 +321,11 @@ pub fn verify(config: &Path, user: &str, json: bool) -> anyhow::Result<bool> {
                     println!("        flags: {m}");
                 }
             }
-            println!("{}: {}", user, if v.ok() { "verified" } else { "NOT complete" });
+            println!(
+                "{}: {}",
+                user,
+                if v.ok() { "verified" } else { "NOT complete" }
+            );
         }
         Ok(v.ok())
     })

@@ -103,22 +103,25 @@ impl Reply {
     /// Decodes every untagged response imap-codec understands; the others are
     /// skipped (servers send informational data we have no use for).
     pub fn data(&self) -> impl Iterator<Item = Data<'_>> {
-        self.untagged.iter().filter_map(|raw| {
-            match ResponseCodec::default().decode(raw) {
+        self.untagged
+            .iter()
+            .filter_map(|raw| match ResponseCodec::default().decode(raw) {
                 Ok((_, Response::Data(d))) => Some(d),
                 _ => None,
-            }
-        })
+            })
     }
 
     /// Response codes in untagged `OK` lines (`[UIDVALIDITY 5]`, ...).
     pub fn codes(&self) -> impl Iterator<Item = Code<'_>> {
-        self.untagged.iter().filter_map(|raw| {
-            match ResponseCodec::default().decode(raw) {
-                Ok((_, Response::Status(imap_codec::imap_types::response::Status::Untagged(body)))) => body.code,
+        self.untagged
+            .iter()
+            .filter_map(|raw| match ResponseCodec::default().decode(raw) {
+                Ok((
+                    _,
+                    Response::Status(imap_codec::imap_types::response::Status::Untagged(body)),
+                )) => body.code,
                 _ => None,
-            }
-        })
+            })
     }
 
     /// `[APPENDUID validity uid]` in the tagged line.

@@ -16,7 +16,13 @@ use super::client::{Client, Error};
 
 /// RFC 6154 special uses that are mapped across stores.
 pub const SPECIAL_USES: [&str; 7] = [
-    "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged",
+    "\\Sent",
+    "\\Drafts",
+    "\\Trash",
+    "\\Junk",
+    "\\Archive",
+    "\\All",
+    "\\Flagged",
 ];
 
 /// One folder as a store lists it.
@@ -81,7 +87,9 @@ fn parse_namespace(raw: &[u8]) -> Option<(Vec<u8>, u8)> {
 pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error> {
     let extended = client.has("LIST-EXTENDED") && client.has("SPECIAL-USE");
     let reply = if extended {
-        client.run("LIST \"\" \"*\" RETURN (SPECIAL-USE SUBSCRIBED)").await?
+        client
+            .run("LIST \"\" \"*\" RETURN (SPECIAL-USE SUBSCRIBED)")
+            .await?
     } else {
         client.run("LIST \"\" \"*\"").await?
     };
@@ -98,10 +106,7 @@ pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error
             folders.push(Folder {
                 name: mailbox_bytes(&mailbox),
                 delimiter: delimiter.map(|d| d.inner() as u8),
-                special: SPECIAL_USES
-                    .iter()
-                    .find(|s| has(s))
-                    .map(|s| s.to_string()),
+                special: SPECIAL_USES.iter().find(|s| has(s)).map(|s| s.to_string()),
                 selectable: !items
                     .iter()
                     .any(|a| matches!(a, FlagNameAttribute::Noselect))
@@ -174,7 +179,10 @@ pub fn translate(name: &[u8], src: &Namespace, dst: &Namespace) -> Vec<u8> {
         }
         // A source name may contain the destination's delimiter as a plain
         // character: it would create a hierarchy level that is not there.
-        out.extend(part.iter().map(|&b| if b == dst.delimiter { b'_' } else { b }));
+        out.extend(
+            part.iter()
+                .map(|&b| if b == dst.delimiter { b'_' } else { b }),
+        );
     }
     // `INBOX/Sub` on a store without a prefix stays under INBOX.
     out

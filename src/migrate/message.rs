@@ -165,7 +165,11 @@ pub fn fingerprints(reply: &Reply) -> Vec<(u32, Fingerprint)> {
                 MessageDataItem::InternalDate(d) => date = d.as_ref().timestamp(),
                 MessageDataItem::Rfc822Size(s) => size = *s,
                 MessageDataItem::BodyExt { data, .. } => {
-                    header = data.clone().into_option().map(|c| c.into_owned()).unwrap_or_default()
+                    header = data
+                        .clone()
+                        .into_option()
+                        .map(|c| c.into_owned())
+                        .unwrap_or_default()
                 }
                 _ => {}
             }

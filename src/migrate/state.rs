@@ -107,7 +107,10 @@ impl StateStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FolderState::default()),
             Err(e) => return Err(self.err(e)),
         };
-        match table.get(key(user, folder).as_str()).map_err(|e| self.err(e))? {
+        match table
+            .get(key(user, folder).as_str())
+            .map_err(|e| self.err(e))?
+        {
             // An unreadable value is a cache miss, not an error: fingerprints recover.
             Some(v) => Ok(serde_json::from_slice(v.value()).unwrap_or_default()),
             None => Ok(FolderState::default()),
@@ -158,17 +161,25 @@ mod tests {
     fn round_trip_per_user_and_folder() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::open(dir.path()).expect("open");
-        assert_eq!(store.load("alice", "INBOX").expect("load"), FolderState::default());
+        assert_eq!(
+            store.load("alice", "INBOX").expect("load"),
+            FolderState::default()
+        );
         let mut s = FolderState::default();
         s.reset(7, 9);
         s.map.insert(1, 100);
         store.save("Alice", "INBOX", &s).expect("save");
-        store.save("bob", "INBOX", &FolderState::default()).expect("save");
+        store
+            .save("bob", "INBOX", &FolderState::default())
+            .expect("save");
         assert_eq!(store.load("alice", "INBOX").expect("load"), s);
         let folders = store.folders("alice").expect("list");
         assert_eq!(folders.len(), 1);
         drop(store);
         let again = StateStore::open(dir.path()).expect("reopen");
-        assert_eq!(again.load("alice", "INBOX").expect("load").map.get(&1), Some(&100));
+        assert_eq!(
+            again.load("alice", "INBOX").expect("load").map.get(&1),
+            Some(&100)
+        );
     }
 }

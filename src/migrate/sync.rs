@@ -216,7 +216,11 @@ async fn status(c: &mut Client, name: &[u8]) -> Result<Option<StatusFacts>, clie
 
 /// Flags the destination can store: system flags it lists, keywords when it
 /// allows new ones (or lists them).
-fn storable(flags: &BTreeSet<String>, perm: &BTreeSet<String>, any_keyword: bool) -> (BTreeSet<String>, BTreeSet<String>) {
+fn storable(
+    flags: &BTreeSet<String>,
+    perm: &BTreeSet<String>,
+    any_keyword: bool,
+) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut keep = BTreeSet::new();
     let mut refused = BTreeSet::new();
     for f in flags {
@@ -234,7 +238,11 @@ fn flag_list(flags: &BTreeSet<String>) -> String {
     flags.iter().cloned().collect::<Vec<_>>().join(" ")
 }
 
-async fn list_messages(c: &mut Client, exists: u32, with_size: bool) -> Result<Vec<Listed>, client::Error> {
+async fn list_messages(
+    c: &mut Client,
+    exists: u32,
+    with_size: bool,
+) -> Result<Vec<Listed>, client::Error> {
     if exists == 0 {
         return Ok(Vec::new());
     }
@@ -246,7 +254,10 @@ async fn list_messages(c: &mut Client, exists: u32, with_size: bool) -> Result<V
     Ok(message::listing(&c.run(cmd).await?))
 }
 
-async fn fingerprint(c: &mut Client, uids: &[u32]) -> Result<Vec<(u32, Fingerprint)>, client::Error> {
+async fn fingerprint(
+    c: &mut Client,
+    uids: &[u32],
+) -> Result<Vec<(u32, Fingerprint)>, client::Error> {
     let mut out = Vec::new();
     for chunk in uids.chunks(500) {
         let cmd = format!(
@@ -327,15 +338,27 @@ impl Engine {
             (None, None) => Err(Error::Credentials(b.name().to_string())),
         };
         let (sc, dc) = (creds(&self.from)?, creds(&self.to)?);
-        let (src, dst) = tokio::join!(Client::connect(&self.from, &sc), Client::connect(&self.to, &dc));
-        Ok(Pair2 { src: src?, dst: dst? })
+        let (src, dst) = tokio::join!(
+            Client::connect(&self.from, &sc),
+            Client::connect(&self.to, &dc)
+        );
+        Ok(Pair2 {
+            src: src?,
+            dst: dst?,
+        })
     }
 
     /// Lists both sides and plans the folder pairs.
     pub async fn plan(&self, pair: &mut Pair2) -> Result<Vec<Pair>, Error> {
         let (src, src_ns) = folders::list(&mut pair.src).await?;
         let (dst, dst_ns) = folders::list(&mut pair.dst).await?;
-        Ok(folders::plan(&src, &src_ns, &dst, &dst_ns, &self.opts.rules))
+        Ok(folders::plan(
+            &src,
+            &src_ns,
+            &dst,
+            &dst_ns,
+            &self.opts.rules,
+        ))
     }
 
     /// One incremental pass for `user`.
@@ -352,7 +375,9 @@ impl Engine {
             user: user.to_string(),
             folders: plan.len(),
         });
-        let queue = Arc::new(tokio::sync::Mutex::new(plan.into_iter().collect::<std::collections::VecDeque<_>>()));
+        let queue = Arc::new(tokio::sync::Mutex::new(
+            plan.into_iter().collect::<std::collections::VecDeque<_>>(),
+        ));
         let workers = self.opts.connections.max(1);
         let mut tasks = tokio::task::JoinSet::new();
         let password = password.map(|p| Arc::new(p.to_vec()));
@@ -423,7 +448,11 @@ impl Engine {
         }
         report.folders.sort_by(|a, b| a.folder.cmp(&b.folder));
         report.seconds = started.elapsed().as_secs_f64();
-        let result = if report.errors.is_empty() { "ok" } else { "partial" };
+        let result = if report.errors.is_empty() {
+            "ok"
+        } else {
+            "partial"
+        };
         METRICS.migration_passes.with_label_values(&[result]).inc();
         METRICS.migration_pass_duration.observe(report.seconds);
         Ok(report)
@@ -447,7 +476,10 @@ impl Engine {
 
         // Nothing changed on either side since the last complete pass?
         if !pair.create && st.failed.is_empty() && st.src_modseq > 0 {
-            let (s, d) = (status(&mut c.src, &pair.src.name).await?, status(&mut c.dst, &pair.dst).await?);
+            let (s, d) = (
+                status(&mut c.src, &pair.src.name).await?,
+                status(&mut c.dst, &pair.dst).await?,
+            );
             if let (Some(s), Some(d)) = (s, d) {
                 if s.validity == st.src_validity
                     && s.uidnext == st.src_uidnext
@@ -549,7 +581,9 @@ impl Engine {
                 sorted.sort_unstable();
                 for chunk in sorted.chunks(1000) {
                     let set = uid_set(chunk);
-                    c.dst.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)")).await?;
+                    c.dst
+                        .run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
+                        .await?;
                     c.dst.run(&format!("UID EXPUNGE {set}")).await?;
                 }
                 let gone: HashSet<u32> = gone.iter().copied().collect();
@@ -563,7 +597,10 @@ impl Engine {
 
         let mapped_dst: HashSet<u32> = st.map.values().copied().collect();
         let foreign: HashSet<u32> = st.foreign.iter().copied().collect();
-        let mut to_copy: Vec<&Listed> = src_list.iter().filter(|m| !st.map.contains_key(&m.uid)).collect();
+        let mut to_copy: Vec<&Listed> = src_list
+            .iter()
+            .filter(|m| !st.map.contains_key(&m.uid))
+            .collect();
         let unknown: Vec<u32> = dst_list
             .iter()
             .map(|m| m.uid)
@@ -623,7 +660,10 @@ impl Engine {
         while i < to_copy.len() {
             let mut j = i;
             let mut bytes = 0u64;
-            while j < to_copy.len() && j - i < BATCH_MESSAGES && (j == i || bytes + u64::from(to_copy[j].size) <= BATCH_BYTES) {
+            while j < to_copy.len()
+                && j - i < BATCH_MESSAGES
+                && (j == i || bytes + u64::from(to_copy[j].size) <= BATCH_BYTES)
+            {
                 bytes += u64::from(to_copy[j].size);
                 j += 1;
             }
@@ -631,7 +671,10 @@ impl Engine {
             i = j;
             let reply = c
                 .src
-                .run(&format!("UID FETCH {} (UID FLAGS INTERNALDATE BODY.PEEK[])", uid_set(&uids)))
+                .run(&format!(
+                    "UID FETCH {} (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                    uid_set(&uids)
+                ))
                 .await?;
             let messages = message::fetched(&reply);
             let mut tags = Vec::with_capacity(messages.len());
@@ -645,7 +688,13 @@ impl Engine {
                     });
                     continue;
                 }
-                let tag = c.dst.queue_append(&pair.dst, &flag_list(&flags), &m.internal_date, &m.body, m.body.contains(&0));
+                let tag = c.dst.queue_append(
+                    &pair.dst,
+                    &flag_list(&flags),
+                    &m.internal_date,
+                    &m.body,
+                    m.body.contains(&0),
+                );
                 tags.push((tag, m.uid, m.body.len() as u64));
             }
             c.dst.flush().await?;
@@ -702,9 +751,16 @@ impl Engine {
             };
             let (want, refused) = storable(&sm.flags, &perm, dst_sel.any_keyword);
             report.refused_flags.extend(refused);
-            let have: BTreeSet<String> = dm.flags.iter().filter(|f| perm.contains(*f) || (!f.starts_with('\\') && dst_sel.any_keyword)).cloned().collect();
+            let have: BTreeSet<String> = dm
+                .flags
+                .iter()
+                .filter(|f| perm.contains(*f) || (!f.starts_with('\\') && dst_sel.any_keyword))
+                .cloned()
+                .collect();
             if want != have {
-                stores.push(c.dst.queue(format!("UID STORE {d} FLAGS.SILENT ({})", flag_list(&want)).as_bytes()));
+                stores.push(c.dst.queue(
+                    format!("UID STORE {d} FLAGS.SILENT ({})", flag_list(&want)).as_bytes(),
+                ));
             }
         }
         if !stores.is_empty() {
@@ -718,7 +774,12 @@ impl Engine {
         // Remember where both sides stood, for the next pass's STATUS check.
         st.failed = report.failed.clone();
         st.src_uidnext = src_sel.uidnext;
-        st.src_modseq = src_sel.modseq;
+        // Work left over (held-back deletions) must not look like "unchanged".
+        st.src_modseq = if report.deletions_held_back > 0 {
+            0
+        } else {
+            src_sel.modseq
+        };
         if let Some(d) = status(&mut c.dst, &pair.dst).await? {
             st.dst_modseq = d.modseq;
         }

@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::client::{quoted, Client, Status};
 use super::message::{self, Fingerprint};
 use super::sync::Engine;
 use super::Error;
-use super::client::{quoted, Client, Status};
 use imap_codec::imap_types::response::Data;
 
 /// One folder's comparison.
@@ -90,7 +90,11 @@ async fn snapshot(
 }
 
 /// Compares the user's two mailboxes.
-pub async fn verify(engine: &Engine, user: &str, password: Option<&[u8]>) -> Result<Verification, Error> {
+pub async fn verify(
+    engine: &Engine,
+    user: &str,
+    password: Option<&[u8]>,
+) -> Result<Verification, Error> {
     let mut pair = engine.connect(user, password).await?;
     let plan = engine.plan(&mut pair).await?;
     let mut out = Verification {
@@ -103,7 +107,9 @@ pub async fn verify(engine: &Engine, user: &str, password: Option<&[u8]>) -> Res
             dest: String::from_utf8_lossy(&p.dst).into_owned(),
             ..FolderCheck::default()
         };
-        let src = snapshot(&mut pair.src, &p.src.name).await?.unwrap_or_default();
+        let src = snapshot(&mut pair.src, &p.src.name)
+            .await?
+            .unwrap_or_default();
         let dst = snapshot(&mut pair.dst, &p.dst).await?.unwrap_or_default();
         check.source = src.len();
         check.destination = dst.len();
@@ -113,7 +119,13 @@ pub async fn verify(engine: &Engine, user: &str, password: Option<&[u8]>) -> Res
         }
         let mut matched = 0;
         for (fp, flags, uid) in &src {
-            match pool.get_mut(fp).and_then(|v| if v.is_empty() { None } else { Some(v.remove(0)) }) {
+            match pool.get_mut(fp).and_then(|v| {
+                if v.is_empty() {
+                    None
+                } else {
+                    Some(v.remove(0))
+                }
+            }) {
                 Some(dflags) => {
                     matched += 1;
                     // Keywords the destination could not store were reported by

@@ -65,6 +65,17 @@ impl ImapClient {
         tag
     }
 
+    /// Sends `TAG command {N+}` and the literal (LITERAL+) without waiting.
+    pub fn send_literal(&mut self, command: &str, literal: &[u8]) -> String {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        let mut out = format!("{tag} {command} {{{}+}}\r\n", literal.len()).into_bytes();
+        out.extend_from_slice(literal);
+        out.extend_from_slice(b"\r\n");
+        self.write_raw(&out);
+        tag
+    }
+
     pub fn write_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("IMAP write");
     }

@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod corpus;
 pub mod dovecot;
 pub mod imap;
 pub mod ldap;
