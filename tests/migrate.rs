@@ -18,6 +18,10 @@ struct Setup {
 }
 
 fn setup(messages: usize, seed: u64) -> Setup {
+    setup_with(corpus::generate(messages, seed))
+}
+
+fn setup_with(msgs: Vec<corpus::Msg>) -> Setup {
     let lab = Lab::start(true);
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
@@ -31,7 +35,6 @@ fn setup(messages: usize, seed: u64) -> Setup {
         .replace("@ADMIN_PORT@", "3");
     let config = dir.path().join("mailshift.toml");
     std::fs::write(&config, text).expect("write config");
-    let msgs = corpus::generate(messages, seed);
     corpus::load(lab.old.imap_port(), "alice", "admin", "adminpw", &msgs);
     Setup {
         lab,
@@ -304,7 +307,7 @@ fn expunge_cap_holds_back_mass_deletion_without_force() {
 
 #[test]
 fn killed_pass_and_lost_state_never_duplicate() {
-    let s = setup(1300, 4);
+    let s = setup_with(corpus::generate_inbox(1500, 4));
     // kill -9 in the middle of a pass.
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
         .args(["migrate", "--user", "alice", "--json", "--config"])
@@ -348,7 +351,7 @@ fn killed_pass_and_lost_state_never_duplicate() {
 
 #[test]
 fn a_dropped_connection_fails_clearly_and_the_next_pass_completes() {
-    let s = setup(300, 5);
+    let s = setup_with(corpus::generate_inbox(1500, 5));
     let child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
         .args(["migrate", "--user", "alice", "--config"])
         .arg(&s.config)

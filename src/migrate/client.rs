@@ -124,13 +124,26 @@ impl Reply {
             })
     }
 
-    /// `[APPENDUID validity uid]` in the tagged line.
-    pub fn append_uid(&self) -> Option<(u32, u32)> {
+    /// `[APPENDUID validity uid-set]` in the tagged line, the set expanded in
+    /// order (a MULTIAPPEND answers with one UID per message, RFC 4315).
+    pub fn append_uids(&self) -> Option<(u32, Vec<u32>)> {
         let rest = self.text.split("[APPENDUID ").nth(1)?;
         let mut it = rest.split([' ', ']']);
         let validity = it.next()?.parse().ok()?;
-        let uid = it.next()?.parse().ok()?;
-        Some((validity, uid))
+        let mut uids = Vec::new();
+        for part in it.next()?.split(',') {
+            match part.split_once(':') {
+                Some((a, b)) => {
+                    let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                    if b < a || b - a > 1_000_000 {
+                        return None;
+                    }
+                    uids.extend(a..=b);
+                }
+                None => uids.push(part.parse().ok()?),
+            }
+        }
+        Some((validity, uids))
     }
 }
 
@@ -234,6 +247,29 @@ impl Client {
             format!(" ({flags}) \"{date}\" {tilde}{{{}+}}\r\n", message.len()).as_bytes(),
         );
         self.out.extend_from_slice(message);
+        self.out.extend_from_slice(b"\r\n");
+        tag
+    }
+
+    /// Queues one MULTIAPPEND (RFC 3502) of several messages:
+    /// (flags, date, bytes, binary) each.
+    pub fn queue_multiappend(
+        &mut self,
+        mailbox: &[u8],
+        messages: &[(&str, &str, &[u8], bool)],
+    ) -> String {
+        let tag = format!("M{}", self.next_tag);
+        self.next_tag += 1;
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.extend_from_slice(b" APPEND ");
+        self.out.extend_from_slice(&quoted(mailbox));
+        for (flags, date, body, binary) in messages {
+            let tilde = if *binary { "~" } else { "" };
+            self.out.extend_from_slice(
+                format!(" ({flags}) \"{date}\" {tilde}{{{}+}}\r\n", body.len()).as_bytes(),
+            );
+            self.out.extend_from_slice(body);
+        }
         self.out.extend_from_slice(b"\r\n");
         tag
     }

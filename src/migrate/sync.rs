@@ -297,6 +297,188 @@ pub struct Pair2 {
     pub dst: Client,
 }
 
+/// What a batch of APPENDs needs to know about the destination folder.
+struct CopyCtx<'a> {
+    mailbox: &'a [u8],
+    validity: u32,
+    perm: &'a BTreeSet<String>,
+    any_keyword: bool,
+    binary: bool,
+    multi: bool,
+}
+
+/// A batch written to the destination whose replies are still to be read.
+struct Appending {
+    /// One tag for a MULTIAPPEND, or one per message.
+    tags: Vec<String>,
+    messages: Vec<message::Fetched>,
+}
+
+/// The APPEND arguments of one message, or why it cannot be sent.
+fn append_args(
+    m: &message::Fetched,
+    ctx: &CopyCtx<'_>,
+    report: &mut FolderReport,
+) -> Option<(String, bool)> {
+    let (flags, refused) = storable(&m.flags, ctx.perm, ctx.any_keyword);
+    report.refused_flags.extend(refused);
+    let nul = m.body.contains(&0);
+    if nul && !ctx.binary {
+        report.failed.push(Failed {
+            uid: m.uid,
+            reason: "contains NUL bytes and the destination lacks BINARY".into(),
+        });
+        return None;
+    }
+    Some((flag_list(&flags), nul))
+}
+
+/// Writes a batch: one MULTIAPPEND (one transaction, one fsync on the store)
+/// where offered, else pipelined APPENDs; returns without waiting.
+async fn start_append(
+    dst: &mut Client,
+    messages: Vec<message::Fetched>,
+    ctx: &mut CopyCtx<'_>,
+    report: &mut FolderReport,
+) -> Result<Appending, Error> {
+    let mut sendable = Vec::with_capacity(messages.len());
+    let mut args = Vec::with_capacity(messages.len());
+    for m in messages {
+        if let Some(a) = append_args(&m, ctx, report) {
+            args.push(a);
+            sendable.push(m);
+        }
+    }
+    let tags = if ctx.multi && sendable.len() > 1 {
+        let parts: Vec<(&str, &str, &[u8], bool)> = sendable
+            .iter()
+            .zip(&args)
+            .map(|(m, (flags, nul))| {
+                (
+                    flags.as_str(),
+                    m.internal_date.as_str(),
+                    m.body.as_slice(),
+                    *nul,
+                )
+            })
+            .collect();
+        vec![dst.queue_multiappend(ctx.mailbox, &parts)]
+    } else {
+        sendable
+            .iter()
+            .zip(&args)
+            .map(|(m, (flags, nul))| {
+                dst.queue_append(ctx.mailbox, flags, &m.internal_date, &m.body, *nul)
+            })
+            .collect()
+    };
+    dst.flush().await?;
+    Ok(Appending {
+        tags,
+        messages: sendable,
+    })
+}
+
+/// Reads a batch's replies into the map; returns (messages, bytes) copied. A
+/// refused MULTIAPPEND stored nothing (it is atomic): its messages are sent
+/// again one by one, so one bad message fails alone.
+async fn finish_append(
+    dst: &mut Client,
+    batch: Appending,
+    ctx: &mut CopyCtx<'_>,
+    st: &mut super::state::FolderState,
+    report: &mut FolderReport,
+) -> Result<(u64, u64), Error> {
+    let mut replies = Vec::with_capacity(batch.tags.len());
+    for tag in &batch.tags {
+        replies.push(dst.reply(tag).await?);
+    }
+    let single = batch.tags.len() == batch.messages.len();
+    if !single {
+        let reply = &replies[0];
+        if reply.status != Status::Ok {
+            let was_multi = ctx.multi;
+            ctx.multi = false;
+            let retry = start_append(dst, batch.messages, ctx, report).await?;
+            let done = Box::pin(finish_append(dst, retry, ctx, st, report)).await;
+            ctx.multi = was_multi;
+            return done;
+        }
+        let uids = reply
+            .append_uids()
+            .filter(|(v, u)| *v == ctx.validity && u.len() == batch.messages.len());
+        let Some((_, uids)) = uids else {
+            return Err(Error::Unsupported(format!(
+                "{}: MULTIAPPEND gave no usable APPENDUID ({})",
+                dst.store(),
+                reply.text
+            )));
+        };
+        let mut bytes = 0;
+        for (m, d) in batch.messages.iter().zip(uids) {
+            st.map.insert(m.uid, d);
+            bytes += m.body.len() as u64;
+        }
+        let n = batch.messages.len() as u64;
+        report.copied += n;
+        report.bytes += bytes;
+        return Ok((n, bytes));
+    }
+    let (mut n, mut bytes) = (0, 0);
+    for (m, reply) in batch.messages.iter().zip(&replies) {
+        match (reply.status, reply.append_uids()) {
+            (Status::Ok, Some((v, uids))) if v == ctx.validity && uids.len() == 1 => {
+                st.map.insert(m.uid, uids[0]);
+                n += 1;
+                bytes += m.body.len() as u64;
+            }
+            (Status::Ok, _) => {
+                return Err(Error::Unsupported(format!(
+                    "{}: APPEND gave no usable APPENDUID ({})",
+                    dst.store(),
+                    reply.text
+                )))
+            }
+            _ => report.failed.push(Failed {
+                uid: m.uid,
+                reason: reply.text.clone(),
+            }),
+        }
+    }
+    report.copied += n;
+    report.bytes += bytes;
+    Ok((n, bytes))
+}
+
+impl Engine {
+    /// Saves the map after a batch, counts it, reports it, paces.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_batch(
+        &self,
+        user: &str,
+        key: &str,
+        st: &super::state::FolderState,
+        report: &mut FolderReport,
+        reporter: &dyn Reporter,
+        (messages, bytes): (u64, u64),
+        pacer: &mut Pacer,
+    ) -> Result<(), Error> {
+        METRICS.migration_messages.inc_by(messages);
+        METRICS.migration_bytes.inc_by(bytes);
+        let mut saved = st.clone();
+        saved.failed = report.failed.clone();
+        self.state.save(user, key, &saved)?;
+        reporter.event(Event::Copied {
+            user: user.to_string(),
+            folder: key.to_string(),
+            messages: report.copied,
+            bytes: report.bytes,
+        });
+        pacer.account(bytes).await;
+        Ok(())
+    }
+}
+
 impl Engine {
     /// Builds the engine from `[migration]` (from, to, state_dir and limits).
     pub fn from_config(cfg: &crate::config::Config) -> Result<Engine, Error> {
@@ -656,6 +838,17 @@ impl Engine {
             bytes: 0,
         };
         let binary = c.dst.has("BINARY");
+        let multi = c.dst.has("MULTIAPPEND");
+        let mut ctx = CopyCtx {
+            mailbox: &pair.dst,
+            validity: dst_sel.validity,
+            perm: &perm,
+            any_keyword: dst_sel.any_keyword,
+            binary,
+            multi,
+        };
+        // While the destination stores batch k, the source already sends k+1.
+        let mut in_flight: Option<Appending> = None;
         let mut i = 0;
         while i < to_copy.len() {
             let mut j = i;
@@ -677,51 +870,7 @@ impl Engine {
                 ))
                 .await?;
             let messages = message::fetched(&reply);
-            let mut tags = Vec::with_capacity(messages.len());
-            for m in &messages {
-                let (flags, refused) = storable(&m.flags, &perm, dst_sel.any_keyword);
-                report.refused_flags.extend(refused);
-                if m.body.contains(&0) && !binary {
-                    report.failed.push(Failed {
-                        uid: m.uid,
-                        reason: "contains NUL bytes and the destination lacks BINARY".into(),
-                    });
-                    continue;
-                }
-                let tag = c.dst.queue_append(
-                    &pair.dst,
-                    &flag_list(&flags),
-                    &m.internal_date,
-                    &m.body,
-                    m.body.contains(&0),
-                );
-                tags.push((tag, m.uid, m.body.len() as u64));
-            }
-            c.dst.flush().await?;
-            let (mut copied_bytes, mut copied_messages) = (0, 0);
-            for (tag, uid, len) in tags {
-                let reply = c.dst.reply(&tag).await?;
-                match (reply.status, reply.append_uid()) {
-                    (Status::Ok, Some((validity, d))) if validity == dst_sel.validity => {
-                        st.map.insert(uid, d);
-                        report.copied += 1;
-                        report.bytes += len;
-                        copied_bytes += len;
-                        copied_messages += 1;
-                    }
-                    (Status::Ok, _) => {
-                        return Err(Error::Unsupported(format!(
-                            "{}: APPEND gave no usable APPENDUID ({})",
-                            c.dst.store(),
-                            reply.text
-                        )))
-                    }
-                    (_, _) => report.failed.push(Failed {
-                        uid,
-                        reason: reply.text.clone(),
-                    }),
-                }
-            }
+            drop(reply);
             for u in &uids {
                 if !messages.iter().any(|m| m.uid == *u) {
                     report.failed.push(Failed {
@@ -730,17 +879,17 @@ impl Engine {
                     });
                 }
             }
-            METRICS.migration_messages.inc_by(copied_messages);
-            METRICS.migration_bytes.inc_by(copied_bytes);
-            st.failed = report.failed.clone();
-            self.state.save(user, &key, &st)?;
-            reporter.event(Event::Copied {
-                user: user.to_string(),
-                folder: key.clone(),
-                messages: report.copied,
-                bytes: report.bytes,
-            });
-            pacer.account(copied_bytes).await;
+            if let Some(prev) = in_flight.take() {
+                let done = finish_append(&mut c.dst, prev, &mut ctx, &mut st, &mut report).await?;
+                self.after_batch(user, &key, &st, &mut report, reporter, done, &mut pacer)
+                    .await?;
+            }
+            in_flight = Some(start_append(&mut c.dst, messages, &mut ctx, &mut report).await?);
+        }
+        if let Some(prev) = in_flight.take() {
+            let done = finish_append(&mut c.dst, prev, &mut ctx, &mut st, &mut report).await?;
+            self.after_batch(user, &key, &st, &mut report, reporter, done, &mut pacer)
+                .await?;
         }
 
         // Flags: the source's, as far as the destination stores them.

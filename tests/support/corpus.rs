@@ -62,6 +62,15 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+/// `n` messages all in INBOX (one big folder, copied in many batches).
+pub fn generate_inbox(n: usize, seed: u64) -> Vec<Msg> {
+    let mut msgs = generate(n, seed);
+    for m in &mut msgs {
+        m.folder = "INBOX";
+    }
+    msgs
+}
+
 /// `n` messages spread over [`FOLDERS`], deterministic for a seed.
 pub fn generate(n: usize, seed: u64) -> Vec<Msg> {
     let mut s = seed;
