@@ -300,6 +300,8 @@ pub struct MigrationConfig {
     pub max_deletes_per_pass: usize,
     /// Connections per store per user (folders sync in parallel).
     pub connections_per_user: usize,
+    /// Connections per store for all migrations of this instance together.
+    pub max_connections_per_store: usize,
     /// Source folders not migrated (wire names as LIST shows them).
     pub exclude_folders: Vec<String>,
     /// Source folder → destination folder, for what the defaults don't cover.
@@ -418,6 +420,7 @@ struct RawMigration {
     lease: Option<String>,
     max_deletes_per_pass: Option<usize>,
     connections_per_user: Option<usize>,
+    max_connections_per_store: Option<usize>,
     exclude_folders: Option<Vec<String>>,
     folder_map: Option<BTreeMap<String, String>>,
 }
@@ -962,6 +965,13 @@ fn validate_migration(
                 p.add("migration.connections_per_user", "must be 1 to 16");
                 4
             }
+        },
+        max_connections_per_store: match m.max_connections_per_store.unwrap_or(16) {
+            0 => {
+                p.add("migration.max_connections_per_store", "must be at least 1");
+                16
+            }
+            n => n,
         },
         exclude_folders: m.exclude_folders.unwrap_or_default(),
         folder_map: m.folder_map.unwrap_or_default(),

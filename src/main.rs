@@ -51,6 +51,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what the migration state holds: per user, or per folder of one user
+    /// (messages copied, messages that failed and why).
+    Status {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// One user's detail.
+        #[arg(long, value_name = "LOGIN")]
+        user: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare a user's two mailboxes; exit 0 only when the new one holds
     /// everything the old one does.
     Verify {
@@ -150,6 +163,10 @@ fn main() -> ExitCode {
                 concurrency,
                 json,
             ))
+        }
+        Command::Status { config, user, json } => {
+            init_logging("warn");
+            exit(migrate_cli::status(&config, user.as_deref(), json))
         }
         Command::Verify { config, user, json } => {
             init_logging("warn");

@@ -330,3 +330,53 @@ pub fn verify(config: &Path, user: &str, json: bool) -> anyhow::Result<bool> {
         Ok(v.ok())
     })
 }
+
+/// `mailshift status`: what the sync state records.
+pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<bool> {
+    let cfg = load(config)?;
+    let Some(m) = cfg.migration.as_ref() else {
+        bail!("the config has no [migration] table");
+    };
+    let store = mailshift::migrate::state::StateStore::open(&m.state_dir)?;
+    let users = match user {
+        Some(u) => vec![u.to_lowercase()],
+        None => store.users()?,
+    };
+    let mut all = Vec::new();
+    for u in &users {
+        let folders = store.folders(u)?;
+        let copied: usize = folders.iter().map(|(_, f)| f.map.len()).sum();
+        let failed: usize = folders.iter().map(|(_, f)| f.failed.len()).sum();
+        if json {
+            all.push(serde_json::json!({
+                "user": u,
+                "messages_copied": copied,
+                "failed": failed,
+                "folders": folders.iter().map(|(name, f)| serde_json::json!({
+                    "folder": name,
+                    "messages_copied": f.map.len(),
+                    "failed": f.failed,
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        println!(
+            "{u}: {} folders, {copied} messages copied, {failed} failed",
+            folders.len()
+        );
+        if user.is_some() {
+            for (name, f) in &folders {
+                println!("  {name}: {} copied", f.map.len());
+                for failed in &f.failed {
+                    println!("    uid {} failed: {}", failed.uid, failed.reason);
+                }
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(all));
+    } else if users.is_empty() {
+        println!("no migration state in {}", m.state_dir.display());
+    }
+    Ok(true)
+}

@@ -217,6 +217,13 @@ fn first_pass_copies_everything_exactly_and_verify_passes() {
             assert_eq!(x.2, y.2, "{old}: INTERNALDATE differs");
         }
     }
+    let st = mailshift(&["status", "--user", "alice"], &s.config);
+    assert!(st.status.success(), "{}", text(&st));
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("151 messages copied, 0 failed"),
+        "{}",
+        text(&st)
+    );
     // A second pass with nothing changed copies nothing.
     let again = migrate(&s, &[]);
     assert!(again.status.success(), "{}", text(&again));

@@ -130,6 +130,26 @@ impl StateStore {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Every user with stored state.
+    pub fn users(&self) -> Result<Vec<String>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match tx.open_table(FOLDERS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out: Vec<String> = Vec::new();
+        for item in table.iter().map_err(|e| self.err(e))? {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            if let Some((user, _)) = k.value().split_once('\u{0}') {
+                if out.last().map(String::as_str) != Some(user) {
+                    out.push(user.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every folder stored for a user, with its state.
     pub fn folders(&self, user: &str) -> Result<Vec<(String, FolderState)>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;

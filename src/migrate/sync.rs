@@ -133,6 +133,11 @@ pub struct Engine {
     pub state: Arc<StateStore>,
     /// Behaviour.
     pub opts: Options,
+    /// The bandwidth cap, shared by all copies.
+    pub pacer: Pacer,
+    /// Connection pairs allowed at once (each holds one connection per store),
+    /// so a batch of users does not overrun the old store.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Selected-state facts.
@@ -269,28 +274,40 @@ async fn fingerprint(
     Ok(out)
 }
 
-/// Paces copying to `max_bytes_per_second`.
-struct Pacer {
+/// Paces copying to `max_bytes_per_second`, across every folder and user this
+/// engine copies at once.
+pub struct Pacer {
     limit: Option<u64>,
-    started: Instant,
-    bytes: u64,
+    spent: std::sync::Mutex<(Instant, u64)>,
 }
 
 impl Pacer {
-    async fn account(&mut self, n: u64) {
-        self.bytes += n;
-        if let Some(limit) = self.limit.filter(|l| *l > 0) {
-            let due = Duration::from_secs_f64(self.bytes as f64 / limit as f64);
-            let spent = self.started.elapsed();
-            if due > spent {
-                tokio::time::sleep(due - spent).await;
-            }
+    /// A pacer for `limit` bytes per second (none: no pacing).
+    pub fn new(limit: Option<u64>) -> Pacer {
+        Pacer {
+            limit: limit.filter(|l| *l > 0),
+            spent: std::sync::Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    async fn account(&self, n: u64) {
+        let Some(limit) = self.limit else { return };
+        let wait = {
+            let mut g = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+            g.1 += n;
+            let due = Duration::from_secs_f64(g.1 as f64 / limit as f64);
+            due.saturating_sub(g.0.elapsed())
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
     }
 }
 
 /// A source/destination connection pair.
 pub struct Pair2 {
+    /// Holds one of the engine's connection slots while open.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     /// Source connection.
     pub src: Client,
     /// Destination connection.
@@ -461,7 +478,6 @@ impl Engine {
         report: &mut FolderReport,
         reporter: &dyn Reporter,
         (messages, bytes): (u64, u64),
-        pacer: &mut Pacer,
     ) -> Result<(), Error> {
         METRICS.migration_messages.inc_by(messages);
         METRICS.migration_bytes.inc_by(bytes);
@@ -474,7 +490,7 @@ impl Engine {
             messages: report.copied,
             bytes: report.bytes,
         });
-        pacer.account(bytes).await;
+        self.pacer.account(bytes).await;
         Ok(())
     }
 }
@@ -508,6 +524,8 @@ impl Engine {
                 },
                 ..Options::default()
             },
+            pacer: Pacer::new(m.max_bytes_per_second),
+            slots: Arc::new(tokio::sync::Semaphore::new(m.max_connections_per_store)),
         })
     }
 
@@ -520,11 +538,16 @@ impl Engine {
             (None, None) => Err(Error::Credentials(b.name().to_string())),
         };
         let (sc, dc) = (creds(&self.from)?, creds(&self.to)?);
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unsupported("engine shut down".into()))?;
         let (src, dst) = tokio::join!(
             Client::connect(&self.from, &sc),
             Client::connect(&self.to, &dc)
         );
         Ok(Pair2 {
+            _slot: slot,
             src: src?,
             dst: dst?,
         })
@@ -832,11 +855,6 @@ impl Engine {
             messages: to_copy.len() as u64,
             bytes: to_copy.iter().map(|m| u64::from(m.size)).sum(),
         });
-        let mut pacer = Pacer {
-            limit: self.opts.max_bytes_per_second,
-            started: Instant::now(),
-            bytes: 0,
-        };
         let binary = c.dst.has("BINARY");
         let multi = c.dst.has("MULTIAPPEND");
         let mut ctx = CopyCtx {
@@ -881,14 +899,14 @@ impl Engine {
             }
             if let Some(prev) = in_flight.take() {
                 let done = finish_append(&mut c.dst, prev, &mut ctx, &mut st, &mut report).await?;
-                self.after_batch(user, &key, &st, &mut report, reporter, done, &mut pacer)
+                self.after_batch(user, &key, &st, &mut report, reporter, done)
                     .await?;
             }
             in_flight = Some(start_append(&mut c.dst, messages, &mut ctx, &mut report).await?);
         }
         if let Some(prev) = in_flight.take() {
             let done = finish_append(&mut c.dst, prev, &mut ctx, &mut st, &mut report).await?;
-            self.after_batch(user, &key, &st, &mut report, reporter, done, &mut pacer)
+            self.after_batch(user, &key, &st, &mut report, reporter, done)
                 .await?;
         }
 
