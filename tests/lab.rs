@@ -165,6 +165,7 @@ fn dovecot_without_connection_limit() {
             separator: '.',
             format: MailFormat::Sdbox,
             max_userip: 0,
+            ..DovecotOpts::default()
         },
     );
     // More than Dovecot's default of 10 per user and IP.

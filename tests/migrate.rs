@@ -134,8 +134,13 @@ fn list(port: u16, user: &str) -> Vec<String> {
     let mut names: Vec<String> = lines
         .iter()
         .filter_map(|l| {
-            l.rsplit_once(' ')
-                .map(|(_, n)| n.trim_matches('"').to_string())
+            // The name is last: a quoted string (may hold spaces) or an atom.
+            match l.strip_suffix('"') {
+                Some(rest) => rest
+                    .rsplit_once(" \"")
+                    .map(|(_, n)| n.replace("\\\"", "\"")),
+                None => l.rsplit_once(' ').map(|(_, n)| n.to_string()),
+            }
         })
         .collect();
     names.sort();
@@ -471,4 +476,60 @@ fn mbsync_sees_the_same_mailbox_on_both_stores() {
         old.len(),
         new.len()
     );
+}
+
+/// Different delimiters and differently named special-use folders: the old
+/// store's `Sent` (`\Sent`) lands in the new store's `Sent Items` (`\Sent`).
+#[test]
+fn special_use_folders_map_to_the_destinations_names() {
+    use support::{Dovecot, DovecotOpts, MailFormat, Slapd};
+    let ldap = Slapd::start(true);
+    ldap.add_user("alice", "alicepw", "old.example.org");
+    let old = Dovecot::start("old", &ldap, DovecotOpts::default());
+    let new = Dovecot::start(
+        "new",
+        &ldap,
+        DovecotOpts {
+            separator: '.',
+            format: MailFormat::Sdbox,
+            extra: "namespace inbox {\n  mailbox Sent {\n    special_use =\n    auto = no\n  }\n  \
+                    mailbox \"Sent Items\" {\n    special_use = \\Sent\n    auto = create\n  }\n  \
+                    mailbox Junk {\n    special_use =\n  }\n  mailbox Spam {\n    special_use = \\Junk\n    auto = create\n  }\n}\n"
+                .into(),
+            ..DovecotOpts::default()
+        },
+    );
+    let msgs = corpus::generate(26, 8);
+    corpus::load(old.imap_port(), "alice", "admin", "adminpw", &msgs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = support::Certs::shared();
+    let config = dir.path().join("m.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\nkind = \"ldap\"\nurl = \"{}\"\nbase_dn = \"{}\"\n\
+             [backends.old]\nmailhost = [\"old.example.org\"]\nimap = \"imap://127.0.0.1:{}\"\nmaster_user = \"admin\"\nmaster_password = \"adminpw\"\n\
+             [backends.new]\nmailhost = [\"new.example.org\"]\nimap = \"imaps://127.0.0.1:{}\"\nca_file = \"{}\"\nmaster_user = \"admin\"\nmaster_password = \"adminpw\"\n\
+             [migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\n",
+            ldap.url(),
+            ldap.base_dn(),
+            old.imap_port(),
+            new.imaps_port(),
+            certs.ca_pem.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    let out = mailshift(&["migrate", "--user", "alice"], &config);
+    assert!(out.status.success(), "{}", text(&out));
+    let v = mailshift(&["verify", "--user", "alice"], &config);
+    assert!(v.status.success(), "{}", text(&v));
+    let names = list(new.imap_port(), "alice");
+    assert!(names.contains(&"Sent Items".to_string()), "{names:?}");
+    assert!(names.contains(&"Spam".to_string()), "{names:?}");
+    assert!(!names.contains(&"Sent".to_string()), "{names:?}");
+    assert!(!names.contains(&"Junk".to_string()), "{names:?}");
+    assert!(names.contains(&"Projects.2024.Q1".to_string()), "{names:?}");
+    let stdout = String::from_utf8_lossy(&v.stdout);
+    assert!(stdout.contains("Sent -> Sent Items"), "{stdout}");
 }

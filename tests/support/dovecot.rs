@@ -25,6 +25,9 @@ pub struct DovecotOpts {
     pub format: MailFormat,
     /// `mail_max_userip_connections`; 0 = unlimited (benchmarks).
     pub max_userip: u32,
+    /// Appended to the rendered config (Dovecot merges same-named sections),
+    /// e.g. to give special-use folders other names.
+    pub extra: String,
 }
 
 impl Default for DovecotOpts {
@@ -33,6 +36,7 @@ impl Default for DovecotOpts {
             separator: '/',
             format: MailFormat::Maildir,
             max_userip: 50,
+            extra: String::new(),
         }
     }
 }
@@ -100,7 +104,7 @@ impl Dovecot {
             ],
         );
         let conf = d.join("dovecot.conf");
-        fs::write(&conf, conf_text).expect("writing dovecot.conf");
+        fs::write(&conf, format!("{conf_text}\n{}\n", opts.extra)).expect("writing dovecot.conf");
         let ldap_ext = render(
             "dovecot-ldap.conf.ext.in",
             &[
