@@ -533,3 +533,34 @@ fn special_use_folders_map_to_the_destinations_names() {
     let stdout = String::from_utf8_lossy(&v.stdout);
     assert!(stdout.contains("Sent -> Sent Items"), "{stdout}");
 }
+
+/// The source's UIDVALIDITY changes (a restored or rebuilt mailbox): the
+/// folder is matched again by fingerprint, nothing is copied twice.
+#[test]
+fn source_uidvalidity_change_resyncs_without_duplicates() {
+    let s = setup(40, 9);
+    assert!(migrate(&s, &[]).status.success());
+    let before = count(s.lab.new.imap_port(), "INBOX");
+    s.lab.old.doveadm(&[
+        "mailbox",
+        "update",
+        "--uid-validity",
+        "12345",
+        "-u",
+        "alice",
+        "INBOX",
+    ]);
+    let mut c = ImapClient::connect(s.lab.old.imap_port());
+    c.login("alice*admin", "adminpw");
+    let lines = c.ok("EXAMINE INBOX");
+    assert!(
+        lines.iter().any(|l| l.contains("UIDVALIDITY 12345")),
+        "{lines:?}"
+    );
+    c.ok("LOGOUT");
+    let again = migrate(&s, &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(copied(&again), 0, "{}", text(&again));
+    assert_eq!(count(s.lab.new.imap_port(), "INBOX"), before);
+    assert!(verify(&s).status.success());
+}
