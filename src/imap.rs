@@ -13,6 +13,7 @@ pub mod relay;
 pub mod session;
 pub mod throttle;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +46,46 @@ pub struct Shared {
     pub cancel: CancellationToken,
 }
 
-/// Accepts connections until cancelled.
-pub async fn accept_loop(listener: TcpListener, kind: session::Listener, shared: Arc<Shared>) {
+/// The open-file limit of this process (soft), if it can be read.
+pub fn fd_limit() -> Option<u64> {
+    // SAFETY: getrlimit only writes the struct passed in.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        (libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0).then_some(lim.rlim_cur)
+    }
+}
+
+/// How many client connections fit: each holds two sockets (client and store),
+/// with room left for LDAP, the admin API and accepting.
+pub fn connection_ceiling() -> usize {
+    match fd_limit() {
+        Some(n) if n < u64::MAX / 2 => (n.saturating_sub(128) / 2).max(16) as usize,
+        _ => usize::MAX,
+    }
+}
+
+/// Counts a connection as open while alive.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections until cancelled. Past the connection ceiling a client
+/// is told so (`* BYE`) instead of being left unanswered in the backlog.
+pub async fn accept_loop(
+    listener: TcpListener,
+    kind: session::Listener,
+    shared: Arc<Shared>,
+    open: Arc<AtomicUsize>,
+) {
+    let ceiling = connection_ceiling();
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = shared.cancel.cancelled() => return,
@@ -54,11 +93,28 @@ pub async fn accept_loop(listener: TcpListener, kind: session::Listener, shared:
         };
         match accepted {
             Ok((tcp, peer)) => {
-                tokio::spawn(session::serve(tcp, peer, kind, Arc::clone(&shared)));
+                if open.fetch_add(1, Ordering::Relaxed) >= ceiling {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    // Best effort, never blocking the accept loop.
+                    let _ = tcp.try_write(b"* BYE Too many connections, try again later.\r\n");
+                    tracing::warn!(client = %peer, ceiling, "connection refused: at the open-file ceiling");
+                    continue;
+                }
+                let guard = Open(Arc::clone(&open));
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    session::serve(tcp, peer, kind, shared).await;
+                    drop(guard);
+                });
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: back off instead of spinning, and say so
+                // once in a while rather than ten times a second.
+                let now = tokio::time::Instant::now();
+                if last_warning.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                    last_warning = Some(now);
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -123,6 +123,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     let shared = shared(Arc::clone(&config), cancel.clone())?;
     let mut tasks = Vec::new();
     let mut serving = false;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tracing::info!(
+        max_connections = imap::connection_ceiling(),
+        fd_limit = imap::fd_limit().unwrap_or(0),
+        "IMAP connection ceiling (two sockets per session)"
+    );
     if let Some(addr) = config.imap.listen {
         let l = bind("imap.listen", addr).await?;
         tracing::info!(%addr, "IMAP listening (STARTTLS {})", if shared.tls.is_some() { "offered" } else { "off" });
@@ -130,6 +136,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             l,
             Listener::Plain,
             Arc::clone(&shared),
+            Arc::clone(&open),
         )));
         serving = true;
     }
@@ -140,6 +147,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             l,
             Listener::Tls,
             Arc::clone(&shared),
+            Arc::clone(&open),
         )));
         serving = true;
     }

@@ -672,3 +672,30 @@ print("logged in")
     );
     assert!(ok && out.contains("logged in"), "{out}");
 }
+
+/// Out of file descriptors, new clients are told so instead of hanging.
+#[test]
+fn past_the_fd_ceiling_clients_get_bye_not_silence() {
+    let lab = Lab::start(true);
+    // 200 descriptors: room for (200 - 128) / 2 = 36 client connections.
+    let proxy = Mailshift::start_wrapped(&config(&lab, &[]), &["prlimit", "--nofile=200:200"]);
+    let mut held = Vec::new();
+    for _ in 0..36 {
+        held.push(ImapClient::connect(proxy.imap_port()));
+    }
+    let over = ImapClient::try_connect(proxy.imap_port()).expect("connect");
+    assert!(
+        over.greeting.starts_with("* BYE Too many connections"),
+        "{}",
+        over.greeting
+    );
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let again = ImapClient::connect(proxy.imap_port());
+    assert!(again.greeting.starts_with("* OK"), "{}", again.greeting);
+    assert!(
+        proxy.log().contains("max_connections=36"),
+        "{}",
+        proxy.log_tail()
+    );
+}

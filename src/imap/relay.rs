@@ -106,7 +106,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
 }
 
 /// Bytes read per poll; lives on the poll's stack, not in the session.
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// Reads a fair share per wake-up before yielding to other sessions.
 const BUDGET: usize = 32;
@@ -145,11 +145,9 @@ impl Direction {
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            if !self.pending.is_empty() {
-                // Drained: give the memory back rather than keep it for hours.
-                self.pending = Vec::new();
-                self.sent = 0;
-            }
+            // Drained: keep the capacity while the burst lasts (see below).
+            self.pending.clear();
+            self.sent = 0;
             if self.eof {
                 ready!(w.as_mut().poll_flush(cx))?;
                 ready!(w.as_mut().poll_shutdown(cx))?;
@@ -160,7 +158,12 @@ impl Direction {
             let mut buf = ReadBuf::uninit(&mut scratch);
             match r.as_mut().poll_read(cx, &mut buf) {
                 Poll::Pending => {
-                    // Nothing more to read now: push out what TLS may be holding.
+                    // Nothing more to read now: the burst is over, so give the
+                    // memory back rather than keep it for hours of IDLE, and
+                    // push out what TLS may be holding.
+                    if self.pending.capacity() > 0 {
+                        self.pending = Vec::new();
+                    }
                     ready!(w.as_mut().poll_flush(cx))?;
                     return Poll::Pending;
                 }

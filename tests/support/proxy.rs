@@ -134,9 +134,15 @@ impl Mailshift {
     /// starts the binary this test crate was built with, and waits until the
     /// IMAP listener accepts. Panics with mailshift's log if it doesn't.
     pub fn start(config_text: &str) -> Mailshift {
+        Self::start_wrapped(config_text, &[])
+    }
+
+    /// Like [`start`](Self::start), with the command run under `wrapper`
+    /// (e.g. `prlimit --nofile=200:200`).
+    pub fn start_wrapped(config_text: &str, wrapper: &[&str]) -> Mailshift {
         let mut last_err = String::new();
         for _ in 0..3 {
-            match Self::try_start(config_text) {
+            match Self::try_start(config_text, wrapper) {
                 Ok(m) => return m,
                 Err(e) if super::is_bind_conflict(&e) => last_err = e,
                 Err(e) => panic!("{e}"),
@@ -145,7 +151,7 @@ impl Mailshift {
         panic!("mailshift: no free ports after 3 tries: {last_err}");
     }
 
-    fn try_start(config_text: &str) -> Result<Mailshift, String> {
+    fn try_start(config_text: &str, wrapper: &[&str]) -> Result<Mailshift, String> {
         let dir = super::shared_tempdir("mailshift-proxy-");
         let (imap_port, imaps_port, admin_port) =
             (super::free_port(), super::free_port(), super::free_port());
@@ -160,12 +166,9 @@ impl Mailshift {
         let cfg = config_path.display().to_string();
         // Plain log lines in the file (tracing colours them otherwise);
         // MAILSHIFT_LOG from the test's environment still applies.
-        let mut server = Server::spawn_env(
-            "mailshift",
-            dir.path(),
-            &[env!("CARGO_BIN_EXE_mailshift"), "serve", "--config", &cfg],
-            &[("NO_COLOR", "1")],
-        );
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend([env!("CARGO_BIN_EXE_mailshift"), "serve", "--config", &cfg]);
+        let mut server = Server::spawn_env("mailshift", dir.path(), &argv, &[("NO_COLOR", "1")]);
         let log_path = server.stderr_log.clone();
         let res = wait_ready(
             &format!("mailshift (imap {imap_port})"),
