@@ -239,6 +239,14 @@ impl Directory {
         }
     }
 
+    /// The LDAP source, for writing migration state (none for the file map).
+    pub fn ldap(&self) -> Option<&Arc<ldap::LdapDirectory>> {
+        match &self.source {
+            Source::Ldap(l) => Some(l),
+            Source::File(_) => None,
+        }
+    }
+
     /// Drops every cached entry (admin request, tests).
     pub fn flush_cache(&self) {
         self.cache.clear();

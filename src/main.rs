@@ -39,8 +39,12 @@ enum Command {
         #[command(flatten)]
         users: UserSelection,
         /// Print what would be copied, with an estimate, and change nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cutover")]
         dry_run: bool,
+        /// After presync passes, hold the user, run the final delta pass and
+        /// flip mailHost to the new store (seconds of hold).
+        #[arg(long)]
+        cutover: bool,
         /// Delete more expunged copies than migration.max_deletes_per_pass.
         #[arg(long)]
         force: bool,
@@ -48,6 +52,19 @@ enum Command {
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
         /// One JSON object per line per event and result, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a cut-over user back to the old store, with the mail that arrived
+    /// on the new one since.
+    Rollback {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The user.
+        #[arg(long, value_name = "LOGIN")]
+        user: String,
+        /// The result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -145,6 +162,7 @@ fn main() -> ExitCode {
             config,
             users,
             dry_run,
+            cutover,
             force,
             concurrency,
             json,
@@ -158,11 +176,18 @@ fn main() -> ExitCode {
                     filter: users.filter,
                     users_file: users.users_file,
                 },
-                dry_run,
-                force,
+                migrate_cli::Mode {
+                    dry_run,
+                    cutover,
+                    force,
+                    json,
+                },
                 concurrency,
-                json,
             ))
+        }
+        Command::Rollback { config, user, json } => {
+            init_logging("warn");
+            exit(migrate_cli::rollback(&config, &user, json))
         }
         Command::Status { config, user, json } => {
             init_logging("warn");

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub migration_passes: IntCounterVec,
     /// Migration pass duration.
     pub migration_pass_duration: Histogram,
+    /// Seconds users spent in hold during cutover.
+    pub cutover_hold: Histogram,
 }
 
 /// The process-wide metrics.
@@ -152,6 +154,17 @@ impl Metrics {
                     .buckets(vec![
                         0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
                     ]),
+                )
+                .expect("valid metric"),
+            ),
+            cutover_hold: registered(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "mailshift_cutover_hold_seconds",
+                        "Seconds from hold to release per cutover",
+                    )
+                    .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0]),
                 )
                 .expect("valid metric"),
             ),

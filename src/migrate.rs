@@ -13,6 +13,7 @@
 //! order and the UID map stays monotonic (for presenting old UIDs later).
 
 pub mod client;
+pub mod cutover;
 pub mod folders;
 pub mod message;
 pub mod state;
@@ -35,6 +36,15 @@ pub enum Error {
     /// A store lacks something the engine needs.
     #[error("{0}")]
     Unsupported(String),
+    /// Reading or writing the user's LDAP entry failed.
+    #[error("directory: {0}")]
+    Directory(String),
+    /// Someone else holds or changed the user (lease, hold, compare-and-swap).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A pass did not copy everything (so no cutover).
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 impl Error {

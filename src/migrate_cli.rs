@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use mailshift::migrate::cutover::Mover;
 use mailshift::migrate::sync::{Engine, PassReport};
 use mailshift::migrate::{verify, Event, Reporter};
 use mailshift::Config;
@@ -222,21 +223,79 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// How `migrate` runs.
+pub struct Mode {
+    pub dry_run: bool,
+    pub cutover: bool,
+    pub force: bool,
+    pub json: bool,
+}
+
+fn mover(cfg: &Config) -> anyhow::Result<Mover> {
+    let dir = mailshift::directory::Directory::new(&cfg.directory)?;
+    let Some(ldap) = dir.ldap() else {
+        bail!(
+            "cutover and rollback write the user's state to LDAP: directory.kind must be \"ldap\""
+        );
+    };
+    Ok(Mover::from_config(cfg, Arc::clone(ldap))?)
+}
+
+fn print_cutover(json: bool, r: &mailshift::migrate::cutover::CutoverReport) {
+    if json {
+        println!("{}", serde_json::json!({"event": "cutover", "report": r}));
+    } else {
+        eprintln!(
+            "{}: on {} (hold {:.2}s, {} presync passes)",
+            r.user,
+            r.mailhost,
+            r.hold_seconds,
+            r.presyncs.len()
+        );
+    }
+}
+
+/// `mailshift rollback`.
+pub fn rollback(config: &Path, user: &str, json: bool) -> anyhow::Result<bool> {
+    let cfg = load(config)?;
+    runtime()?.block_on(async move {
+        let mover = mover(&cfg)?;
+        let progress = Arc::new(Progress::new(json, 1));
+        let r = mover.rollback(user, progress).await?;
+        print_cutover(json, &r);
+        Ok(true)
+    })
+}
+
 /// `mailshift migrate`; `Ok(true)` when every user's pass completed.
 pub fn migrate(
     config: &Path,
     sel: Selection,
-    dry_run: bool,
-    force: bool,
+    mode: Mode,
     concurrency: Option<usize>,
-    json: bool,
 ) -> anyhow::Result<bool> {
+    let Mode {
+        dry_run,
+        cutover,
+        force,
+        json,
+    } = mode;
     let cfg = load(config)?;
     runtime()?.block_on(async move {
-        let mut engine = Engine::from_config(&cfg)?;
-        engine.opts.dry_run = dry_run;
-        engine.opts.force = force;
-        let engine = Arc::new(engine);
+        // One engine per state file: redb allows one open database per process.
+        let (mover, engine) = if cutover {
+            let mut m = mover(&cfg)?;
+            if let Some(e) = Arc::get_mut(&mut m.forward) {
+                e.opts.force = force;
+            }
+            let engine = Arc::clone(&m.forward);
+            (Some(Arc::new(m)), engine)
+        } else {
+            let mut engine = Engine::from_config(&cfg)?;
+            engine.opts.dry_run = dry_run;
+            engine.opts.force = force;
+            (None, Arc::new(engine))
+        };
         let users = select_users(&cfg, &sel).await?;
         let concurrency = concurrency
             .or(cfg.migration.as_ref().map(|m| m.concurrency as usize))
@@ -248,10 +307,17 @@ pub fn migrate(
         let mut tasks = tokio::task::JoinSet::new();
         for user in users {
             let (engine, progress, sem) = (Arc::clone(&engine), Arc::clone(&progress), Arc::clone(&sem));
+            let mover = mover.clone();
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let reporter: Arc<dyn Reporter> = progress.clone();
-                let result = engine.pass(&user, None, reporter).await;
+                let result = match mover {
+                    Some(m) => m.cutover(&user, reporter).await.map(|r| {
+                        print_cutover(json, &r);
+                        r.final_pass.or_else(|| r.presyncs.last().cloned()).unwrap_or_default()
+                    }),
+                    None => engine.pass(&user, None, reporter).await,
+                };
                 (user, result)
             });
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub use ldap3::Mod;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tokio::sync::Mutex;
 
@@ -179,6 +180,63 @@ impl LdapDirectory {
         out.sort();
         let _ = ldap.unbind().await;
         Ok(out)
+    }
+
+    /// Reads attributes of one user's entry: (DN, attribute → values), names
+    /// lower-cased. `None` when the login matches no entry.
+    pub async fn read(
+        &self,
+        login: &str,
+        attrs: &[&str],
+    ) -> Result<Option<(String, HashMap<String, Vec<String>>)>, Error> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let mut ldap = self.handle(slot).await?;
+        let filter = user_filter(&self.cfg.user_filter, login);
+        let res = ldap
+            .with_timeout(self.cfg.timeout)
+            .search(&self.cfg.base_dn, Scope::Subtree, &filter, attrs.to_vec())
+            .await
+            .map_err(|e| Error::Unavailable(format!("search {filter}: {e}")))?;
+        let (entries, _) = res
+            .success()
+            .map_err(|e| Error::Server(format!("search {filter}: {e}")))?;
+        match entries.len() {
+            0 => Ok(None),
+            1 => {
+                let Some(e) = entries.into_iter().next().map(SearchEntry::construct) else {
+                    return Ok(None);
+                };
+                let attrs = e
+                    .attrs
+                    .into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .collect();
+                Ok(Some((e.dn, attrs)))
+            }
+            count => Err(Error::Ambiguous {
+                login: login.to_string(),
+                count,
+            }),
+        }
+    }
+
+    /// Applies `mods` to `dn` in one operation. `Ok(false)` when a value it
+    /// deletes was not there or a value it adds already was: the
+    /// compare-and-swap lost (someone else changed the entry first).
+    pub async fn modify(&self, dn: &str, mods: Vec<Mod<String>>) -> Result<bool, Error> {
+        let mut ldap = self.connect(true).await?;
+        let res = ldap
+            .with_timeout(self.cfg.timeout)
+            .modify(dn, mods)
+            .await
+            .map_err(|e| Error::Unavailable(format!("modify {dn}: {e}")));
+        let _ = ldap.unbind().await;
+        match res?.rc {
+            0 => Ok(true),
+            // noSuchAttribute, constraintViolation, attributeOrValueExists
+            16 | 19 | 20 => Ok(false),
+            rc => Err(Error::Server(format!("modify {dn}: rc={rc}"))),
+        }
     }
 
     /// Checks a password by binding as the user on a connection of its own

@@ -121,6 +121,16 @@ impl PassReport {
     pub fn failed(&self) -> usize {
         self.folders.iter().map(|f| f.failed.len()).sum()
     }
+
+    /// Everything on the source is on the destination: no folder error, no
+    /// failed message, no held-back deletion. This is the cutover's verification.
+    pub fn complete(&self) -> bool {
+        self.errors.is_empty()
+            && self
+                .folders
+                .iter()
+                .all(|f| f.failed.is_empty() && f.deletions_held_back == 0)
+    }
 }
 
 /// The two stores and the state, for passes of any user.
@@ -498,6 +508,15 @@ impl Engine {
 impl Engine {
     /// Builds the engine from `[migration]` (from, to, state_dir and limits).
     pub fn from_config(cfg: &crate::config::Config) -> Result<Engine, Error> {
+        Self::build(cfg, false)
+    }
+
+    /// The engine for rolling back: new → old, with a state file of its own.
+    pub fn reversed(cfg: &crate::config::Config) -> Result<Engine, Error> {
+        Self::build(cfg, true)
+    }
+
+    fn build(cfg: &crate::config::Config, reverse: bool) -> Result<Engine, Error> {
         let m = cfg
             .migration
             .as_ref()
@@ -510,10 +529,20 @@ impl Engine {
                 .map(Arc::new)
                 .map_err(|e| Error::Unsupported(format!("backends.{name}: {e}")))
         };
+        let (from, to) = if reverse {
+            (&m.to, &m.from)
+        } else {
+            (&m.from, &m.to)
+        };
+        let state_dir = if reverse {
+            m.state_dir.join("rollback")
+        } else {
+            m.state_dir.clone()
+        };
         Ok(Engine {
-            from: backend(&m.from)?,
-            to: backend(&m.to)?,
-            state: Arc::new(StateStore::open(&m.state_dir)?),
+            from: backend(from)?,
+            to: backend(to)?,
+            state: Arc::new(StateStore::open(&state_dir)?),
             opts: Options {
                 max_deletes: m.max_deletes_per_pass,
                 connections: m.connections_per_user,

@@ -92,6 +92,23 @@ impl ImapClient {
         }
     }
 
+    /// Like [`read_until_tagged`](Self::read_until_tagged), but a `* BYE`, a
+    /// closed connection or a timeout is an `Err` instead of a panic.
+    pub fn try_read_until_tagged(&mut self, tag: &str) -> std::io::Result<String> {
+        loop {
+            let line = self.try_read_response()?;
+            if line.starts_with(&format!("{tag} ")) {
+                return Ok(line);
+            }
+            if line.starts_with("* BYE") {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    line,
+                ));
+            }
+        }
+    }
+
     /// One raw line without CRLF (no literal handling).
     pub fn read_line(&mut self) -> String {
         let mut buf = Vec::new();

@@ -1,0 +1,448 @@
+//! Cutover: moving one user from the old store to the new one in seconds.
+//!
+//! ```text
+//!  claim lease (CAS) ─► syncing: presync passes until the delta is small
+//!    ─► hold (CAS mailUserStatus → hold): every proxy following LDAP kicks the
+//!       user's sessions; new logins and RCPTs wait
+//!    ─► final delta pass (complete = verified: every source message mapped)
+//!    ─► flip (CAS mailHost old → new, hold → active, state done): held logins go on
+//!  any failure before the flip ─► hold undone, state failed + error, user stays on old
+//! ```
+//!
+//! Every change is a compare-and-swap modify (delete the old value, add the new
+//! one, in one operation), so two instances sharing one LDAP never both work on
+//! the same user; a lease that expired (its instance died) is taken over.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::sync::{Engine, PassReport};
+use super::{Error, Reporter};
+use crate::config::{Config, LdapConfig};
+use crate::directory::ldap::{LdapDirectory, Mod};
+use crate::metrics::METRICS;
+
+/// mailshift's own attributes (deploy/ldap/mailshift.schema).
+pub const STATE: &str = "mailshiftMigrationState";
+/// `instance-id until-unix-time`.
+pub const LEASE: &str = "mailshiftMigrationLease";
+/// The mailHost the user came from.
+pub const FROM: &str = "mailshiftMigrationFrom";
+/// The mailHost the user goes to.
+pub const TO: &str = "mailshiftMigrationTo";
+/// When the state last changed (GeneralizedTime).
+pub const UPDATED: &str = "mailshiftMigrationUpdated";
+/// The last error.
+pub const ERROR: &str = "mailshiftMigrationError";
+
+/// Presync passes before holding, at most.
+const MAX_PRESYNCS: usize = 5;
+/// A delta this small is copied inside the hold.
+const SMALL_DELTA: u64 = 200;
+
+/// How a cutover went.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CutoverReport {
+    /// The user.
+    pub user: String,
+    /// Presync passes run.
+    pub presyncs: Vec<PassReport>,
+    /// The pass inside the hold.
+    pub final_pass: Option<PassReport>,
+    /// Seconds from hold to release.
+    pub hold_seconds: f64,
+    /// Where the user is now.
+    pub mailhost: String,
+}
+
+/// A user's entry as cutover sees it.
+#[derive(Debug, Clone)]
+struct Entry {
+    dn: String,
+    mailhost: Option<String>,
+    status: Option<String>,
+    state: Option<String>,
+    lease: Option<String>,
+    has_class: bool,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// GeneralizedTime, UTC: `20261201183512Z`.
+fn generalized_time() -> String {
+    let secs = now_unix() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn set(v: &str) -> HashSet<String> {
+    HashSet::from([v.to_string()])
+}
+
+/// `attr: old → new` as a compare-and-swap: fails unless `old` is the value now.
+fn cas(mods: &mut Vec<Mod<String>>, attr: &str, old: Option<&str>, new: Option<&str>) {
+    if old == new {
+        return;
+    }
+    if let Some(old) = old {
+        mods.push(Mod::Delete(attr.to_string(), set(old)));
+    }
+    if let Some(new) = new {
+        mods.push(Mod::Add(attr.to_string(), set(new)));
+    }
+}
+
+/// Cutover and rollback of users between the `[migration]` stores.
+pub struct Mover {
+    /// old → new.
+    pub forward: Arc<Engine>,
+    /// new → old (rollback), with its own state file.
+    pub backward: Arc<Engine>,
+    ldap: Arc<LdapDirectory>,
+    attrs: LdapConfig,
+    from_hosts: Vec<String>,
+    to_hosts: Vec<String>,
+    instance: String,
+    lease: Duration,
+}
+
+impl Mover {
+    /// Builds both engines and the LDAP writer from the config.
+    pub fn from_config(cfg: &Config, ldap: Arc<LdapDirectory>) -> Result<Mover, Error> {
+        let m = cfg
+            .migration
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("the config has no [migration] table".into()))?;
+        let hosts = |name: &str| {
+            cfg.backend_named(name)
+                .map(|b| b.mailhosts.clone())
+                .unwrap_or_default()
+        };
+        Ok(Mover {
+            forward: Arc::new(Engine::from_config(cfg)?),
+            backward: Arc::new(Engine::reversed(cfg)?),
+            attrs: ldap.config().clone(),
+            ldap,
+            from_hosts: hosts(&m.from),
+            to_hosts: hosts(&m.to),
+            instance: m.instance_id.clone(),
+            lease: m.lease,
+        })
+    }
+
+    async fn entry(&self, user: &str) -> Result<Entry, Error> {
+        let want = [
+            self.attrs.mailhost_attribute.as_str(),
+            self.attrs.status_attribute.as_str(),
+            STATE,
+            LEASE,
+            "objectClass",
+        ];
+        let (dn, attrs) = self
+            .ldap
+            .read(user, &want)
+            .await
+            .map_err(|e| Error::Directory(e.to_string()))?
+            .ok_or_else(|| Error::Directory(format!("no directory entry for {user}")))?;
+        let first = |a: &str| {
+            attrs
+                .get(&a.to_ascii_lowercase())
+                .and_then(|v| v.first())
+                .cloned()
+        };
+        Ok(Entry {
+            dn,
+            mailhost: first(&self.attrs.mailhost_attribute),
+            status: first(&self.attrs.status_attribute),
+            state: first(STATE),
+            lease: first(LEASE),
+            has_class: attrs
+                .get("objectclass")
+                .is_some_and(|v| v.iter().any(|c| c.eq_ignore_ascii_case("mailshiftUser"))),
+        })
+    }
+
+    async fn apply(&self, e: &Entry, mut mods: Vec<Mod<String>>, what: &str) -> Result<(), Error> {
+        if !e.has_class {
+            mods.insert(0, Mod::Add("objectClass".into(), set("mailshiftUser")));
+        }
+        match self.ldap.modify(&e.dn, mods).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Conflict(format!(
+                "{what}: {} changed under us (another instance or an admin)",
+                e.dn
+            ))),
+            Err(err) => Err(Error::Directory(format!("{what}: {err}"))),
+        }
+    }
+
+    /// Claims the user for this instance: the lease is free, expired or ours.
+    async fn claim(&self, e: &mut Entry) -> Result<(), Error> {
+        if let Some(lease) = &e.lease {
+            let mut parts = lease.split(' ');
+            let (owner, until) = (
+                parts.next().unwrap_or(""),
+                parts
+                    .next()
+                    .and_then(|u| u.parse::<u64>().ok())
+                    .unwrap_or(0),
+            );
+            if owner != self.instance && until > now_unix() {
+                return Err(Error::Conflict(format!(
+                    "claimed by {owner} until {until} (unix time)"
+                )));
+            }
+        }
+        let new = format!("{} {}", self.instance, now_unix() + self.lease.as_secs());
+        let mut mods = Vec::new();
+        cas(&mut mods, LEASE, e.lease.as_deref(), Some(&new));
+        self.apply(e, mods, "claim").await?;
+        e.lease = Some(new);
+        e.has_class = true;
+        Ok(())
+    }
+
+    /// Records a state (and error) without any compare: informational.
+    async fn record(&self, e: &Entry, state: &str, error: Option<&str>) -> Result<(), Error> {
+        let mut mods = vec![
+            Mod::Replace(STATE.to_string(), set(state)),
+            Mod::Replace(UPDATED.to_string(), set(&generalized_time())),
+        ];
+        mods.push(match error {
+            Some(err) => Mod::Replace(
+                ERROR.to_string(),
+                set(&err.chars().take(1000).collect::<String>()),
+            ),
+            None => Mod::Replace(ERROR.to_string(), HashSet::new()),
+        });
+        self.apply(e, mods, "record state").await
+    }
+
+    async fn release(&self, e: &Entry) {
+        let mut mods = Vec::new();
+        cas(&mut mods, LEASE, e.lease.as_deref(), None);
+        if let Err(err) = self.apply(e, mods, "release lease").await {
+            tracing::warn!(dn = %e.dn, error = %err, "lease not released; it expires by itself");
+        }
+    }
+
+    /// Migrates and cuts over one user (old → new).
+    pub async fn cutover(
+        &self,
+        user: &str,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<CutoverReport, Error> {
+        self.switch(user, true, reporter).await
+    }
+
+    /// Rolls one user back (new → old), copying back what arrived meanwhile.
+    pub async fn rollback(
+        &self,
+        user: &str,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<CutoverReport, Error> {
+        self.switch(user, false, reporter).await
+    }
+
+    async fn switch(
+        &self,
+        user: &str,
+        forward: bool,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<CutoverReport, Error> {
+        let (engine, here, there, done) = if forward {
+            (&self.forward, &self.from_hosts, &self.to_hosts, "done")
+        } else {
+            (
+                &self.backward,
+                &self.to_hosts,
+                &self.from_hosts,
+                "rolled-back",
+            )
+        };
+        let target = there
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Unsupported("the target backend lists no mailhost".into()))?;
+        let mut e = self.entry(user).await?;
+        let on = |hosts: &[String], h: &Option<String>| {
+            h.as_deref()
+                .is_some_and(|h| hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
+        };
+        let mut report = CutoverReport {
+            user: user.to_string(),
+            ..CutoverReport::default()
+        };
+        if on(there, &e.mailhost) {
+            report.mailhost = e.mailhost.clone().unwrap_or_default();
+            return Ok(report); // already there
+        }
+        if !on(here, &e.mailhost) {
+            return Err(Error::Unsupported(format!(
+                "{user} has mailHost {:?}, not one of {here:?}",
+                e.mailhost
+            )));
+        }
+        if e.status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("hold"))
+            && e.state.as_deref() != Some("cutover")
+        {
+            return Err(Error::Conflict(format!(
+                "{user} is on hold by someone else"
+            )));
+        }
+        self.claim(&mut e).await?;
+        let result = self
+            .move_user(&mut e, user, engine, &target, reporter, &mut report)
+            .await;
+        match &result {
+            Ok(()) => {
+                let _ = self.record(&e, done, None).await;
+            }
+            Err(err) => {
+                let _ = self.record(&e, "failed", Some(&err.to_string())).await;
+            }
+        }
+        self.release(&e).await;
+        result.map(|()| report)
+    }
+
+    async fn move_user(
+        &self,
+        e: &mut Entry,
+        user: &str,
+        engine: &Arc<Engine>,
+        target: &str,
+        reporter: Arc<dyn Reporter>,
+        report: &mut CutoverReport,
+    ) -> Result<(), Error> {
+        self.record(e, "syncing", None).await?;
+        for _ in 0..MAX_PRESYNCS {
+            let pass = engine.pass(user, None, Arc::clone(&reporter)).await?;
+            let (complete, copied) = (pass.complete(), pass.copied());
+            let errors = pass.errors.join("; ");
+            report.presyncs.push(pass);
+            if !complete {
+                return Err(Error::Incomplete(format!("presync: {errors}")));
+            }
+            if copied < SMALL_DELTA {
+                break;
+            }
+        }
+        // Hold: compare-and-swap from what the status is now.
+        let before = e.status.clone();
+        let mut mods = Vec::new();
+        cas(
+            &mut mods,
+            &self.attrs.status_attribute,
+            before.as_deref(),
+            Some("hold"),
+        );
+        mods.push(Mod::Replace(STATE.to_string(), set("cutover")));
+        self.apply(e, mods, "hold").await?;
+        let held = Instant::now();
+        tracing::info!(user, "hold set; final pass");
+        let fin = engine.pass(user, None, reporter).await;
+        let fin = match fin {
+            Ok(p) if p.complete() => p,
+            other => {
+                let why = match other {
+                    Ok(p) => format!("final pass incomplete: {}", p.errors.join("; ")),
+                    Err(err) => err.to_string(),
+                };
+                // Never leave a user stuck in hold.
+                let mut mods = Vec::new();
+                cas(
+                    &mut mods,
+                    &self.attrs.status_attribute,
+                    Some("hold"),
+                    before.as_deref().or(Some("active")),
+                );
+                if let Err(undo) = self.apply(e, mods, "undo hold").await {
+                    tracing::error!(user, error = %undo, "could not undo the hold; set mailUserStatus back by hand");
+                }
+                return Err(Error::Incomplete(why));
+            }
+        };
+        report.final_pass = Some(fin);
+        // Flip: route and status in one compare-and-swap.
+        let mut mods = Vec::new();
+        cas(
+            &mut mods,
+            &self.attrs.mailhost_attribute,
+            e.mailhost.as_deref(),
+            Some(target),
+        );
+        cas(
+            &mut mods,
+            &self.attrs.status_attribute,
+            Some("hold"),
+            Some("active"),
+        );
+        mods.push(Mod::Replace(
+            FROM.to_string(),
+            e.mailhost.iter().cloned().collect(),
+        ));
+        mods.push(Mod::Replace(TO.to_string(), set(target)));
+        self.apply(e, mods, "flip").await?;
+        report.hold_seconds = held.elapsed().as_secs_f64();
+        report.mailhost = target.to_string();
+        METRICS.cutover_hold.observe(report.hold_seconds);
+        tracing::info!(
+            user,
+            mailhost = target,
+            hold_ms = (report.hold_seconds * 1000.0) as u64,
+            "cut over"
+        );
+        e.mailhost = Some(target.to_string());
+        e.status = Some("active".into());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generalized_time_shape() {
+        let t = generalized_time();
+        assert_eq!(t.len(), 15, "{t}");
+        assert!(t.ends_with('Z') && t.starts_with("20"), "{t}");
+    }
+
+    #[test]
+    fn cas_deletes_old_and_adds_new() {
+        let mut mods = Vec::new();
+        cas(&mut mods, "mailHost", Some("old"), Some("new"));
+        cas(&mut mods, "x", None, Some("v"));
+        cas(&mut mods, "same", Some("a"), Some("a"));
+        assert_eq!(mods.len(), 3);
+        assert!(matches!(&mods[0], Mod::Delete(a, v) if a == "mailHost" && v.contains("old")));
+        assert!(matches!(&mods[1], Mod::Add(a, v) if a == "mailHost" && v.contains("new")));
+    }
+}
