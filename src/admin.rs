@@ -126,10 +126,23 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<By
                     tracing::info!(user = %login, sessions = n, "kicked by admin");
                     json(StatusCode::OK, serde_json::json!({"kicked": n}))
                 }
-                "migrate" => json(
-                    StatusCode::NOT_IMPLEMENTED,
-                    serde_json::json!({"error": "the migration engine is not in this build"}),
-                ),
+                "migrate" => match &shared.scheduler {
+                    Some(s) => {
+                        if s.start(&login, None) {
+                            tracing::info!(user = %login, "migration requested by admin");
+                            json(StatusCode::ACCEPTED, serde_json::json!({"started": true}))
+                        } else {
+                            json(
+                                StatusCode::CONFLICT,
+                                serde_json::json!({"error": "already migrating on this instance"}),
+                            )
+                        }
+                    }
+                    None => json(
+                        StatusCode::NOT_IMPLEMENTED,
+                        serde_json::json!({"error": "no [migration] table with an LDAP directory in this config"}),
+                    ),
+                },
                 _ => json(
                     StatusCode::NOT_FOUND,
                     serde_json::json!({"error": "no such action"}),

@@ -282,8 +282,8 @@ pub struct MigrationConfig {
     pub hold_wait: Duration,
     /// LDAP filter of the migrating set.
     pub users_filter: Option<String>,
-    /// Time windows, as written (`Mon-Fri 20:00-06:00`).
-    pub windows: Vec<String>,
+    /// Time windows for scheduled migrations (none: any time).
+    pub windows: Vec<Window>,
     /// Users migrated at once by this instance.
     pub concurrency: u32,
     /// Bandwidth cap for copying, bytes per second.
@@ -918,10 +918,11 @@ fn validate_migration(
             MigrationMode::Manual
         }
     };
-    let windows = m.windows.unwrap_or_default();
-    for w in &windows {
-        if let Err(e) = check_window(w) {
-            p.add("migration.windows", e);
+    let mut windows = Vec::new();
+    for w in m.windows.unwrap_or_default() {
+        match check_window(&w) {
+            Ok(win) => windows.push(win),
+            Err(e) => p.add("migration.windows", e),
         }
     }
     let concurrency = m.concurrency.unwrap_or(4);
@@ -986,25 +987,68 @@ fn default_instance_id() -> String {
         .unwrap_or_else(|| "mailshift".into())
 }
 
-/// Checks a time window such as `Mon-Fri 20:00-06:00` or `Sat 00:00-24:00`.
-fn check_window(w: &str) -> Result<(), String> {
+/// A weekly time window in the host's local time, e.g. `Mon-Fri 20:00-06:00`
+/// (overnight: from 20:00 on Monday to Friday until 06:00 the next morning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// First day, 0 = Monday.
+    pub first_day: u32,
+    /// Last day, 0 = Monday (may be before `first_day`: wraps over Sunday).
+    pub last_day: u32,
+    /// Start, minutes after midnight.
+    pub from: u32,
+    /// End, minutes after midnight (≤ `from`: the next day).
+    pub to: u32,
+}
+
+impl Window {
+    fn day_in(&self, day: u32) -> bool {
+        if self.first_day <= self.last_day {
+            (self.first_day..=self.last_day).contains(&day)
+        } else {
+            day >= self.first_day || day <= self.last_day
+        }
+    }
+
+    /// Whether the moment (weekday 0 = Monday, minutes after midnight) is inside.
+    pub fn contains(&self, day: u32, minute: u32) -> bool {
+        if self.from < self.to {
+            self.day_in(day) && (self.from..self.to).contains(&minute)
+        } else {
+            (self.day_in(day) && minute >= self.from)
+                || (self.day_in((day + 6) % 7) && minute < self.to)
+        }
+    }
+}
+
+/// Parses a time window such as `Mon-Fri 20:00-06:00` or `Sat 00:00-24:00`.
+fn check_window(w: &str) -> Result<Window, String> {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     let bad = || format!("\"{w}\" is not like \"Mon-Fri 20:00-06:00\"");
     let (days, times) = w.trim().split_once(' ').ok_or_else(bad)?;
+    let mut idx = Vec::new();
     for day in days.split('-') {
-        if !DAYS.contains(&day) {
-            return Err(bad());
-        }
+        idx.push(DAYS.iter().position(|d| *d == day).ok_or_else(bad)? as u32);
+    }
+    if idx.is_empty() || idx.len() > 2 {
+        return Err(bad());
     }
     let (from, to) = times.trim().split_once('-').ok_or_else(bad)?;
+    let mut minutes = Vec::new();
     for t in [from, to] {
         let (h, m) = t.split_once(':').ok_or_else(bad)?;
         let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
         if h > 24 || m > 59 || (h == 24 && m != 0) {
             return Err(bad());
         }
+        minutes.push(h * 60 + m);
     }
-    Ok(())
+    Ok(Window {
+        first_day: idx[0],
+        last_day: *idx.last().unwrap_or(&idx[0]),
+        from: minutes[0],
+        to: minutes[1],
+    })
 }
 
 #[cfg(test)]
@@ -1093,8 +1137,13 @@ listen = "127.0.0.1:1143"
 
     #[test]
     fn windows_are_checked() {
-        assert!(check_window("Mon-Fri 20:00-06:00").is_ok());
-        assert!(check_window("Sat 00:00-24:00").is_ok());
+        let night = check_window("Mon-Fri 20:00-06:00").expect("valid");
+        assert!(night.contains(0, 21 * 60)); // Monday 21:00
+        assert!(night.contains(5, 5 * 60)); // Saturday 05:00, Friday night's tail
+        assert!(!night.contains(0, 5 * 60)); // Monday 05:00: Sunday night is outside
+        assert!(!night.contains(2, 12 * 60));
+        let sat = check_window("Sat 00:00-24:00").expect("valid");
+        assert!(sat.contains(5, 0) && sat.contains(5, 1439) && !sat.contains(6, 0));
         assert!(check_window("Monday 20:00-06:00").is_err());
         assert!(check_window("Mon-Fri 25:00-06:00").is_err());
     }

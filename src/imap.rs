@@ -44,6 +44,8 @@ pub struct Shared {
     pub hold_wait: Duration,
     /// Cancelled at shutdown.
     pub cancel: CancellationToken,
+    /// Migrations run by this instance (with `[migration]` and LDAP).
+    pub scheduler: Option<Arc<crate::migrate::scheduler::Scheduler>>,
 }
 
 /// The open-file limit of this process (soft), if it can be read.

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub migration_pass_duration: Histogram,
     /// Seconds users spent in hold during cutover.
     pub cutover_hold: Histogram,
+    /// Users by migration state (from LDAP, refreshed by the scheduler).
+    pub migration_users: IntGaugeVec,
 }
 
 /// The process-wide metrics.
@@ -165,6 +167,14 @@ impl Metrics {
                         "Seconds from hold to release per cutover",
                     )
                     .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0]),
+                )
+                .expect("valid metric"),
+            ),
+            migration_users: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("mailshift_migration_users", "Users by migration state"),
+                    &["state"],
                 )
                 .expect("valid metric"),
             ),

@@ -16,6 +16,7 @@ pub mod client;
 pub mod cutover;
 pub mod folders;
 pub mod message;
+pub mod scheduler;
 pub mod state;
 pub mod sync;
 pub mod verify;

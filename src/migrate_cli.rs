@@ -312,7 +312,7 @@ pub fn migrate(
                 let _permit = sem.acquire_owned().await;
                 let reporter: Arc<dyn Reporter> = progress.clone();
                 let result = match mover {
-                    Some(m) => m.cutover(&user, reporter).await.map(|r| {
+                    Some(m) => m.cutover(&user, None, reporter).await.map(|r| {
                         print_cutover(json, &r);
                         r.final_pass.or_else(|| r.presyncs.last().cloned()).unwrap_or_default()
                     }),

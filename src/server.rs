@@ -14,6 +14,7 @@ use crate::imap::backend::Backend;
 use crate::imap::session::Listener;
 use crate::imap::{self, Shared};
 use crate::metrics::METRICS;
+use crate::migrate::scheduler::Scheduler;
 use crate::route::Router;
 use crate::sessions::Sessions;
 use crate::tls::ServerTls;
@@ -38,6 +39,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The migration scheduler could not be set up.
+    #[error("[migration]: {0}")]
+    Migration(#[from] crate::migrate::Error),
     /// No listener is configured.
     #[error("nothing to serve: set imap.listen and/or imap.listen_tls")]
     NothingToServe,
@@ -60,6 +64,16 @@ pub fn shared(config: Arc<Config>, cancel: CancellationToken) -> Result<Arc<Shar
         Some(t) => Some(Arc::new(ServerTls::load(t)?)),
         None => None,
     };
+    let scheduler = match (&config.migration, directory.ldap()) {
+        (Some(_), Some(ldap)) => Some(Scheduler::new(&config, Arc::clone(ldap))?),
+        (Some(_), None) => {
+            tracing::warn!(
+                "[migration] needs directory.kind = \"ldap\" to run migrations in serve"
+            );
+            None
+        }
+        _ => None,
+    };
     let hold_wait = config
         .migration
         .as_ref()
@@ -76,6 +90,7 @@ pub fn shared(config: Arc<Config>, cancel: CancellationToken) -> Result<Arc<Shar
         ),
         hold_wait,
         cancel,
+        scheduler,
         config,
     }))
 }
@@ -163,6 +178,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         tasks.push(tokio::spawn(kick_moved(Arc::clone(&shared))));
     }
     shared.directory.spawn_follow(cancel.clone());
+    if let Some(s) = &shared.scheduler {
+        tasks.push(tokio::spawn(Arc::clone(s).run(cancel.clone())));
+    }
     // Touch the metrics once so /metrics lists them before the first login.
     let _ = METRICS.directory_sync_up.get();
 

@@ -249,13 +249,15 @@ impl Mover {
         }
     }
 
-    /// Migrates and cuts over one user (old → new).
+    /// Migrates and cuts over one user (old → new). `password` is the user's
+    /// own, held in memory only, for stores without a master user (lazy mode).
     pub async fn cutover(
         &self,
         user: &str,
+        password: Option<&[u8]>,
         reporter: Arc<dyn Reporter>,
     ) -> Result<CutoverReport, Error> {
-        self.switch(user, true, reporter).await
+        self.switch(user, true, password, reporter).await
     }
 
     /// Rolls one user back (new → old), copying back what arrived meanwhile.
@@ -264,13 +266,14 @@ impl Mover {
         user: &str,
         reporter: Arc<dyn Reporter>,
     ) -> Result<CutoverReport, Error> {
-        self.switch(user, false, reporter).await
+        self.switch(user, false, None, reporter).await
     }
 
     async fn switch(
         &self,
         user: &str,
         forward: bool,
+        password: Option<&[u8]>,
         reporter: Arc<dyn Reporter>,
     ) -> Result<CutoverReport, Error> {
         let (engine, here, there, done) = if forward {
@@ -316,14 +319,39 @@ impl Mover {
             )));
         }
         self.claim(&mut e).await?;
-        let result = self
-            .move_user(&mut e, user, engine, &target, reporter, &mut report)
-            .await;
+        // The lease is renewed while the move runs; losing it (another
+        // instance took over) stops the move at once.
+        let lease = Arc::new(std::sync::Mutex::new(e.lease.clone()));
+        let result = tokio::select! {
+            r = self.move_user(&mut e, user, engine, &target, password, reporter, &mut report) => r,
+            lost = self.renew_lease(user, Arc::clone(&lease)) => Err(lost),
+        };
+        e.lease = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match &result {
             Ok(()) => {
                 let _ = self.record(&e, done, None).await;
             }
             Err(err) => {
+                // Never leave a user stuck in hold, whatever stopped the move.
+                if let Ok(now) = self.entry(user).await {
+                    let held = now
+                        .status
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("hold"))
+                        && now.state.as_deref() == Some("cutover");
+                    if held {
+                        let mut mods = Vec::new();
+                        cas(
+                            &mut mods,
+                            &self.attrs.status_attribute,
+                            Some("hold"),
+                            Some("active"),
+                        );
+                        if let Err(undo) = self.apply(&now, mods, "undo hold").await {
+                            tracing::error!(user, error = %undo, "could not undo the hold; set mailUserStatus back by hand");
+                        }
+                    }
+                }
                 let _ = self.record(&e, "failed", Some(&err.to_string())).await;
             }
         }
@@ -331,18 +359,42 @@ impl Mover {
         result.map(|()| report)
     }
 
+    /// Renews the lease every third of its length; returns only when it could
+    /// not (lost to another instance, or LDAP failed).
+    async fn renew_lease(&self, user: &str, cell: Arc<std::sync::Mutex<Option<String>>>) -> Error {
+        let every = (self.lease / 3).max(Duration::from_millis(500));
+        loop {
+            tokio::time::sleep(every).await;
+            let e = match self.entry(user).await {
+                Ok(e) => e,
+                Err(err) => return err,
+            };
+            let ours = cell.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let fresh = format!("{} {}", self.instance, now_unix() + self.lease.as_secs());
+            let mut mods = Vec::new();
+            cas(&mut mods, LEASE, ours.as_deref(), Some(&fresh));
+            if let Err(err) = self.apply(&e, mods, "renew lease").await {
+                return Error::Conflict(format!("lease lost: {err}"));
+            }
+            *cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+        }
+    }
+
+    // One call site; a struct for these would only rename the arguments.
+    #[allow(clippy::too_many_arguments)]
     async fn move_user(
         &self,
         e: &mut Entry,
         user: &str,
         engine: &Arc<Engine>,
         target: &str,
+        password: Option<&[u8]>,
         reporter: Arc<dyn Reporter>,
         report: &mut CutoverReport,
     ) -> Result<(), Error> {
         self.record(e, "syncing", None).await?;
         for _ in 0..MAX_PRESYNCS {
-            let pass = engine.pass(user, None, Arc::clone(&reporter)).await?;
+            let pass = engine.pass(user, password, Arc::clone(&reporter)).await?;
             let (complete, copied) = (pass.complete(), pass.copied());
             let errors = pass.errors.join("; ");
             report.presyncs.push(pass);
@@ -366,7 +418,7 @@ impl Mover {
         self.apply(e, mods, "hold").await?;
         let held = Instant::now();
         tracing::info!(user, "hold set; final pass");
-        let fin = engine.pass(user, None, reporter).await;
+        let fin = engine.pass(user, password, reporter).await;
         let fin = match fin {
             Ok(p) if p.complete() => p,
             other => {

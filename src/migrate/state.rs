@@ -1,4 +1,4 @@
-//! Sync state under `state_dir`: per user and folder, the UIDVALIDITYs, the UID
+//! Sync state under `state_dir/users/USER.redb`: per user and folder, the UIDVALIDITYs, the UID
 //! map source → destination (from APPENDUID), the last HIGHESTMODSEQs, and the
 //! messages that failed. An embedded redb database, one value per folder.
 //!
@@ -7,8 +7,9 @@
 //! a pass killed at any moment loses at most one batch of map entries, which
 //! the next pass recovers by fingerprint.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -66,51 +67,114 @@ impl FolderState {
     }
 }
 
-/// The state database.
+/// The state databases: one redb file per user under `state_dir/users/`, so
+/// `mailshift serve` and a `mailshift migrate` run beside it only meet when
+/// they work on the same user (which the LDAP lease already forbids). A file is
+/// open only while a pass of that user runs ([`close`](Self::close)).
 pub struct StateStore {
-    db: Database,
-    path: String,
+    dir: PathBuf,
+    open: Mutex<HashMap<String, Arc<Database>>>,
 }
 
-fn key(user: &str, folder: &str) -> String {
-    format!("{}\u{0}{folder}", user.to_lowercase())
+fn key(folder: &str) -> &str {
+    folder
+}
+
+/// A file name for a login: lower case, anything unusual percent-encoded.
+fn file_name(user: &str) -> String {
+    let mut out = String::new();
+    for b in user.to_lowercase().bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-' || b == b'@' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    format!("{out}.redb")
+}
+
+fn user_of(file: &str) -> Option<String> {
+    let stem = file.strip_suffix(".redb")?;
+    let bytes = stem.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl StateStore {
-    /// Opens (or creates) `state_dir/sync.redb`.
+    /// The store under `state_dir` (created when missing).
     pub fn open(state_dir: &Path) -> Result<StateStore, Error> {
-        let path = state_dir.join("sync.redb");
-        let err = |why: String| Error {
-            path: path.display().to_string(),
-            why,
-        };
-        std::fs::create_dir_all(state_dir).map_err(|e| err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        let dir = state_dir.join("users");
+        std::fs::create_dir_all(&dir).map_err(|e| Error {
+            path: dir.display().to_string(),
+            why: e.to_string(),
+        })?;
         Ok(StateStore {
-            db,
-            path: path.display().to_string(),
+            dir,
+            open: Mutex::new(HashMap::new()),
         })
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> Error {
+    fn err(&self, user: &str, e: impl std::fmt::Display) -> Error {
         Error {
-            path: self.path.clone(),
+            path: self.dir.join(file_name(user)).display().to_string(),
             why: e.to_string(),
         }
     }
 
+    fn db(&self, user: &str) -> Result<Arc<Database>, Error> {
+        let k = user.to_lowercase();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = open.get(&k) {
+            return Ok(Arc::clone(db));
+        }
+        let path = self.dir.join(file_name(user));
+        // Another process may have this user's file open for a moment
+        // (status, a sweep): wait a little rather than fail.
+        let mut tries = 0;
+        let db = loop {
+            match Database::create(&path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(self.err(user, e)),
+            }
+        };
+        let db = Arc::new(db);
+        open.insert(k, Arc::clone(&db));
+        Ok(db)
+    }
+
+    /// Closes a user's file (end of a pass).
+    pub fn close(&self, user: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&user.to_lowercase());
+    }
+
     /// The stored state of a folder (default when none).
     pub fn load(&self, user: &str, folder: &str) -> Result<FolderState, Error> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let db = self.db(user)?;
+        let tx = db.begin_read().map_err(|e| self.err(user, e))?;
         let table = match tx.open_table(FOLDERS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FolderState::default()),
-            Err(e) => return Err(self.err(e)),
+            Err(e) => return Err(self.err(user, e)),
         };
-        match table
-            .get(key(user, folder).as_str())
-            .map_err(|e| self.err(e))?
-        {
+        match table.get(key(folder)).map_err(|e| self.err(user, e))? {
             // An unreadable value is a cache miss, not an error: fingerprints recover.
             Some(v) => Ok(serde_json::from_slice(v.value()).unwrap_or_default()),
             None => Ok(FolderState::default()),
@@ -119,55 +183,48 @@ impl StateStore {
 
     /// Stores a folder's state durably.
     pub fn save(&self, user: &str, folder: &str, state: &FolderState) -> Result<(), Error> {
-        let value = serde_json::to_vec(state).map_err(|e| self.err(e))?;
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let value = serde_json::to_vec(state).map_err(|e| self.err(user, e))?;
+        let db = self.db(user)?;
+        let tx = db.begin_write().map_err(|e| self.err(user, e))?;
         {
-            let mut table = tx.open_table(FOLDERS).map_err(|e| self.err(e))?;
+            let mut table = tx.open_table(FOLDERS).map_err(|e| self.err(user, e))?;
             table
-                .insert(key(user, folder).as_str(), value.as_slice())
-                .map_err(|e| self.err(e))?;
+                .insert(key(folder), value.as_slice())
+                .map_err(|e| self.err(user, e))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(user, e))
     }
 
     /// Every user with stored state.
     pub fn users(&self) -> Result<Vec<String>, Error> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = match tx.open_table(FOLDERS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(e)),
-        };
-        let mut out: Vec<String> = Vec::new();
-        for item in table.iter().map_err(|e| self.err(e))? {
-            let (k, _) = item.map_err(|e| self.err(e))?;
-            if let Some((user, _)) = k.value().split_once('\u{0}') {
-                if out.last().map(String::as_str) != Some(user) {
-                    out.push(user.to_string());
-                }
-            }
-        }
+        let mut out: Vec<String> = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error {
+                path: self.dir.display().to_string(),
+                why: e.to_string(),
+            })?
+            .flatten()
+            .filter_map(|e| user_of(&e.file_name().to_string_lossy()))
+            .collect();
+        out.sort();
         Ok(out)
     }
 
     /// Every folder stored for a user, with its state.
     pub fn folders(&self, user: &str) -> Result<Vec<(String, FolderState)>, Error> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let db = self.db(user)?;
+        let tx = db.begin_read().map_err(|e| self.err(user, e))?;
         let table = match tx.open_table(FOLDERS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(e)),
+            Err(e) => return Err(self.err(user, e)),
         };
-        let prefix = key(user, "");
         let mut out = Vec::new();
-        for item in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            if let Some(folder) = k.value().strip_prefix(prefix.as_str()) {
-                out.push((
-                    folder.to_string(),
-                    serde_json::from_slice(v.value()).unwrap_or_default(),
-                ));
-            }
+        for item in table.iter().map_err(|e| self.err(user, e))? {
+            let (k, v) = item.map_err(|e| self.err(user, e))?;
+            out.push((
+                k.value().to_string(),
+                serde_json::from_slice(v.value()).unwrap_or_default(),
+            ));
         }
         Ok(out)
     }
@@ -195,6 +252,12 @@ mod tests {
         assert_eq!(store.load("alice", "INBOX").expect("load"), s);
         let folders = store.folders("alice").expect("list");
         assert_eq!(folders.len(), 1);
+        assert_eq!(store.users().expect("users"), ["alice", "bob"]);
+        assert_eq!(file_name("Odd User/1"), "odd%20user%2f1.redb");
+        assert_eq!(
+            user_of("odd%20user%2f1.redb").as_deref(),
+            Some("odd user/1")
+        );
         drop(store);
         let again = StateStore::open(dir.path()).expect("reopen");
         assert_eq!(

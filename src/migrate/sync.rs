@@ -681,6 +681,7 @@ impl Engine {
             }
         }
         report.folders.sort_by(|a, b| a.folder.cmp(&b.folder));
+        self.state.close(user);
         report.seconds = started.elapsed().as_secs_f64();
         let result = if report.errors.is_empty() {
             "ok"
@@ -690,6 +691,104 @@ impl Engine {
         METRICS.migration_passes.with_label_values(&[result]).inc();
         METRICS.migration_pass_duration.observe(report.seconds);
         Ok(report)
+    }
+
+    /// After cutover: moves mail that still reached the old INBOX directly
+    /// (not through mailshift) to the new INBOX — copied, recorded, then removed
+    /// from the old store. Only messages newer than the final pass are touched:
+    /// what the user deleted on the new store is never brought back.
+    pub async fn sweep_inbox(&self, user: &str) -> Result<u64, Error> {
+        let result = self.sweep_inner(user).await;
+        self.state.close(user);
+        result
+    }
+
+    async fn sweep_inner(&self, user: &str) -> Result<u64, Error> {
+        let mut c = self.connect(user, None).await?;
+        let plan = self.plan(&mut c).await?;
+        let Some(pair) = plan
+            .into_iter()
+            .find(|p| p.src.name.eq_ignore_ascii_case(b"INBOX"))
+        else {
+            return Ok(0);
+        };
+        let key = pair.src.display();
+        let mut st = self.state.load(user, &key)?;
+        if st.src_uidnext == 0 {
+            return Ok(0); // never migrated: nothing to sweep against
+        }
+        let reply = c.src.run("SELECT INBOX").await?;
+        let (src_sel, _) = selected(&reply);
+        if src_sel.validity != st.src_validity || src_sel.uidnext <= st.src_uidnext {
+            return Ok(0);
+        }
+        // `n:*` also returns the last message when it is below n: filter.
+        let listed = message::listing(
+            &c.src
+                .run(&format!(
+                    "UID FETCH {}:* (UID FLAGS RFC822.SIZE)",
+                    st.src_uidnext
+                ))
+                .await?,
+        );
+        let fresh: Vec<u32> = listed
+            .iter()
+            .map(|m| m.uid)
+            .filter(|u| *u >= st.src_uidnext && !st.map.contains_key(u))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let reply = c.dst.run("SELECT INBOX").await?;
+        let (dst_sel, perm) = selected(&reply);
+        if dst_sel.validity != st.dst_validity {
+            return Err(Error::Unsupported(format!(
+                "{user}: the new INBOX's UIDVALIDITY changed; not sweeping"
+            )));
+        }
+        let mut report = FolderReport::default();
+        let mut ctx = CopyCtx {
+            mailbox: b"INBOX",
+            validity: dst_sel.validity,
+            perm: &perm,
+            any_keyword: dst_sel.any_keyword,
+            binary: c.dst.has("BINARY"),
+            multi: c.dst.has("MULTIAPPEND"),
+        };
+        let mut moved = Vec::new();
+        for chunk in fresh.chunks(BATCH_MESSAGES) {
+            let reply = c
+                .src
+                .run(&format!(
+                    "UID FETCH {} (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                    uid_set(chunk)
+                ))
+                .await?;
+            let batch =
+                start_append(&mut c.dst, message::fetched(&reply), &mut ctx, &mut report).await?;
+            let before: HashSet<u32> = st.map.keys().copied().collect();
+            finish_append(&mut c.dst, batch, &mut ctx, &mut st, &mut report).await?;
+            // Recorded before anything is removed: a crash here leaves a copy
+            // on both stores, never none.
+            self.state.save(user, &key, &st)?;
+            moved.extend(st.map.keys().copied().filter(|u| !before.contains(u)));
+        }
+        if !moved.is_empty() {
+            moved.sort_unstable();
+            let set = uid_set(&moved);
+            c.src
+                .run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
+                .await?;
+            c.src.run(&format!("UID EXPUNGE {set}")).await?;
+            for u in &moved {
+                st.map.remove(u);
+            }
+            st.src_uidnext = src_sel.uidnext;
+            self.state.save(user, &key, &st)?;
+            METRICS.migration_messages.inc_by(moved.len() as u64);
+        }
+        tokio::join!(c.src.logout(), c.dst.logout());
+        Ok(moved.len() as u64)
     }
 
     /// Syncs one folder pair.
