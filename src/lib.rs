@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod sessions;
+pub mod smtp;
 pub mod stream;
 pub mod tls;
 
