@@ -10,4 +10,10 @@
 //! ```
 
 pub mod command;
+pub mod driver;
+pub mod queue;
+pub mod relay;
+pub mod retry;
 pub mod session;
+
+pub use driver::{accept_loop, Shared};
