@@ -69,6 +69,8 @@ pub struct DirectoryConfig {
 
 /// Which directory answers lookups.
 #[derive(Debug, Clone)]
+// Built once at start; boxing the LDAP settings would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum DirectoryKind {
     /// LDAP, the production directory.
     Ldap(LdapConfig),
@@ -101,6 +103,9 @@ pub struct LdapConfig {
     pub base_dn: String,
     /// Filter for one login; `%u` is replaced by the RFC 4515-escaped login.
     pub user_filter: String,
+    /// Filter for one inbound recipient address; `%s` is replaced by the
+    /// RFC 4515-escaped address (domain lowercased).
+    pub recipient_filter: String,
     /// The attribute that holds the login (keys the cache for synced changes).
     pub login_attribute: String,
     /// The routing attribute.
@@ -236,6 +241,32 @@ pub struct SmtpConfig {
     pub max_message_size: u64,
     /// Most recipients in one transaction.
     pub max_recipients: u32,
+    /// The mail domains served (lowercase); any other recipient domain is
+    /// refused with `550 5.7.1`: mailshift is never an open relay.
+    pub domains: Vec<String>,
+    /// The name in the greeting, EHLO reply and `Received:` header.
+    pub hostname: String,
+    /// Where the retry queue lives (`<migration.state_dir>/smtp-queue` by default).
+    pub queue_dir: PathBuf,
+    /// First retry delay of a queued delivery; it doubles per attempt, up to an hour.
+    pub retry_interval: Duration,
+    /// How long a queued delivery is retried before it bounces (DSN).
+    pub queue_lifetime: Duration,
+    /// Where DSNs to senders outside the served domains go (an `smtp://` relay);
+    /// without it such DSNs are logged and dropped.
+    pub bounce_relay: Option<Endpoint>,
+    /// Limit for waiting on one client command line.
+    pub command_timeout: Duration,
+    /// Limit for waiting on the next bytes of a message during DATA.
+    pub data_timeout: Duration,
+    /// Limit for one backend reply (the end-of-data reply included).
+    pub backend_timeout: Duration,
+    /// Simultaneous connections from one client IP address.
+    pub max_connections_per_ip: u32,
+    /// Simultaneous connections in all.
+    pub max_connections: u32,
+    /// Longest command line (RFC 5321 4.5.3.1.4: at least 512).
+    pub max_line: usize,
 }
 
 /// `[tls]`.
@@ -335,6 +366,7 @@ struct RawDirectory {
     bind_password_file: Option<PathBuf>,
     base_dn: Option<String>,
     user_filter: Option<String>,
+    recipient_filter: Option<String>,
     login_attribute: Option<String>,
     mailhost_attribute: Option<String>,
     status_attribute: Option<String>,
@@ -385,6 +417,19 @@ struct RawSmtp {
     listen: String,
     max_message_size: Option<u64>,
     max_recipients: Option<u32>,
+    #[serde(default)]
+    domains: Vec<String>,
+    hostname: Option<String>,
+    queue_dir: Option<PathBuf>,
+    retry_interval: Option<String>,
+    queue_lifetime: Option<String>,
+    bounce_relay: Option<String>,
+    command_timeout: Option<String>,
+    data_timeout: Option<String>,
+    backend_timeout: Option<String>,
+    max_connections_per_ip: Option<u32>,
+    max_connections: Option<u32>,
+    max_line: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -553,13 +598,10 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
     if imap.require_tls && tls.is_none() {
         p.add("imap.require_tls", "needs a [tls] table with cert and key");
     }
-    let smtp = raw.smtp.map(|s| SmtpConfig {
-        listen: p
-            .addr("smtp.listen", &s.listen)
-            .unwrap_or(([0, 0, 0, 0], 25).into()),
-        max_message_size: s.max_message_size.unwrap_or(50 * 1024 * 1024),
-        max_recipients: s.max_recipients.unwrap_or(1000),
-    });
+    let state_dir = raw.migration.as_ref().map(|m| m.state_dir.clone());
+    let smtp = raw
+        .smtp
+        .map(|s| validate_smtp(s, state_dir.as_deref(), &backends, p));
     let admin = raw.admin.map(|a| AdminConfig {
         listen: a
             .listen
@@ -615,6 +657,21 @@ fn validate_directory(d: RawDirectory, p: &mut Problems) -> DirectoryConfig {
                     "must be a parenthesised LDAP filter",
                 );
             }
+            let recipient_filter = d.recipient_filter.clone().unwrap_or_else(|| {
+                "(&(objectClass=inetLocalMailRecipient)(|(mail=%s)(mailLocalAddress=%s)))".into()
+            });
+            if !recipient_filter.contains("%s") {
+                p.add(
+                    "directory.recipient_filter",
+                    "must contain %s (the address)",
+                );
+            }
+            if !(recipient_filter.starts_with('(') && recipient_filter.ends_with(')')) {
+                p.add(
+                    "directory.recipient_filter",
+                    "must be a parenthesised LDAP filter",
+                );
+            }
             let pool_size = d.pool_size.unwrap_or(4);
             if pool_size == 0 || pool_size > 64 {
                 p.add("directory.pool_size", "must be 1 to 64");
@@ -629,6 +686,7 @@ fn validate_directory(d: RawDirectory, p: &mut Problems) -> DirectoryConfig {
                 bind_dn: d.bind_dn,
                 base_dn,
                 user_filter,
+                recipient_filter,
                 login_attribute: d.login_attribute.unwrap_or_else(|| "uid".into()),
                 mailhost_attribute: d.mailhost_attribute.unwrap_or_else(|| "mailHost".into()),
                 status_attribute: d
@@ -649,6 +707,7 @@ fn validate_directory(d: RawDirectory, p: &mut Problems) -> DirectoryConfig {
                 ("bind_dn", d.bind_dn.is_some()),
                 ("base_dn", d.base_dn.is_some()),
                 ("user_filter", d.user_filter.is_some()),
+                ("recipient_filter", d.recipient_filter.is_some()),
             ] {
                 if set {
                     p.add(
@@ -833,6 +892,110 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             b.connect_timeout.as_deref(),
             Duration::from_secs(10),
         ),
+    }
+}
+
+fn validate_smtp(
+    s: RawSmtp,
+    state_dir: Option<&Path>,
+    backends: &[BackendConfig],
+    p: &mut Problems,
+) -> SmtpConfig {
+    let domains: Vec<String> = s
+        .domains
+        .iter()
+        .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    if domains.is_empty() || domains.iter().any(|d| d.is_empty() || d.contains('@')) {
+        p.add(
+            "smtp.domains",
+            "needs the mail domains served, e.g. [\"example.org\"]",
+        );
+    }
+    for b in backends.iter().filter(|b| b.delivery.is_none()) {
+        p.add(
+            &format!("backends.{}.delivery", b.name),
+            "is needed when [smtp] is set (smtp:// or lmtp:// URL)",
+        );
+    }
+    let queue_dir = match (s.queue_dir, state_dir) {
+        (Some(q), _) => q,
+        (None, Some(state)) => state.join("smtp-queue"),
+        (None, None) => {
+            p.add(
+                "smtp.queue_dir",
+                "is needed (or migration.state_dir, under which it defaults to smtp-queue)",
+            );
+            PathBuf::new()
+        }
+    };
+    let max_line = s.max_line.unwrap_or(4096);
+    if !(512..=65536).contains(&max_line) {
+        p.add(
+            "smtp.max_line",
+            "must be 512 to 65536 bytes (RFC 5321: at least 512)",
+        );
+    }
+    let max_recipients = s.max_recipients.unwrap_or(1000);
+    if max_recipients < 100 {
+        // RFC 5321 4.5.3.1.8: a server must accept at least 100 recipients.
+        p.add(
+            "smtp.max_recipients",
+            "must be at least 100 (RFC 5321 4.5.3.1.8)",
+        );
+    }
+    let bounce_relay = s.bounce_relay.as_deref().and_then(|r| {
+        endpoint(
+            p,
+            "smtp.bounce_relay",
+            r,
+            &[
+                ("smtp", Security::Plain, 25),
+                ("smtp+starttls", Security::StartTls, 25),
+            ],
+        )
+    });
+    SmtpConfig {
+        listen: p
+            .addr("smtp.listen", &s.listen)
+            .unwrap_or(([0, 0, 0, 0], 25).into()),
+        max_message_size: s.max_message_size.unwrap_or(50 * 1024 * 1024),
+        max_recipients,
+        domains,
+        hostname: s.hostname.unwrap_or_else(default_instance_id),
+        queue_dir,
+        retry_interval: p.duration(
+            "smtp.retry_interval",
+            s.retry_interval.as_deref(),
+            Duration::from_secs(60),
+        ),
+        queue_lifetime: p.duration(
+            "smtp.queue_lifetime",
+            s.queue_lifetime.as_deref(),
+            Duration::from_secs(5 * 86_400),
+        ),
+        bounce_relay,
+        // RFC 5321 4.5.3.2.7: a server waits at least 5 minutes for a command.
+        command_timeout: p.duration(
+            "smtp.command_timeout",
+            s.command_timeout.as_deref(),
+            Duration::from_secs(300),
+        ),
+        // RFC 5321 4.5.3.2.5 asks clients to wait 3 minutes per data block.
+        data_timeout: p.duration(
+            "smtp.data_timeout",
+            s.data_timeout.as_deref(),
+            Duration::from_secs(180),
+        ),
+        // RFC 5321 4.5.3.2.6: 10 minutes for the end-of-data reply.
+        backend_timeout: p.duration(
+            "smtp.backend_timeout",
+            s.backend_timeout.as_deref(),
+            Duration::from_secs(600),
+        ),
+        max_connections_per_ip: s.max_connections_per_ip.unwrap_or(20).max(1),
+        max_connections: s.max_connections.unwrap_or(1000).max(1),
+        max_line,
     }
 }
 
@@ -1146,6 +1309,42 @@ listen = "127.0.0.1:1143"
         assert!(sat.contains(5, 0) && sat.contains(5, 1439) && !sat.contains(6, 0));
         assert!(check_window("Monday 20:00-06:00").is_err());
         assert!(check_window("Mon-Fri 25:00-06:00").is_err());
+    }
+
+    #[test]
+    fn smtp_needs_domains_delivery_and_a_queue_dir() {
+        let text = format!("{MINIMAL}\n[smtp]\nlisten = \"127.0.0.1:2525\"\n");
+        let err = Config::parse(&text).expect_err("must fail").to_string();
+        assert!(err.contains("smtp.domains"), "{err}");
+        assert!(err.contains("backends.old.delivery"), "{err}");
+        assert!(err.contains("smtp.queue_dir"), "{err}");
+        let text = format!(
+            "{}\n[smtp]\nlisten = \"127.0.0.1:2525\"\ndomains = [\"Example.ORG\"]\n\
+             [migration]\nfrom = \"old\"\nto = \"old2\"\nstate_dir = \"/var/lib/ms\"\n\
+             [backends.old2]\nmailhost = [\"x\"]\nimap = \"imap://h\"\ndelivery = \"smtp://h\"\n",
+            MINIMAL.replace(
+                "imap = \"imap://127.0.0.1:31143\"",
+                "imap = \"imap://127.0.0.1:31143\"\ndelivery = \"lmtp://127.0.0.1:24\""
+            )
+        );
+        let c = Config::parse(&text).expect("valid");
+        let smtp = c.smtp.expect("smtp");
+        assert_eq!(smtp.domains, ["example.org"]);
+        assert_eq!(smtp.queue_dir, PathBuf::from("/var/lib/ms/smtp-queue"));
+        assert_eq!(c.backends[0].delivery.as_ref().map(|d| d.port), Some(24));
+    }
+
+    #[test]
+    fn recipient_filter_needs_its_placeholder() {
+        let text = MINIMAL.replace(
+            "[backends.old]",
+            "recipient_filter = \"(mail=%u)\"\n[backends.old]",
+        );
+        let err = Config::parse(&text).expect_err("must fail").to_string();
+        assert!(
+            err.contains("directory.recipient_filter: must contain %s"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -106,11 +106,47 @@ pub trait UserSource {
         &self,
         login: &str,
     ) -> impl std::future::Future<Output = Result<Option<User>, Error>> + Send;
+
+    /// Finds the entry an inbound recipient address belongs to (its `mail`,
+    /// an alias); `Ok(None)` when no entry matches.
+    fn find_recipient(
+        &self,
+        address: &str,
+    ) -> impl std::future::Future<Output = Result<Option<User>, Error>> + Send;
 }
+
+/// How waiting out a hold ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldEnd {
+    /// The hold is over; the entry as it is now.
+    Released(User),
+    /// The entry disappeared meanwhile.
+    Gone,
+    /// Still on hold when the wait ran out.
+    TimedOut,
+}
+
+/// How often a login or a delivery waiting on a hold asks the directory again.
+pub const HOLD_POLL: Duration = Duration::from_millis(250);
 
 /// The key a login is cached and tracked under.
 pub fn canonical(login: &str) -> String {
     login.to_lowercase()
+}
+
+/// An address with its domain lowercased (RFC 5321 2.4: domains are case-
+/// insensitive; the local part is left to the directory).
+pub fn normalize_address(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+        None => address.to_string(),
+    }
+}
+
+/// The cache key of a recipient address: apart from logins, so a login that
+/// looks like an address and a recipient never share an entry.
+fn recipient_key(address: &str) -> String {
+    format!("rcpt:{}", canonical(address))
 }
 
 /// Whether a login is worth asking the directory about at all. Control bytes and
@@ -188,6 +224,77 @@ impl Directory {
             self.cache.insert(canonical(login), found.clone());
         }
         result
+    }
+
+    /// Looks up the entry an inbound recipient address belongs to, from the
+    /// cache when fresh. The address is compared as RFC 5321 allows: the domain
+    /// case-insensitively; the directory's own matching rules decide the local
+    /// part (LDAP `mail` is case-insensitive).
+    pub async fn lookup_recipient(&self, address: &str) -> Result<Option<User>, Error> {
+        if !plausible_login(address) {
+            return Ok(None);
+        }
+        if let Some(hit) = self.cache.get(&recipient_key(address)) {
+            METRICS.observe_lookup("cache", Duration::ZERO);
+            return Ok(hit);
+        }
+        self.lookup_recipient_fresh(address).await
+    }
+
+    /// Looks a recipient up in the source itself and refreshes the cache.
+    pub async fn lookup_recipient_fresh(&self, address: &str) -> Result<Option<User>, Error> {
+        if !plausible_login(address) {
+            return Ok(None);
+        }
+        let address = normalize_address(address);
+        let started = Instant::now();
+        let result = match &self.source {
+            Source::Ldap(l) => l.find_recipient(&address).await,
+            Source::File(f) => {
+                for change in f.reload_if_changed() {
+                    self.apply_change(change);
+                }
+                f.find_recipient(&address).await
+            }
+        };
+        let label = match &result {
+            Ok(Some(_)) => "found",
+            Ok(None) => "not_found",
+            Err(_) => "error",
+        };
+        METRICS.observe_lookup(label, started.elapsed());
+        if let Ok(found) = &result {
+            self.cache.insert(recipient_key(&address), found.clone());
+        }
+        result
+    }
+
+    /// Waits (up to `wait`) for a user in `hold` to leave it, asking the
+    /// directory itself every [`HOLD_POLL`] through `fresh` (a login or a
+    /// recipient lookup). A directory error while waiting is retried.
+    pub async fn wait_out_hold<F, Fut>(
+        &self,
+        mut user: User,
+        wait: Duration,
+        mut fresh: F,
+    ) -> HoldEnd
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<User>, Error>>,
+    {
+        let until = tokio::time::Instant::now() + wait;
+        while user.status == UserStatus::Hold {
+            if tokio::time::Instant::now() + HOLD_POLL > until {
+                return HoldEnd::TimedOut;
+            }
+            tokio::time::sleep(HOLD_POLL).await;
+            user = match fresh().await {
+                Ok(Some(u)) => u,
+                Ok(None) => return HoldEnd::Gone,
+                Err(_) => continue,
+            };
+        }
+        HoldEnd::Released(user)
     }
 
     /// Checks a password when the config says mailshift does; `Ok(true)` when the

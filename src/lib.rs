@@ -26,6 +26,7 @@ pub mod migrate;
 pub mod route;
 pub mod server;
 pub mod sessions;
+pub mod smtp;
 pub mod stream;
 pub mod tls;
 

@@ -46,6 +46,20 @@ pub struct Metrics {
     pub cutover_hold: Histogram,
     /// Users by migration state (from LDAP, refreshed by the scheduler).
     pub migration_users: IntGaugeVec,
+    /// SMTP client connections, by result (`accepted`, `per_ip_limit`, `busy`).
+    pub smtp_connections: IntCounterVec,
+    /// SMTP store transactions by backend and result (`delivered`, `tempfail`,
+    /// `permfail`, `aborted`, `queued`, `retried`).
+    pub smtp_transactions: IntCounterVec,
+    /// SMTP recipients by result (`delivered`, `queued`, `tempfail`, `permfail`,
+    /// `unknown`, `relay_denied`, `hold_timeout`, `directory_error`).
+    pub smtp_recipients: IntCounterVec,
+    /// Message bytes relayed to stores, by backend.
+    pub smtp_bytes: IntCounterVec,
+    /// From DATA to the store's end-of-data reply, by backend.
+    pub smtp_relay: HistogramVec,
+    /// Messages waiting in the retry queue.
+    pub smtp_queue: IntGauge,
 }
 
 /// The process-wide metrics.
@@ -175,6 +189,39 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new("mailshift_migration_users", "Users by migration state"),
                     &["state"],
+                )
+                .expect("valid metric"),
+            ),
+            smtp_connections: counter(
+                "mailshift_smtp_connections_total",
+                "SMTP client connections by result",
+                &["result"],
+            ),
+            smtp_transactions: counter(
+                "mailshift_smtp_transactions_total",
+                "SMTP store transactions by backend and result",
+                &["backend", "result"],
+            ),
+            smtp_recipients: counter(
+                "mailshift_smtp_recipients_total",
+                "SMTP recipients by result",
+                &["result"],
+            ),
+            smtp_bytes: counter(
+                "mailshift_smtp_relayed_bytes_total",
+                "Message bytes relayed to stores",
+                &["backend"],
+            ),
+            smtp_relay: histogram(
+                "mailshift_smtp_relay_duration_seconds",
+                "From DATA to the store's end-of-data reply",
+                &["backend"],
+            ),
+            smtp_queue: registered(
+                &r,
+                IntGauge::new(
+                    "mailshift_smtp_queue_messages",
+                    "Messages in the SMTP retry queue (0 in normal operation)",
                 )
                 .expect("valid metric"),
             ),

@@ -42,8 +42,11 @@ pub enum Error {
     /// The migration scheduler could not be set up.
     #[error("[migration]: {0}")]
     Migration(#[from] crate::migrate::Error),
+    /// The SMTP front end could not be set up.
+    #[error(transparent)]
+    Smtp(#[from] crate::smtp::driver::Error),
     /// No listener is configured.
-    #[error("nothing to serve: set imap.listen and/or imap.listen_tls")]
+    #[error("nothing to serve: set imap.listen, imap.listen_tls and/or [smtp] listen")]
     NothingToServe,
 }
 
@@ -132,10 +135,13 @@ async fn kick_moved(shared: Arc<Shared>) {
 /// Runs the server until `cancel` or a termination signal.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     let config = Arc::new(config);
-    if config.smtp.is_some() {
-        tracing::warn!("[smtp] is configured, but this build has no SMTP front end yet; not listening on smtp.listen");
-    }
     let shared = shared(Arc::clone(&config), cancel.clone())?;
+    let smtp = crate::smtp::Shared::new(
+        Arc::clone(&config),
+        Arc::clone(&shared.directory),
+        shared.tls.clone(),
+        cancel.clone(),
+    )?;
     let mut tasks = Vec::new();
     let mut serving = false;
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -164,6 +170,19 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             Arc::clone(&shared),
             Arc::clone(&open),
         )));
+        serving = true;
+    }
+    if let Some(smtp) = &smtp {
+        let addr = smtp.smtp.listen;
+        let l = bind("smtp.listen", addr).await?;
+        tracing::info!(
+            %addr,
+            queued = smtp.queue.len(),
+            "SMTP listening (STARTTLS {})",
+            if smtp.tls.is_some() { "offered" } else { "off" }
+        );
+        tasks.push(tokio::spawn(crate::smtp::accept_loop(l, Arc::clone(smtp))));
+        tasks.push(tokio::spawn(crate::smtp::retry::run(Arc::clone(smtp))));
         serving = true;
     }
     if !serving {

@@ -3,10 +3,10 @@
 # need (Debian/Ubuntu). Idempotent: apt-get runs only for missing packages, and
 # `apt-get update` at most once. The distribution's own slapd and Dovecot are
 # never left running: the lab starts private instances on other ports, and the
-# system ones would hold 389/143/993 and confuse anyone debugging.
+# system ones would hold 389/143/993/25 and confuse anyone debugging.
 set -eu
 
-PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap swaks isync openssl python3 ca-certificates"
+PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap swaks postfix isync openssl python3 ca-certificates"
 
 missing=""
 for p in $PACKAGES; do
@@ -23,6 +23,9 @@ if [ -n "$missing" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	# Answer slapd's questions up front; the lab never uses this database.
 	echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+	# Postfix is only the tests' sending MTA (each test runs its own with
+	# `postfix -c DIR`); the system instance gets no configuration at all.
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	# Keep maintainer scripts from starting services (invoke-rc.d honours this).
 	policy=/usr/sbin/policy-rc.d
 	had_policy=no
@@ -38,10 +41,10 @@ if [ -n "$missing" ]; then
 fi
 
 # If the packages started their services anyway (installed earlier, or an init
-# system without policy-rc.d), stop them so they don't occupy 389/143/993.
+# system without policy-rc.d), stop them so they don't occupy 389/143/993/25.
 if [ "$(id -u)" = 0 ]; then
 	# Only the distribution instances: their pid files live in /run.
-	for pidfile in /run/slapd/slapd.pid /run/dovecot/master.pid; do
+	for pidfile in /run/slapd/slapd.pid /run/dovecot/master.pid /var/spool/postfix/pid/master.pid; do
 		if [ -s "$pidfile" ]; then
 			kill "$(cat "$pidfile")" 2>/dev/null || true
 		fi

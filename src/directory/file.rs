@@ -4,7 +4,11 @@
 //! [users.alice]
 //! mailhost = "old.example.org"
 //! status = "active"          # optional: active | hold | inactive
+//! mail = ["alice@example.org", "a.smith@example.org"]   # optional: inbound addresses
 //! ```
+//!
+//! A recipient address matches a user whose `mail` lists it (any case), or,
+//! without `mail`, whose login is the address's local part.
 //!
 //! Editing the file has the same effect as editing LDAP: the next lookup sees it,
 //! and changed users' sessions are kicked.
@@ -30,10 +34,14 @@ struct RawMap {
 struct RawUser {
     mailhost: String,
     status: Option<String>,
+    #[serde(default)]
+    mail: Vec<String>,
 }
 
 struct Loaded {
     users: BTreeMap<String, User>,
+    /// Lowercased address → canonical login.
+    addresses: BTreeMap<String, String>,
     mtime: Option<SystemTime>,
 }
 
@@ -51,6 +59,12 @@ fn load(path: &Path) -> Result<Loaded, Error> {
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let raw: RawMap = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let mut addresses = BTreeMap::new();
+    for (login, u) in &raw.users {
+        for a in &u.mail {
+            addresses.insert(a.to_lowercase(), canonical(login));
+        }
+    }
     let users = raw
         .users
         .into_iter()
@@ -64,7 +78,11 @@ fn load(path: &Path) -> Result<Loaded, Error> {
             (canonical(&login), user)
         })
         .collect();
-    Ok(Loaded { users, mtime })
+    Ok(Loaded {
+        users,
+        addresses,
+        mtime,
+    })
 }
 
 impl FileDirectory {
@@ -122,5 +140,23 @@ impl UserSource for FileDirectory {
     async fn find(&self, login: &str) -> Result<Option<User>, Error> {
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
         Ok(loaded.users.get(&canonical(login)).cloned())
+    }
+
+    async fn find_recipient(&self, address: &str) -> Result<Option<User>, Error> {
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        let key = address.to_lowercase();
+        if let Some(login) = loaded.addresses.get(&key) {
+            return Ok(loaded.users.get(login).cloned());
+        }
+        let Some((local, _)) = key.rsplit_once('@') else {
+            return Ok(None);
+        };
+        // Without a `mail` list, the local part is the login.
+        let found = loaded
+            .users
+            .get(local)
+            .filter(|u| !loaded.addresses.values().any(|l| l == &canonical(&u.login)))
+            .cloned();
+        Ok(found)
     }
 }

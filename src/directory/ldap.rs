@@ -21,6 +21,11 @@ pub fn user_filter(template: &str, login: &str) -> String {
     template.replace("%u", &ldap3::ldap_escape(login))
 }
 
+/// Builds the search filter for one recipient address (`%s`, RFC 4515-escaped).
+pub fn recipient_filter(template: &str, address: &str) -> String {
+    template.replace("%s", &ldap3::ldap_escape(address))
+}
+
 /// An LDAP directory: searches through a pool, binds on fresh connections.
 pub struct LdapDirectory {
     cfg: LdapConfig,
@@ -126,17 +131,16 @@ impl LdapDirectory {
         }
     }
 
-    async fn search_once(&self, slot: usize, login: &str) -> Result<Option<User>, Error> {
+    async fn search_once(
+        &self,
+        slot: usize,
+        login: &str,
+        filter: &str,
+    ) -> Result<Option<User>, Error> {
         let mut ldap = self.handle(slot).await?;
-        let filter = user_filter(&self.cfg.user_filter, login);
         let res = ldap
             .with_timeout(self.cfg.timeout)
-            .search(
-                &self.cfg.base_dn,
-                Scope::Subtree,
-                &filter,
-                self.attributes(),
-            )
+            .search(&self.cfg.base_dn, Scope::Subtree, filter, self.attributes())
             .await
             .map_err(|e| Error::Unavailable(format!("search {filter}: {e}")))?;
         let (entries, result) = res
@@ -268,19 +272,34 @@ impl LdapDirectory {
     }
 }
 
-impl UserSource for LdapDirectory {
-    async fn find(&self, login: &str) -> Result<Option<User>, Error> {
+impl LdapDirectory {
+    async fn search(&self, login: &str, filter: &str) -> Result<Option<User>, Error> {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
-        match self.search_once(slot, login).await {
+        match self.search_once(slot, login, filter).await {
             Err(Error::Unavailable(why)) => {
                 // The pooled connection may have died with an LDAP restart: one
                 // retry on a fresh connection before telling the client to wait.
                 tracing::debug!(%why, "LDAP search failed; reconnecting once");
                 self.drop_slot(slot).await;
-                self.search_once(slot, login).await
+                self.search_once(slot, login, filter).await
             }
             other => other,
         }
+    }
+}
+
+impl UserSource for LdapDirectory {
+    async fn find(&self, login: &str) -> Result<Option<User>, Error> {
+        self.search(login, &user_filter(&self.cfg.user_filter, login))
+            .await
+    }
+
+    async fn find_recipient(&self, address: &str) -> Result<Option<User>, Error> {
+        self.search(
+            address,
+            &recipient_filter(&self.cfg.recipient_filter, address),
+        )
+        .await
     }
 }
 
@@ -307,6 +326,15 @@ mod tests {
         assert_eq!(
             user_filter(t, "alice"),
             "(&(objectClass=inetOrgPerson)(uid=alice))"
+        );
+    }
+
+    #[test]
+    fn recipient_metacharacters_are_escaped_in_every_place() {
+        let t = "(|(mail=%s)(mailLocalAddress=%s))";
+        assert_eq!(
+            recipient_filter(t, "*)(mail=*@example.org"),
+            "(|(mail=\\2a\\29\\28mail=\\2a@example.org)(mailLocalAddress=\\2a\\29\\28mail=\\2a@example.org))"
         );
     }
 }

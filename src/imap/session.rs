@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,7 +18,7 @@ use super::backend::{self, Backend, ClientInfo, LoggedIn};
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::relay::{self, End};
 use super::Shared;
-use crate::directory::{User, UserStatus};
+use crate::directory::{HoldEnd, User, UserStatus};
 use crate::metrics::METRICS;
 use crate::stream::Stream;
 
@@ -38,9 +38,6 @@ enum Refusal {
     /// Something temporary (directory, route, store, hold).
     Unavailable(&'static str),
 }
-
-/// How often a login waiting on a hold asks the directory again.
-const HOLD_POLL: Duration = Duration::from_millis(250);
 
 /// Serves one connection to the end. Never panics on client bytes; every
 /// failure is answered or the connection closed.
@@ -288,23 +285,19 @@ async fn authenticate(
 
 /// A user in `hold` is being cut over: wait (up to `hold_wait`) for the hold to
 /// end, asking the directory itself, then go where it now says.
-async fn wait_out_hold(login: &str, mut user: User, shared: &Arc<Shared>) -> Result<User, Refusal> {
-    let until = tokio::time::Instant::now() + shared.hold_wait;
+async fn wait_out_hold(login: &str, user: User, shared: &Arc<Shared>) -> Result<User, Refusal> {
     tracing::info!(user = %login, wait_ms = shared.hold_wait.as_millis() as u64, "user on hold; login waits");
-    while user.status == UserStatus::Hold {
-        if tokio::time::Instant::now() + HOLD_POLL > until {
-            return Err(Refusal::Unavailable(
-                "Mailbox is being moved, try again in a minute.",
-            ));
-        }
-        tokio::time::sleep(HOLD_POLL).await;
-        user = match shared.directory.lookup_fresh(login).await {
-            Ok(Some(u)) => u,
-            Ok(None) => return Err(Refusal::AuthFailed),
-            Err(_) => continue,
-        };
+    let dir = &shared.directory;
+    match dir
+        .wait_out_hold(user, shared.hold_wait, || dir.lookup_fresh(login))
+        .await
+    {
+        HoldEnd::Released(u) => Ok(u),
+        HoldEnd::Gone => Err(Refusal::AuthFailed),
+        HoldEnd::TimedOut => Err(Refusal::Unavailable(
+            "Mailbox is being moved, try again in a minute.",
+        )),
     }
-    Ok(user)
 }
 
 async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<Shared>) {

@@ -223,6 +223,29 @@ impl Dovecot {
         }
     }
 
+    /// Starts Dovecot again on the same ports with the same mail; returns
+    /// once IMAP and LMTP greet.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let conf_s = self.conf.display().to_string();
+        let mut server = Server::spawn(
+            "dovecot",
+            self.dir.path(),
+            &["dovecot", "-F", "-c", &conf_s],
+        );
+        let (imap_port, lmtp_port) = (self.imap_port, self.lmtp_port);
+        let res = wait_ready(
+            &format!("dovecot {} restart", self.name),
+            &mut server,
+            &|| self.log(),
+            &mut || greets(imap_port, "* OK") && greets(lmtp_port, "220 "),
+        );
+        self.server = Some(server);
+        if let Err(e) = res {
+            panic!("{e}");
+        }
+    }
+
     /// Signals Dovecot to stop; `stop` or drop waits for it.
     pub fn begin_stop(&mut self) {
         if let Some(s) = self.server.as_mut() {

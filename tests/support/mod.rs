@@ -12,14 +12,18 @@ pub mod dovecot;
 pub mod imap;
 pub mod ldap;
 pub mod ports;
+pub mod postfix;
 pub mod proxy;
+pub mod smtp;
 
 pub use certs::Certs;
 pub use dovecot::{Dovecot, DovecotOpts, MailFormat};
 pub use imap::ImapClient;
 pub use ldap::Slapd;
 pub use ports::free_port;
+pub use postfix::Postfix;
 pub use proxy::{Lab, Mailshift};
+pub use smtp::SmtpClient;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -286,6 +290,17 @@ impl Server {
     /// takes about a second) shut down at the same time.
     pub fn begin_stop(&mut self) {
         drop(self.stdin.take());
+    }
+
+    /// SIGKILL to the server itself (a crash), then reap.
+    pub fn kill(&mut self) {
+        if let Ok(pid) = fs::read_to_string(&self.pid_file) {
+            let _ = Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.stop();
     }
 
     /// SIGTERM via the supervisor, wait, escalate to SIGKILL.

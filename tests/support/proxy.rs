@@ -8,7 +8,7 @@ pub const OLD_HOST: &str = "old.example.org";
 pub const NEW_HOST: &str = "new.example.org";
 
 /// Placeholders that [`Lab::mailshift_config`] leaves for [`Mailshift::start`].
-pub const PROXY_PORTS: [&str; 3] = ["IMAP_PORT", "IMAPS_PORT", "ADMIN_PORT"];
+pub const PROXY_PORTS: [&str; 4] = ["IMAP_PORT", "IMAPS_PORT", "ADMIN_PORT", "SMTP_PORT"];
 
 /// slapd + "old" (Maildir, separator '/') + "new" (sdbox, separator '.'),
 /// with alice (old, alicepw) holding "only-on-old" and bob (new, bobpw)
@@ -121,6 +121,7 @@ impl Drop for Lab {
 
 /// mailshift (`serve --config FILE`) as a child process.
 pub struct Mailshift {
+    smtp_port: u16,
     imap_port: u16,
     imaps_port: u16,
     admin_port: u16,
@@ -134,15 +135,26 @@ impl Mailshift {
     /// starts the binary this test crate was built with, and waits until the
     /// IMAP listener accepts. Panics with mailshift's log if it doesn't.
     pub fn start(config_text: &str) -> Mailshift {
-        Self::start_wrapped(config_text, &[])
+        Self::start_full(config_text, None, &[])
     }
 
     /// Like [`start`](Self::start), with the command run under `wrapper`
     /// (e.g. `prlimit --nofile=200:200`).
     pub fn start_wrapped(config_text: &str, wrapper: &[&str]) -> Mailshift {
+        Self::start_full(config_text, None, wrapper)
+    }
+
+    /// Like [`Mailshift::start`]; `@SMTP_PORT@` (if the config has it) gets
+    /// `smtp_port` when given, so a restarted mailshift listens where a test's
+    /// MTA already relays to. The SMTP listener must accept too.
+    pub fn start_with_smtp_port(config_text: &str, smtp_port: Option<u16>) -> Mailshift {
+        Self::start_full(config_text, smtp_port, &[])
+    }
+
+    fn start_full(config_text: &str, smtp_port: Option<u16>, wrapper: &[&str]) -> Mailshift {
         let mut last_err = String::new();
         for _ in 0..3 {
-            match Self::try_start(config_text, wrapper) {
+            match Self::try_start(config_text, smtp_port, wrapper) {
                 Ok(m) => return m,
                 Err(e) if super::is_bind_conflict(&e) => last_err = e,
                 Err(e) => panic!("{e}"),
@@ -151,11 +163,18 @@ impl Mailshift {
         panic!("mailshift: no free ports after 3 tries: {last_err}");
     }
 
-    fn try_start(config_text: &str, wrapper: &[&str]) -> Result<Mailshift, String> {
+    fn try_start(
+        config_text: &str,
+        smtp_port: Option<u16>,
+        wrapper: &[&str],
+    ) -> Result<Mailshift, String> {
         let dir = super::shared_tempdir("mailshift-proxy-");
         let (imap_port, imaps_port, admin_port) =
             (super::free_port(), super::free_port(), super::free_port());
+        let smtp_port = smtp_port.unwrap_or_else(super::free_port);
+        let has_smtp = config_text.contains("@SMTP_PORT@");
         let text = config_text
+            .replace("@SMTP_PORT@", &smtp_port.to_string())
             .replace("@IMAP_PORT@", &imap_port.to_string())
             .replace("@IMAPS_PORT@", &imaps_port.to_string())
             .replace("@ADMIN_PORT@", &admin_port.to_string());
@@ -174,9 +193,10 @@ impl Mailshift {
             &format!("mailshift (imap {imap_port})"),
             &mut server,
             &|| read_log(&log_path),
-            &mut || super::port_open(imap_port),
+            &mut || super::port_open(imap_port) && (!has_smtp || super::port_open(smtp_port)),
         );
         let m = Mailshift {
+            smtp_port,
             imap_port,
             imaps_port,
             admin_port,
@@ -189,6 +209,9 @@ impl Mailshift {
 
     pub fn imap_port(&self) -> u16 {
         self.imap_port
+    }
+    pub fn smtp_port(&self) -> u16 {
+        self.smtp_port
     }
     pub fn imaps_port(&self) -> u16 {
         self.imaps_port
@@ -214,6 +237,13 @@ impl Mailshift {
     pub fn stop(&mut self) {
         if let Some(mut s) = self.server.take() {
             s.stop();
+        }
+    }
+
+    /// SIGKILL: a crash, no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill();
         }
     }
 }

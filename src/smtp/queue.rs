@@ -1,0 +1,481 @@
+//! The retry queue: only for the one outcome SMTP cannot express — some stores
+//! took the message, another temp-failed after end-of-data. The message and
+//! the recipients still owed are written durably (fsync, then rename, then
+//! fsync of the directory) before the client hears `250`, and retried with
+//! back-off; a permanent failure or the end of `queue_lifetime` sends a DSN
+//! (RFC 3464) to the envelope sender. Empty in normal operation.
+//!
+//! ```text
+//!  queue_dir/tmp/ID.spool   message bytes of a transaction in flight (only past SPOOL_MEMORY_BYTES)
+//!  queue_dir/msg/ID.eml     the message as sent to the stores (dot-stuffed, ends CRLF.CRLF)
+//!  queue_dir/msg/ID.json    the envelope; its presence commits the entry
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Message bytes kept in memory during a transaction before they spill to a
+/// file in `queue_dir/tmp`: typical mail fits, a 50 MB attachment does not
+/// stay in memory.
+pub const SPOOL_MEMORY_BYTES: usize = 1024 * 1024;
+
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// A queued delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// Queue id (also the file names).
+    pub id: String,
+    /// Envelope sender; empty for `<>` (a DSN is never bounced).
+    pub from: String,
+    /// Recipients still owed.
+    pub rcpts: Vec<String>,
+    /// The message needs SMTPUTF8.
+    pub smtputf8: bool,
+    /// When it was accepted (Unix seconds).
+    pub created: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When to try next (Unix milliseconds).
+    pub next_attempt_ms: u64,
+    /// The last store reply or error.
+    pub last_error: String,
+    /// The client that sent it, for the DSN.
+    pub client: String,
+}
+
+/// The bytes of one transaction's message, in memory and then in a file.
+pub struct Spool {
+    mem: Vec<u8>,
+    file: Option<(std::fs::File, PathBuf)>,
+    tmp_dir: PathBuf,
+    id: String,
+    /// Set when writing failed; the message can then not be queued.
+    pub failed: bool,
+}
+
+impl Spool {
+    /// Appends message bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.failed {
+            return;
+        }
+        if self.file.is_none() && self.mem.len() + bytes.len() <= SPOOL_MEMORY_BYTES {
+            self.mem.extend_from_slice(bytes);
+            return;
+        }
+        if self.file.is_none() {
+            let path = self.tmp_dir.join(format!("{}.spool", self.id));
+            match std::fs::File::create(&path) {
+                Ok(mut f) => {
+                    if f.write_all(&self.mem).is_err() {
+                        self.failed = true;
+                    }
+                    self.mem = Vec::new();
+                    self.file = Some((f, path));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path.display(), "cannot spool message");
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+        if let Some((f, _)) = self.file.as_mut() {
+            if f.write_all(bytes).is_err() {
+                self.failed = true;
+            }
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some((_, path)) = self.file.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The queue on disk and its index in memory.
+pub struct Queue {
+    dir: PathBuf,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Wakes the retry loop when an entry is added.
+    pub added: tokio::sync::Notify,
+}
+
+/// Unix time now, in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+impl Queue {
+    /// Opens (creating) the queue directory and loads committed entries;
+    /// leftovers of interrupted writes are removed.
+    pub fn open(dir: &Path) -> std::io::Result<Queue> {
+        let msg = dir.join("msg");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&msg)?;
+        std::fs::create_dir_all(&tmp)?;
+        for e in std::fs::read_dir(&tmp)? {
+            let _ = std::fs::remove_file(e?.path());
+        }
+        let mut entries = BTreeMap::new();
+        for e in std::fs::read_dir(&msg)? {
+            let path = e?.path();
+            match path.extension().and_then(|x| x.to_str()) {
+                Some("json") => match std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+                {
+                    Some(entry) if path.with_extension("eml").exists() => {
+                        entries.insert(entry.id.clone(), entry);
+                    }
+                    _ => {
+                        tracing::error!(path = %path.display(), "unreadable queue entry left in place")
+                    }
+                },
+                Some("eml") if !path.with_extension("json").exists() => {
+                    // Written, but the envelope never committed: the client
+                    // was not answered 250, so it retries.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Some("tmp") => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                _ => {}
+            }
+        }
+        if !entries.is_empty() {
+            tracing::info!(entries = entries.len(), dir = %dir.display(), "retry queue loaded");
+        }
+        crate::metrics::METRICS.smtp_queue.set(entries.len() as i64);
+        Ok(Queue {
+            dir: dir.to_path_buf(),
+            entries: Mutex::new(entries),
+            added: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// A spool for a transaction's message.
+    pub fn spool(&self, id: &str) -> Spool {
+        Spool {
+            mem: Vec::new(),
+            file: None,
+            tmp_dir: self.dir.join("tmp"),
+            id: id.to_string(),
+            failed: false,
+        }
+    }
+
+    /// The message file of an entry.
+    pub fn message_path(&self, id: &str) -> PathBuf {
+        self.dir.join("msg").join(format!("{id}.eml"))
+    }
+
+    fn envelope_path(&self, id: &str) -> PathBuf {
+        self.dir.join("msg").join(format!("{id}.json"))
+    }
+
+    /// Writes the message and its envelope durably. Only after `Ok` may the
+    /// client be told `250`.
+    pub fn add(&self, spool: Spool, entry: Entry) -> std::io::Result<()> {
+        if spool.failed {
+            return Err(std::io::Error::other("message spool incomplete"));
+        }
+        let eml = self.message_path(&entry.id);
+        let mut spool = spool;
+        match spool.file.take() {
+            Some((f, path)) => {
+                f.sync_all()?;
+                std::fs::rename(&path, &eml)?;
+            }
+            None => {
+                let mut f = std::fs::File::create(&eml)?;
+                f.write_all(&spool.mem)?;
+                f.sync_all()?;
+            }
+        }
+        self.commit(&entry)?;
+        self.lock().insert(entry.id.clone(), entry);
+        crate::metrics::METRICS.smtp_queue.set(self.len() as i64);
+        self.added.notify_one();
+        Ok(())
+    }
+
+    /// Adds a message given whole (a DSN).
+    pub fn add_bytes(&self, bytes: &[u8], entry: Entry) -> std::io::Result<()> {
+        let mut spool = self.spool(&entry.id);
+        spool.write(bytes);
+        self.add(spool, entry)
+    }
+
+    fn commit(&self, entry: &Entry) -> std::io::Result<()> {
+        let json = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        write_durably(&self.envelope_path(&entry.id), &json)
+    }
+
+    /// Records an attempt that left recipients owed.
+    pub fn update(&self, entry: Entry) -> std::io::Result<()> {
+        self.commit(&entry)?;
+        self.lock().insert(entry.id.clone(), entry);
+        Ok(())
+    }
+
+    /// Removes an entry whose recipients are all settled.
+    pub fn remove(&self, id: &str) {
+        let _ = std::fs::remove_file(self.envelope_path(id));
+        let _ = std::fs::remove_file(self.message_path(id));
+        let _ = sync_dir(&self.dir.join("msg"));
+        self.lock().remove(id);
+        crate::metrics::METRICS.smtp_queue.set(self.len() as i64);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of every entry (status, tests).
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Entries due now, and how long until the next one is due.
+    pub fn due(&self, now_ms: u64) -> (Vec<Entry>, Option<Duration>) {
+        let entries = self.lock();
+        let due = entries
+            .values()
+            .filter(|e| e.next_attempt_ms <= now_ms)
+            .cloned()
+            .collect();
+        let next = entries
+            .values()
+            .filter(|e| e.next_attempt_ms > now_ms)
+            .map(|e| Duration::from_millis(e.next_attempt_ms - now_ms))
+            .min();
+        (due, next)
+    }
+}
+
+/// The wait before attempt `attempts + 1`: `first`, doubling, at most an hour.
+pub fn backoff(first: Duration, attempts: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << attempts.min(16))
+        .min(MAX_BACKOFF.max(first))
+}
+
+/// A delivery status notification (RFC 3464) for recipients that failed.
+pub fn dsn(
+    hostname: &str,
+    id: &str,
+    entry: &Entry,
+    failed: &[(String, String)],
+    original_headers: &[u8],
+    date: &str,
+) -> Vec<u8> {
+    let boundary = format!("{id}/{hostname}");
+    let mut m = String::new();
+    m.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
+         To: <{}>\r\nSubject: Undelivered Mail Returned to Sender\r\nDate: {date}\r\n\
+         Message-ID: <{id}.dsn@{hostname}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n",
+        entry.from
+    ));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Your message could not be delivered to the following recipients:\r\n\r\n"
+    ));
+    for (rcpt, why) in failed {
+        m.push_str(&format!("<{rcpt}>: {why}\r\n"));
+    }
+    m.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n\
+         Reporting-MTA: dns; {hostname}\r\nX-Mailshift-Queue-ID: {id}\r\nArrival-Date: {date}\r\n"
+    ));
+    for (rcpt, why) in failed {
+        let status = why
+            .split(' ')
+            .nth(1)
+            .filter(|s| s.len() >= 5 && s.starts_with(['4', '5']))
+            .map(|s| format!("5{}", &s[1..]))
+            .unwrap_or_else(|| "5.0.0".into());
+        m.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: {status}\r\n\
+             Diagnostic-Code: smtp; {why}\r\n"
+        ));
+    }
+    m.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ));
+    let mut out = m.into_bytes();
+    out.extend_from_slice(original_headers);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    dot_stuff_and_end(&out)
+}
+
+/// Wire form of a whole message: dot-stuffed, ending `CRLF.CRLF`.
+pub fn dot_stuff_and_end(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    for l in message.split_inclusive(|&b| b == b'\n') {
+        if l.starts_with(b".") {
+            out.push(b'.');
+        }
+        out.extend_from_slice(l);
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// The header block of a stored message (wire form), for a DSN.
+pub fn headers_of(path: &Path) -> Vec<u8> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 2)
+        .unwrap_or(bytes.len().min(64 * 1024));
+    let mut out = Vec::new();
+    for l in bytes[..end].split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(l.strip_prefix(b".").unwrap_or(l));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            from: "a@example.net".into(),
+            rcpts: vec!["bob@example.org".into()],
+            smtputf8: false,
+            created: 1,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: String::new(),
+            client: "192.0.2.1".into(),
+        }
+    }
+
+    #[test]
+    fn entries_survive_a_reopen_and_half_written_ones_do_not() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let q = Queue::open(dir.path()).expect("open");
+            let mut s = q.spool("one");
+            s.write(b"Subject: x\r\n\r\nhi\r\n.\r\n");
+            q.add(s, entry("one")).expect("add");
+            // A crash between the message and its envelope.
+            std::fs::write(q.message_path("two"), b"x").expect("write");
+        }
+        let q = Queue::open(dir.path()).expect("reopen");
+        assert_eq!(q.entries(), vec![entry("one")]);
+        assert!(!q.message_path("two").exists());
+        assert_eq!(
+            std::fs::read(q.message_path("one")).expect("read"),
+            b"Subject: x\r\n\r\nhi\r\n.\r\n"
+        );
+        q.remove("one");
+        assert!(Queue::open(dir.path()).expect("again").is_empty());
+    }
+
+    #[test]
+    fn big_messages_spill_to_a_file_and_are_renamed_into_the_queue() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let q = Queue::open(dir.path()).expect("open");
+        let mut s = q.spool("big");
+        let chunk = vec![b'x'; 300 * 1024];
+        for _ in 0..5 {
+            s.write(&chunk);
+        }
+        assert!(s.file.is_some());
+        q.add(s, entry("big")).expect("add");
+        assert_eq!(
+            std::fs::metadata(q.message_path("big"))
+                .expect("meta")
+                .len(),
+            5 * 300 * 1024
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp"))
+                .expect("dir")
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(s(60), 0), s(60));
+        assert_eq!(backoff(s(60), 2), s(240));
+        assert_eq!(backoff(s(60), 30), s(3600));
+    }
+
+    #[test]
+    fn dsn_names_every_failed_recipient() {
+        let d = dsn(
+            "mx.test",
+            "Q1",
+            &entry("Q1"),
+            &[("bob@example.org".into(), "550 5.1.1 unknown".into())],
+            b"Subject: hi\r\n.hidden: x\r\n",
+            "Mon, 01 Jan 2024 00:00:00 +0000",
+        );
+        let t = String::from_utf8(d).expect("utf8");
+        assert!(
+            t.contains(
+                "Final-Recipient: rfc822; bob@example.org\r\nAction: failed\r\nStatus: 5.1.1"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("\r\n..hidden: x\r\n"), "dot-stuffed: {t}");
+        assert!(t.ends_with("\r\n.\r\n"));
+    }
+}

@@ -1,0 +1,200 @@
+//! Retries queued deliveries: each owed recipient is looked up again (it may
+//! have moved meanwhile), grouped by store, and delivered from the queue file;
+//! back-off doubles per attempt; permanent failures and expiry send a DSN.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::command::{self, Address};
+use super::driver::{rfc5322_date, Shared};
+use super::queue::{self, Entry};
+use super::relay::{self, Delivery};
+use crate::directory::UserStatus;
+use crate::metrics::METRICS;
+
+/// Where one owed recipient goes now.
+enum Target {
+    Store(Arc<Delivery>),
+    /// Temporarily unroutable (directory down, hold, no route).
+    Later(String),
+    /// Permanently undeliverable.
+    Fail(String),
+}
+
+async fn target(shared: &Shared, rcpt: &str) -> Target {
+    let Ok(addr) = command::address(rcpt) else {
+        return Target::Fail(format!("553 5.1.3 bad address <{rcpt}>"));
+    };
+    if !shared.smtp.domains.contains(&addr.domain_key()) {
+        // Only DSNs are addressed outside the served domains.
+        return match &shared.bounce_relay {
+            Some(r) => Target::Store(Arc::clone(r)),
+            None => Target::Fail("550 5.7.1 no smtp.bounce_relay for outside senders".into()),
+        };
+    }
+    match shared.directory.lookup_recipient_fresh(rcpt).await {
+        Ok(Some(u)) if u.status == UserStatus::Hold => Target::Later("recipient on hold".into()),
+        Ok(Some(u)) if u.status == UserStatus::Inactive => {
+            Target::Fail("550 5.2.1 mailbox disabled".into())
+        }
+        Ok(Some(u)) => match shared.router.route(&u) {
+            Ok(s) => Target::Store(s),
+            Err(e) => Target::Later(e.to_string()),
+        },
+        Ok(None) => Target::Fail("550 5.1.1 user unknown".into()),
+        Err(e) => Target::Later(e.to_string()),
+    }
+}
+
+/// Runs due entries until cancelled.
+pub async fn run(shared: Arc<Shared>) {
+    loop {
+        let (due, next) = shared.queue.due(queue::now_ms());
+        for entry in due {
+            attempt(&shared, entry).await;
+        }
+        let wait = next
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = shared.queue.added.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn attempt(shared: &Arc<Shared>, mut entry: Entry) {
+    let path = shared.queue.message_path(&entry.id);
+    let from: Option<Address> = if entry.from.is_empty() {
+        None
+    } else {
+        command::address(&entry.from).ok()
+    };
+    let mut groups: BTreeMap<String, (Arc<Delivery>, Vec<String>)> = BTreeMap::new();
+    let mut owed = Vec::new();
+    let mut failed = Vec::new();
+    for rcpt in &entry.rcpts {
+        match target(shared, rcpt).await {
+            Target::Store(s) => {
+                groups
+                    .entry(s.name().to_string())
+                    .or_insert_with(|| (s, Vec::new()))
+                    .1
+                    .push(rcpt.clone());
+            }
+            Target::Later(why) => owed.push((rcpt.clone(), why)),
+            Target::Fail(why) => failed.push((rcpt.clone(), why)),
+        }
+    }
+    let mut delivered = Vec::new();
+    for (name, (store, rcpts)) in groups {
+        match relay::deliver_stored(
+            &store,
+            from.as_ref(),
+            entry.smtputf8,
+            &rcpts,
+            &path,
+            shared.smtp.backend_timeout,
+        )
+        .await
+        {
+            Ok(replies) => {
+                for (rcpt, r) in rcpts.into_iter().zip(replies) {
+                    if r.is_ok() {
+                        delivered.push(format!("{rcpt} ({})", r.text()));
+                    } else if r.is_permanent() {
+                        failed.push((rcpt, r.text()));
+                    } else {
+                        owed.push((rcpt, r.text()));
+                    }
+                }
+                METRICS
+                    .smtp_transactions
+                    .with_label_values(&[&name, "retried"])
+                    .inc();
+            }
+            Err(e) => {
+                for rcpt in rcpts {
+                    owed.push((rcpt, format!("{name}: {e}")));
+                }
+            }
+        }
+    }
+    METRICS
+        .smtp_recipients
+        .with_label_values(&["delivered"])
+        .inc_by(delivered.len() as u64);
+    entry.attempts += 1;
+    let expired = queue::now_ms() / 1000 > entry.created + shared.smtp.queue_lifetime.as_secs();
+    if expired {
+        failed.append(
+            &mut owed
+                .iter()
+                .map(|(r, why)| (r.clone(), format!("451 4.4.7 gave up: {why}")))
+                .collect(),
+        );
+        owed.clear();
+    }
+    tracing::info!(
+        id = %entry.id,
+        attempt = entry.attempts,
+        delivered = %delivered.join(", "),
+        owed = %owed.iter().map(|(r, w)| format!("{r} ({w})")).collect::<Vec<_>>().join(", "),
+        failed = %failed.iter().map(|(r, w)| format!("{r} ({w})")).collect::<Vec<_>>().join(", "),
+        "queue retry"
+    );
+    if !failed.is_empty() {
+        METRICS
+            .smtp_recipients
+            .with_label_values(&["permfail"])
+            .inc_by(failed.len() as u64);
+        let headers = queue::headers_of(&path);
+        send_dsn(shared, &entry, &failed, &headers);
+    }
+    if owed.is_empty() {
+        shared.queue.remove(&entry.id);
+        return;
+    }
+    entry.rcpts = owed.iter().map(|(r, _)| r.clone()).collect();
+    entry.last_error = owed.first().map(|(_, w)| w.clone()).unwrap_or_default();
+    entry.next_attempt_ms = queue::now_ms()
+        + queue::backoff(shared.smtp.retry_interval, entry.attempts - 1).as_millis() as u64;
+    if let Err(e) = shared.queue.update(entry.clone()) {
+        tracing::error!(id = %entry.id, error = %e, "retry queue update failed");
+    }
+}
+
+/// Queues a DSN to the entry's sender about `failed` recipients.
+pub fn send_dsn(shared: &Shared, entry: &Entry, failed: &[(String, String)], headers: &[u8]) {
+    if entry.from.is_empty() {
+        tracing::warn!(id = %entry.id, "undeliverable bounce dropped (null sender)");
+        return;
+    }
+    let id = format!("{}D{}", entry.id, entry.attempts);
+    let now = std::time::SystemTime::now();
+    let message = queue::dsn(
+        &shared.smtp.hostname,
+        &id,
+        entry,
+        failed,
+        headers,
+        &rfc5322_date(now),
+    );
+    let dsn = Entry {
+        id: id.clone(),
+        from: String::new(),
+        rcpts: vec![entry.from.clone()],
+        smtputf8: false,
+        created: queue::now_ms() / 1000,
+        attempts: 0,
+        next_attempt_ms: 0,
+        last_error: String::new(),
+        client: entry.client.clone(),
+    };
+    match shared.queue.add_bytes(&message, dsn) {
+        Ok(()) => tracing::info!(id = %entry.id, dsn = %id, to = %entry.from, "DSN queued"),
+        Err(e) => tracing::error!(id = %entry.id, error = %e, "DSN could not be queued"),
+    }
+}
