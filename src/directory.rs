@@ -127,7 +127,7 @@ pub enum HoldEnd {
 }
 
 /// How often a login or a delivery waiting on a hold asks the directory again.
-pub const HOLD_POLL: Duration = Duration::from_millis(250);
+pub const HOLD_POLL: Duration = Duration::from_millis(100);
 
 /// The key a login is cached and tracked under.
 pub fn canonical(login: &str) -> String {
@@ -283,18 +283,30 @@ impl Directory {
         Fut: std::future::Future<Output = Result<Option<User>, Error>>,
     {
         let until = tokio::time::Instant::now() + wait;
-        while user.status == UserStatus::Hold {
+        let held = user.status == UserStatus::Hold;
+        let end = loop {
+            if user.status != UserStatus::Hold {
+                break HoldEnd::Released(user);
+            }
             if tokio::time::Instant::now() + HOLD_POLL > until {
-                return HoldEnd::TimedOut;
+                break HoldEnd::TimedOut;
             }
             tokio::time::sleep(HOLD_POLL).await;
             user = match fresh().await {
                 Ok(Some(u)) => u,
-                Ok(None) => return HoldEnd::Gone,
+                Ok(None) => break HoldEnd::Gone,
                 Err(_) => continue,
             };
+        };
+        if held {
+            let label = match &end {
+                HoldEnd::Released(_) => "released",
+                HoldEnd::TimedOut => "timed_out",
+                HoldEnd::Gone => "gone",
+            };
+            METRICS.held.with_label_values(&[label]).inc();
         }
-        HoldEnd::Released(user)
+        end
     }
 
     /// Checks a password when the config says mailshift does; `Ok(true)` when the

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub cutover_hold: Histogram,
     /// Users by migration state (from LDAP, refreshed by the scheduler).
     pub migration_users: IntGaugeVec,
+    /// Logins and RCPTs that waited on a hold, by how the wait ended.
+    pub held: IntCounterVec,
     /// SMTP client connections, by result (`accepted`, `per_ip_limit`, `busy`).
     pub smtp_connections: IntCounterVec,
     /// SMTP store transactions by backend and result (`delivered`, `tempfail`,
@@ -183,6 +185,11 @@ impl Metrics {
                     .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0]),
                 )
                 .expect("valid metric"),
+            ),
+            held: counter(
+                "mailshift_held_total",
+                "Logins and RCPTs that waited on a cutover hold, by outcome",
+                &["result"],
             ),
             migration_users: registered(
                 &r,

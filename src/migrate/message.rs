@@ -75,8 +75,11 @@ fn message_id(header: &[u8]) -> String {
     let text = String::from_utf8_lossy(header);
     let mut lines = text.split('\n').peekable();
     while let Some(line) = lines.next() {
-        if line.len() >= 11 && line[..11].eq_ignore_ascii_case("message-id:") {
-            let mut value = line[11..].trim().to_string();
+        // Compare bytes: a raw UTF-8 header may put a multibyte character
+        // across byte 11, where slicing the str would panic.
+        let name = line.as_bytes().get(..11);
+        if name.is_some_and(|n| n.eq_ignore_ascii_case(b"message-id:")) {
+            let mut value = line.get(11..).unwrap_or("").trim().to_string();
             while let Some(next) = lines.peek() {
                 if next.starts_with(' ') || next.starts_with('\t') {
                     value.push_str(next.trim());
@@ -231,5 +234,10 @@ mod tests {
             "<a@b>"
         );
         assert_eq!(message_id(b"Subject: x\r\n\r\n"), "");
+        // A raw UTF-8 header whose character straddles byte 11.
+        assert_eq!(
+            message_id("Subject: 日本語 x\r\nMessage-ID: <u@x>\r\n".as_bytes()),
+            "<u@x>"
+        );
     }
 }

@@ -360,14 +360,14 @@ fn append_args(
     Some((flag_list(&flags), nul))
 }
 
-/// Writes a batch: one MULTIAPPEND (one transaction, one fsync on the store)
-/// where offered, else pipelined APPENDs; returns without waiting.
-async fn start_append(
+/// Queues a batch: one MULTIAPPEND (one transaction, one fsync on the store)
+/// where offered, else pipelined APPENDs. Nothing is written yet.
+fn queue_append(
     dst: &mut Client,
     messages: Vec<message::Fetched>,
     ctx: &mut CopyCtx<'_>,
     report: &mut FolderReport,
-) -> Result<Appending, Error> {
+) -> Appending {
     let mut sendable = Vec::with_capacity(messages.len());
     let mut args = Vec::with_capacity(messages.len());
     for m in messages {
@@ -399,11 +399,33 @@ async fn start_append(
             })
             .collect()
     };
-    dst.flush().await?;
-    Ok(Appending {
+    Appending {
         tags,
         messages: sendable,
-    })
+    }
+}
+
+/// Queues a batch and writes it; returns without waiting for the replies.
+async fn start_append(
+    dst: &mut Client,
+    messages: Vec<message::Fetched>,
+    ctx: &mut CopyCtx<'_>,
+    report: &mut FolderReport,
+) -> Result<Appending, Error> {
+    let batch = queue_append(dst, messages, ctx, report);
+    dst.flush().await?;
+    Ok(batch)
+}
+
+/// Fetches whole messages for copying.
+async fn fetch_batch(src: &mut Client, uids: &[u32]) -> Result<Vec<message::Fetched>, Error> {
+    let reply = src
+        .run(&format!(
+            "UID FETCH {} (UID FLAGS INTERNALDATE BODY.PEEK[])",
+            uid_set(uids)
+        ))
+        .await?;
+    Ok(message::fetched(&reply))
 }
 
 /// Reads a batch's replies into the map; returns (messages, bytes) copied. A
@@ -604,7 +626,17 @@ impl Engine {
     ) -> Result<PassReport, Error> {
         let started = Instant::now();
         let mut first = self.connect(user, password).await?;
-        let plan = self.plan(&mut first).await?;
+        let mut plan = self.plan(&mut first).await?;
+        // Largest folders first: one folder is copied over one connection pair
+        // (to keep source UID order), so the biggest one bounds the pass and
+        // must not start last.
+        let mut sizes = HashMap::new();
+        for p in &plan {
+            if let Ok(Some(f)) = status(&mut first.src, &p.src.name).await {
+                sizes.insert(p.src.name.clone(), f.messages);
+            }
+        }
+        plan.sort_by_key(|p| std::cmp::Reverse(sizes.get(&p.src.name).copied().unwrap_or(0)));
         reporter.event(Event::Planned {
             user: user.to_string(),
             folders: plan.len(),
@@ -993,8 +1025,8 @@ impl Engine {
             binary,
             multi,
         };
-        // While the destination stores batch k, the source already sends k+1.
-        let mut in_flight: Option<Appending> = None;
+        // Batches bounded in count and bytes, in source UID order.
+        let mut batches: Vec<Vec<u32>> = Vec::new();
         let mut i = 0;
         while i < to_copy.len() {
             let mut j = i;
@@ -1006,18 +1038,19 @@ impl Engine {
                 bytes += u64::from(to_copy[j].size);
                 j += 1;
             }
-            let uids: Vec<u32> = to_copy[i..j].iter().map(|m| m.uid).collect();
+            batches.push(to_copy[i..j].iter().map(|m| m.uid).collect());
             i = j;
-            let reply = c
-                .src
-                .run(&format!(
-                    "UID FETCH {} (UID FLAGS INTERNALDATE BODY.PEEK[])",
-                    uid_set(&uids)
-                ))
-                .await?;
-            let messages = message::fetched(&reply);
-            drop(reply);
-            for u in &uids {
+        }
+        // While the destination takes in and stores batch k, the source already
+        // sends batch k+1: both legs stay busy.
+        let (src, dst) = (&mut c.src, &mut c.dst);
+        let mut next = match batches.first() {
+            Some(b) => Some(fetch_batch(src, b).await?),
+            None => None,
+        };
+        for k in 0..batches.len() {
+            let Some(messages) = next.take() else { break };
+            for u in &batches[k] {
                 if !messages.iter().any(|m| m.uid == *u) {
                     report.failed.push(Failed {
                         uid: *u,
@@ -1025,15 +1058,20 @@ impl Engine {
                     });
                 }
             }
-            if let Some(prev) = in_flight.take() {
-                let done = finish_append(&mut c.dst, prev, &mut ctx, &mut st, &mut report).await?;
-                self.after_batch(user, &key, &st, &mut report, reporter, done)
-                    .await?;
-            }
-            in_flight = Some(start_append(&mut c.dst, messages, &mut ctx, &mut report).await?);
-        }
-        if let Some(prev) = in_flight.take() {
-            let done = finish_append(&mut c.dst, prev, &mut ctx, &mut st, &mut report).await?;
+            let batch = queue_append(dst, messages, &mut ctx, &mut report);
+            let storing = async {
+                dst.flush().await?;
+                finish_append(dst, batch, &mut ctx, &mut st, &mut report).await
+            };
+            let fetching = async {
+                match batches.get(k + 1) {
+                    Some(b) => fetch_batch(src, b).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (stored, fetched) = tokio::join!(storing, fetching);
+            let done = stored?;
+            next = fetched?;
             self.after_batch(user, &key, &st, &mut report, reporter, done)
                 .await?;
         }
