@@ -400,7 +400,28 @@ pub fn verify(config: &Path, user: &str, json: bool) -> anyhow::Result<bool> {
 /// `mailshift status`: what the sync state records.
 pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<bool> {
     let cfg = load(config)?;
+    let queue = cfg.smtp.as_ref().map(|s| smtp_queue(&s.queue_dir));
+    if let Some(q) = &queue {
+        if json {
+            println!("{}", serde_json::json!({"smtp_queue": q}));
+        } else {
+            println!("SMTP retry queue: {} messages", q.len());
+            for e in q {
+                println!(
+                    "  {} from <{}> to {} (attempt {}): {}",
+                    e["id"].as_str().unwrap_or("?"),
+                    e["from"].as_str().unwrap_or(""),
+                    e["rcpts"],
+                    e["attempts"],
+                    e["last_error"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
     let Some(m) = cfg.migration.as_ref() else {
+        if queue.is_some() {
+            return Ok(true);
+        }
         bail!("the config has no [migration] table");
     };
     let store = mailshift::migrate::state::StateStore::open(&m.state_dir)?;
@@ -445,4 +466,19 @@ pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<b
         println!("no migration state in {}", m.state_dir.display());
     }
     Ok(true)
+}
+
+/// The retry queue's entries, read without touching anything (a running
+/// `serve` owns the queue).
+fn smtp_queue(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = std::fs::read_dir(dir.join("msg"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect();
+    out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    out
 }

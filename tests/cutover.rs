@@ -24,8 +24,10 @@ fn setup(messages: usize) -> Setup {
     let lab = Lab::start(true);
     let dir = tempfile::tempdir().expect("tempdir");
     let migration = format!(
-        "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"20s\"\ninstance_id = \"test-cli\"\n",
-        dir.path().join("state").display()
+        "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"20s\"\ninstance_id = \"test-cli\"\nsweep_interval = \"1s\"\n\
+         [smtp]\nlisten = \"127.0.0.1:@SMTP_PORT@\"\ndomains = [\"example.org\"]\nqueue_dir = \"{}\"\n",
+        dir.path().join("state").display(),
+        dir.path().join("queue").display()
     );
     let text = lab.mailshift_config(&migration);
     let proxy = Mailshift::start(&text);
@@ -34,7 +36,8 @@ fn setup(messages: usize) -> Setup {
         &cli_config,
         text.replace("@IMAP_PORT@", "1")
             .replace("@IMAPS_PORT@", "2")
-            .replace("@ADMIN_PORT@", "3"),
+            .replace("@ADMIN_PORT@", "3")
+            .replace("@SMTP_PORT@", "4"),
     )
     .expect("write");
     corpus::load(
@@ -88,10 +91,11 @@ fn inbox_subjects(port: u16, user: &str) -> Vec<String> {
     s
 }
 
-/// The IMAP side of "nothing lost": a client keeps appending through the proxy
-/// while the user is cut over; its session is closed, its reconnect waits out
-/// the hold and lands on the new store, and every message it appended is there
-/// exactly once.
+/// Nothing lost: while the user is cut over, a sender injects a message every
+/// ~100 ms over SMTP through mailshift and a client keeps appending through
+/// the IMAP proxy. The client's session is closed, its reconnect waits out the
+/// hold and lands on the new store; no SMTP transaction gets a 4xx or 5xx; and
+/// every message is on the new store exactly once.
 #[test]
 fn cutover_with_a_working_client_loses_nothing() {
     let s = setup(600);
@@ -133,6 +137,33 @@ fn cutover_with_a_working_client_loses_nothing() {
             (appended, reconnects)
         })
     };
+    let smtp_port = s.proxy.smtp_port();
+    let sender = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut sent = Vec::new();
+            let mut refused = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let subject = format!("smtp-{i}");
+                let mut c = support::smtp::SmtpClient::connect(smtp_port);
+                c.expect("EHLO sender.example.net", "250");
+                let reply = c.send_mail(
+                    "sender@example.net",
+                    &["alice@example.org"],
+                    &message("sender@example.net", "alice@example.org", &subject, "x"),
+                );
+                if reply.starts_with("250") {
+                    sent.push(subject);
+                } else {
+                    refused.push(format!("{subject}: {reply}"));
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (sent, refused)
+        })
+    };
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let out = cli(&s, &["migrate", "--user", "alice", "--cutover", "--json"]);
@@ -146,6 +177,12 @@ fn cutover_with_a_working_client_loses_nothing() {
     std::thread::sleep(Duration::from_millis(800));
     stop.store(true, Ordering::Relaxed);
     let (appended, reconnects) = writer.join().expect("writer");
+    let (sent, refused) = sender.join().expect("sender");
+    assert!(
+        refused.is_empty(),
+        "SMTP transactions refused during cutover: {refused:?}"
+    );
+    assert!(sent.len() > 5, "the sender barely sent: {sent:?}");
     assert!(
         reconnects >= 1,
         "the client's session was not closed by the cutover"
@@ -172,15 +209,20 @@ fn cutover_with_a_working_client_loses_nothing() {
         "hold {hold}s (whole cutover {took:?})"
     );
 
-    // Every appended message is on the new store exactly once.
+    // Every appended and every sent message is on the new store exactly once
+    // (the sweep moves what reached the old store during the final pass).
+    std::thread::sleep(Duration::from_millis(2500));
     let on_new = inbox_subjects(s.lab.new.imap_port(), "alice");
-    for subject in &appended {
+    for subject in appended.iter().chain(&sent) {
         let n = on_new.iter().filter(|x| *x == subject).count();
         assert_eq!(n, 1, "{subject} is on the new store {n} times");
     }
     // And the whole old mailbox came along.
     let on_old = inbox_subjects(s.lab.old.imap_port(), "alice");
-    for subject in on_old.iter().filter(|x| !x.starts_with("appended-")) {
+    for subject in on_old
+        .iter()
+        .filter(|x| !x.starts_with("appended-") && !x.starts_with("smtp-"))
+    {
         assert!(
             on_new.contains(subject),
             "{subject} missing on the new store"

@@ -318,6 +318,25 @@ fn mixed_outcome_goes_to_the_retry_queue_and_is_delivered_once_after_a_restart()
         .expect("queue")
         .count();
     assert_eq!(entries, 2, "message and envelope queued");
+    // The admin sees it: `mailshift status` lists the queued message and who is owed.
+    let cli = env.queue.path().join("cli.toml");
+    std::fs::write(
+        &cli,
+        config(&env.lab, env.queue.path(), "")
+            .replace("@IMAP_PORT@", "1")
+            .replace("@IMAPS_PORT@", "2")
+            .replace("@ADMIN_PORT@", "3")
+            .replace("@SMTP_PORT@", "4"),
+    )
+    .expect("write");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mailshift"))
+        .args(["status", "--config"])
+        .arg(&cli)
+        .output()
+        .expect("status runs");
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains("SMTP retry queue: 1 messages"), "{shown}");
+    assert!(shown.contains("bob@example.org"), "{shown}");
     // mailshift restarts while the store is still down; the queue survives.
     let port = env.proxy.smtp_port();
     env.proxy.stop();
