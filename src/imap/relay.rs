@@ -9,6 +9,9 @@
 //! 64 KiB per session at 10,000 sessions. A direction that hits EOF shuts the
 //! other side's writer down (half-close), as `copy_bidirectional` does.
 
+#[cfg(target_os = "linux")]
+mod splice;
+
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -360,5 +363,107 @@ mod tests {
         )
         .await;
         assert_eq!(end, End::Cancelled);
+    }
+}
+
+/// Relays two plain TCP legs with `splice(2)` (no copy through user space);
+/// same ends, counters and idle handling as [`relay`].
+#[cfg(target_os = "linux")]
+pub async fn relay_plain(
+    client: &tokio::net::TcpStream,
+    backend: &tokio::net::TcpStream,
+    opts: Options,
+    cancel: &CancellationToken,
+) -> (End, Totals) {
+    let activity = Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    };
+    let idle = async {
+        loop {
+            let quiet = activity.idle_for();
+            if quiet >= opts.idle_timeout {
+                return;
+            }
+            tokio::time::sleep(opts.idle_timeout - quiet).await;
+        }
+    };
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let end = tokio::select! {
+        _ = splice::copy_both(client, backend, &opts.to_backend, &opts.to_client, &activity, (&up, &down)) => End::Closed,
+        _ = idle => End::Idle,
+        _ = cancel.cancelled() => End::Cancelled,
+    };
+    if end != End::Closed {
+        // SAFETY: shutdown on a socket we borrow; it stays open.
+        unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(backend), libc::SHUT_WR) };
+    }
+    let totals = Totals {
+        to_backend: up.load(Ordering::Relaxed),
+        to_client: down.load(Ordering::Relaxed),
+    };
+    (end, totals)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod splice_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn spliced_relay_moves_large_data_both_ways_and_half_closes() {
+        let (mut client, proxy_client) = pair().await;
+        let (proxy_backend, mut backend) = pair().await;
+        let cancel = CancellationToken::new();
+        let opts = Options {
+            idle_timeout: Duration::from_secs(60),
+            to_backend: IntCounter::new("s_to_backend", "t").expect("counter"),
+            to_client: IntCounter::new("s_to_client", "t").expect("counter"),
+        };
+        let relay =
+            tokio::spawn(
+                async move { relay_plain(&proxy_client, &proxy_backend, opts, &cancel).await },
+            );
+        let up: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..5_000_000u32).map(|i| (i % 241) as u8).collect();
+        let (up2, down2) = (up.clone(), down.clone());
+        let c = tokio::spawn(async move {
+            let (mut r, mut w) = client.split();
+            let send = async {
+                w.write_all(&up2).await.expect("write");
+                w.shutdown().await.expect("shutdown");
+            };
+            let mut got = Vec::new();
+            let (_, n) = tokio::join!(send, r.read_to_end(&mut got));
+            n.expect("read");
+            got
+        });
+        let (mut r, mut w) = backend.split();
+        let send = async {
+            w.write_all(&down2).await.expect("write");
+            w.shutdown().await.expect("shutdown");
+        };
+        let mut got_up = Vec::new();
+        let (_, n) = tokio::join!(send, r.read_to_end(&mut got_up));
+        n.expect("read");
+        assert!(got_up == up, "client → backend bytes differ");
+        assert!(
+            c.await.expect("client") == down,
+            "backend → client bytes differ"
+        );
+        let (end, totals) = relay.await.expect("relay");
+        assert_eq!(end, End::Closed);
+        assert_eq!(
+            (totals.to_backend, totals.to_client),
+            (3_000_000, 5_000_000)
+        );
     }
 }

@@ -331,17 +331,19 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<Shared>) {
     let (end, totals) = if early_close {
         (End::Closed, relay::Totals::default())
     } else {
-        relay::relay(
-            &mut client,
-            &mut backend_stream,
-            relay::Options {
-                idle_timeout: shared.config.imap.idle_timeout,
-                to_backend: METRICS.imap_bytes.with_label_values(&[&name, "to_backend"]),
-                to_client: METRICS.imap_bytes.with_label_values(&[&name, "to_client"]),
-            },
-            &registration.token,
-        )
-        .await
+        let opts = relay::Options {
+            idle_timeout: shared.config.imap.idle_timeout,
+            to_backend: METRICS.imap_bytes.with_label_values(&[&name, "to_backend"]),
+            to_client: METRICS.imap_bytes.with_label_values(&[&name, "to_client"]),
+        };
+        match (&client, &backend_stream) {
+            // Both legs plain: the kernel moves the bytes (splice).
+            #[cfg(target_os = "linux")]
+            (Stream::Plain(c), Stream::Plain(b)) => {
+                relay::relay_plain(c, b, opts, &registration.token).await
+            }
+            _ => relay::relay(&mut client, &mut backend_stream, opts, &registration.token).await,
+        }
     };
     let reason = match end {
         End::Closed => "closed",
