@@ -3,9 +3,9 @@
 //! Bytes move socket → pipe → socket inside the kernel, never through user
 //! space: at gigabyte-per-second FETCHes the copy is what a proxy spends its
 //! CPU on, and on a small machine that CPU is taken from the store and the
-//! client. A pipe exists only during a burst (created when the socket turns
-//! readable, closed when it would block), so an idle session holds no pipe,
-//! no buffer and no extra descriptors. TLS legs cannot be spliced (rustls
+//! client. A pipe exists only while data flows in bulk (created when the
+//! socket turns readable, closed after a small exchange), so an idle session
+//! holds no pipe, no buffer and no extra descriptors. TLS legs cannot be spliced (rustls
 //! decrypts in user space) and take the buffered path.
 
 use std::io;
@@ -17,8 +17,10 @@ use tokio::net::TcpStream;
 
 use super::Activity;
 
-/// Bytes per splice call (the default pipe capacity).
-const CHUNK: usize = 64 * 1024;
+/// Pipe capacity asked for during bulk transfers.
+const PIPE_SIZE: usize = 256 * 1024;
+/// Bytes per splice call.
+const CHUNK: usize = PIPE_SIZE;
 
 /// A non-blocking pipe: (read end, write end).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -29,7 +31,18 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let fds = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // A larger pipe means fewer splice calls per megabyte; the kernel may
+    // refuse (pipe-max-size, per-user pipe budget), and the default then serves.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        libc::fcntl(
+            fds.1.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            PIPE_SIZE as libc::c_int,
+        )
+    };
+    Ok(fds)
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
@@ -59,9 +72,16 @@ async fn direction(
     activity: &Activity,
     total: &std::sync::atomic::AtomicU64,
 ) -> io::Result<()> {
+    let mut pipe_fds: Option<(OwnedFd, OwnedFd)> = None;
     loop {
         from.readable().await?;
-        let (r, w) = pipe()?;
+        if pipe_fds.is_none() {
+            pipe_fds = Some(pipe()?);
+        }
+        let Some((r, w)) = pipe_fds.as_ref() else {
+            continue;
+        };
+        let mut burst = 0usize;
         loop {
             let moved = from.try_io(Interest::READABLE, || {
                 splice(from.as_raw_fd(), w.as_raw_fd(), CHUNK)
@@ -77,6 +97,7 @@ async fn direction(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             };
+            burst += n;
             counter.inc_by(n as u64);
             total.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             activity.touch();
@@ -92,7 +113,11 @@ async fn direction(
                 }
             }
         }
-        // Burst over: the pipe is dropped (closed) here.
+        // A small exchange (a command, a response): give the pipe back, so an
+        // idle session holds none. A bulk transfer keeps it for the next read.
+        if burst < CHUNK {
+            pipe_fds = None;
+        }
     }
 }
 
