@@ -314,7 +314,17 @@ pub fn migrate(
                 let result = match mover {
                     Some(m) => m.cutover(&user, None, reporter).await.map(|r| {
                         print_cutover(json, &r);
-                        r.final_pass.or_else(|| r.presyncs.last().cloned()).unwrap_or_default()
+                        // One line for the whole move: presyncs and the final pass.
+                        let mut all = PassReport {
+                            user: r.user.clone(),
+                            ..PassReport::default()
+                        };
+                        for p in r.presyncs.iter().chain(r.final_pass.as_ref()) {
+                            all.folders.extend(p.folders.iter().cloned());
+                            all.errors.extend(p.errors.iter().cloned());
+                            all.seconds += p.seconds;
+                        }
+                        all
                     }),
                     None => engine.pass(&user, None, reporter).await,
                 };

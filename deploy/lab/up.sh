@@ -99,6 +99,19 @@ render "$here/mailshift.toml.in" "$LAB_DIR/mailshift.toml" \
 	CA_FILE="$LAB_DIR/certs/ca.pem" MASTER_USER="$MASTER_USER" MASTER_PASSWORD="$MASTER_PW" \
 	TLS_CERT="$LAB_DIR/certs/server.pem" TLS_KEY="$LAB_DIR/certs/server.key" \
 	IMAP_PORT=30143 IMAPS_PORT=30993 ADMIN_PORT=30080
+# Inbound SMTP and migration, so the whole flow can be tried in the lab
+# (set LAB_EXTRA_TOML to replace this block).
+if [ -z "${LAB_EXTRA_TOML+set}" ]; then
+	LAB_EXTRA_TOML="[smtp]
+listen = \"127.0.0.1:30025\"
+domains = [\"example.org\"]
+
+[migration]
+from = \"old\"
+to = \"new\"
+state_dir = \"$LAB_DIR/state\"
+instance_id = \"lab\""
+fi
 if [ -n "${LAB_EXTRA_TOML:-}" ]; then
 	printf '\n%s\n' "$LAB_EXTRA_TOML" >>"$LAB_DIR/mailshift.toml"
 fi
