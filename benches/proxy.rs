@@ -427,6 +427,14 @@ fn main() {
     );
     let store_limits = raise_store_limits(&store, args.store_imap_client_limit);
     let ms = Mailshift::start(&mailshift_config(&ldap, &store));
+    // The same proxy relaying with splice(2), to compare it against the
+    // default buffered copy in the same run (FETCH only).
+    let ms_copy = Mailshift::start(&mailshift_config(&ldap, &store).replacen(
+        "[imap]\n",
+        "[imap]\nsplice = true\n",
+        1,
+    ));
+    let ms_copy_pid = pid_in(ms_copy.dir(), "mailshift");
     let dproxy = start_dproxy(&peer_dproxy, &ldap, store.imap_port());
     let ldap_pid = pid_in(ldap.dir(), "slapd");
     let store_pid = pid_in(store.dir(), "dovecot");
@@ -445,8 +453,10 @@ fn main() {
     let lab = out_dir.join(format!("lab-{run_id}.json"));
     let lab_json = serde_json::json!({
         "run_id": run_id,
-        "ports": {"direct": store.imap_port(), "mailshift": ms.imap_port(), "dproxy": dproxy.port},
-        "pids": {"direct": store_pid, "mailshift": ms_pid, "dproxy": dproxy.pid, "ldap": ldap_pid},
+        "ports": {"direct": store.imap_port(), "mailshift": ms.imap_port(), "dproxy": dproxy.port,
+                  "mscopy": ms_copy.imap_port()},
+        "pids": {"direct": store_pid, "mailshift": ms_pid, "dproxy": dproxy.pid, "ldap": ldap_pid,
+                 "mscopy": ms_copy_pid},
     });
     fs::write(&lab, lab_json.to_string()).expect("write lab.json");
 
@@ -521,10 +531,22 @@ fn main() {
                     "-c".into(),
                     "16".into(),
                 ],
-                ("fetch", false) => {
-                    vec!["--n".into(), "240".into(), "--rounds".into(), "12".into()]
-                }
-                ("fetch", true) => vec!["--n".into(), "6".into(), "--rounds".into(), "2".into()],
+                ("fetch", false) => vec![
+                    "--n".into(),
+                    "240".into(),
+                    "--rounds".into(),
+                    "12".into(),
+                    "--targets".into(),
+                    "direct,mailshift,mscopy,dproxy".into(),
+                ],
+                ("fetch", true) => vec![
+                    "--n".into(),
+                    "6".into(),
+                    "--rounds".into(),
+                    "2".into(),
+                    "--targets".into(),
+                    "direct,mailshift,mscopy,dproxy".into(),
+                ],
                 ("idle", _) => vec![
                     "--sessions".into(),
                     s(&sessions),

@@ -124,7 +124,8 @@ async def conc(a):
 def fetch(a):
     targets = a.targets
     uid = bench.ensure_big(a.user, a.size)  # APPENDs once via the store's master user admin/adminpw
-    acct = {"direct": ["direct"], "mailshift": ["mailshift", "direct"], "dproxy": ["dproxy", "direct"]}
+    acct = {"direct": ["direct"], "mailshift": ["mailshift", "direct"], "dproxy": ["dproxy", "direct"],
+            "mscopy": ["mscopy", "direct"]}
     sizes, rates = {}, {t: [] for t in targets}
     cpu = {t: {x: 0 for x in acct[t]} for t in targets}
     moved = {t: 0 for t in targets}
@@ -226,6 +227,11 @@ def report(a):
         P(f"| proxy CPU s per GB fetched | — | {f['mailshift']['cpu_s_per_GB']['mailshift']:.2f} | "
           f"{f['dproxy']['cpu_s_per_GB']['dproxy']:.2f} | |")
         P("| store CPU s per GB fetched | " + " | ".join(f"{f[t]['cpu_s_per_GB']['direct']:.2f}" for t in TARGETS) + " | |")
+        cp = g("fetch", "mscopy")
+        if cp:
+            P(f"| mailshift with `splice = true` (splice(2)), same run: {cp['median_MBps']:.0f} MB/s = "
+              f"{cp['median_MBps'] / f['direct']['median_MBps']:.3f}× direct, "
+              f"{cp['cpu_s_per_GB']['mscopy']:.2f} CPU s/GB | | | | |")
     i = {t: g("idle_memory", t) for t in PROXIES}
     if all(i.values()):
         ps = {t: i[t]["per_session"] for t in PROXIES}

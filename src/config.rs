@@ -230,6 +230,8 @@ pub struct ImapConfig {
     pub auth_failure_delay: Duration,
     /// Upper bound of that delay.
     pub auth_failure_delay_max: Duration,
+    /// Relay plain-on-both-legs sessions with splice(2) (Linux; off by default).
+    pub splice: bool,
 }
 
 /// `[smtp]`.
@@ -409,6 +411,7 @@ struct RawImap {
     max_preauth_commands: Option<u32>,
     auth_failure_delay: Option<String>,
     auth_failure_delay_max: Option<String>,
+    splice: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1053,6 +1056,10 @@ fn validate_imap(i: RawImap, p: &mut Problems) -> ImapConfig {
             i.auth_failure_delay_max.as_deref(),
             Duration::from_secs(15),
         ),
+        // Measured side by side (benches/proxy.rs, FETCH): the buffered copy was
+        // faster on this 2-core lab (0.99× vs 0.87× direct), splice cheaper in
+        // CPU (0.27 vs 0.34 s/GB). Off until it wins on throughput too.
+        splice: i.splice.unwrap_or(false),
     }
 }
 

@@ -700,7 +700,8 @@ fn past_the_fd_ceiling_clients_get_bye_not_silence() {
     );
 }
 
-/// Plain IMAP to the store on both legs takes the zero-copy (splice) relay:
+/// Plain IMAP to the store on both legs with `splice = true` takes the
+/// zero-copy relay:
 /// a large message arrives byte-identical, IDLE still notifies, a kick still
 /// closes the session.
 #[test]
@@ -708,7 +709,10 @@ fn plain_backend_legs_relay_bytes_exactly() {
     let lab = Lab::start(true);
     let starttls = format!("imap+starttls://127.0.0.1:{}", lab.old.imap_port());
     let plain = format!("imap://127.0.0.1:{}", lab.old.imap_port());
-    let proxy = Mailshift::start(&config(&lab, &[(&starttls, &plain)]));
+    let proxy = Mailshift::start(&config(
+        &lab,
+        &[(&starttls, &plain), ("[imap]\n", "[imap]\nsplice = true\n")],
+    ));
     let big = message(
         "x@example.net",
         "alice@example.org",

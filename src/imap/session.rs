@@ -339,7 +339,7 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<Shared>) {
         match (&client, &backend_stream) {
             // Both legs plain: the kernel moves the bytes (splice).
             #[cfg(target_os = "linux")]
-            (Stream::Plain(c), Stream::Plain(b)) => {
+            (Stream::Plain(c), Stream::Plain(b)) if shared.config.imap.splice => {
                 relay::relay_plain(c, b, opts, &registration.token).await
             }
             _ => relay::relay(&mut client, &mut backend_stream, opts, &registration.token).await,

@@ -7,6 +7,9 @@
 //! socket turns readable, closed after a small exchange), so an idle session
 //! holds no pipe, no buffer and no extra descriptors. TLS legs cannot be spliced (rustls
 //! decrypts in user space) and take the buffered path.
+//!
+//! Off by default (`[imap] splice`): measured side by side in one run it spent
+//! less CPU but moved fewer MB/s than the buffered copy on the 2-core lab.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
