@@ -57,6 +57,17 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Returns once nothing moved for `timeout`.
+    async fn quiet_for(&self, timeout: Duration) {
+        loop {
+            let quiet = self.idle_for();
+            if quiet >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout - quiet).await;
+        }
+    }
+
     fn idle_for(&self) -> Duration {
         let now = self.start.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
@@ -252,15 +263,7 @@ where
         counter: opts.to_client,
         activity: Arc::clone(&activity),
     };
-    let idle = async {
-        loop {
-            let quiet = activity.idle_for();
-            if quiet >= opts.idle_timeout {
-                return;
-            }
-            tokio::time::sleep(opts.idle_timeout - quiet).await;
-        }
-    };
+    let idle = activity.quiet_for(opts.idle_timeout);
     let end = tokio::select! {
         _ = copy_both(&mut c, &mut b) => End::Closed,
         _ = idle => End::Idle,
@@ -379,15 +382,7 @@ pub async fn relay_plain(
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
     };
-    let idle = async {
-        loop {
-            let quiet = activity.idle_for();
-            if quiet >= opts.idle_timeout {
-                return;
-            }
-            tokio::time::sleep(opts.idle_timeout - quiet).await;
-        }
-    };
+    let idle = activity.quiet_for(opts.idle_timeout);
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let end = tokio::select! {
         _ = splice::copy_both(client, backend, &opts.to_backend, &opts.to_client, &activity, (&up, &down)) => End::Closed,
