@@ -356,16 +356,41 @@ pub fn migrate(
         }
         let secs = started.elapsed().as_secs_f64();
         let verb = if dry_run { "to copy" } else { "copied" };
+        // The rate of the last real pass that moved enough to measure, for
+        // dry-run estimates.
+        let rate_file = cfg.migration.as_ref().map(|m| m.state_dir.join("last_rate.json"));
+        let rate = rate_file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["bytes_per_second"].as_f64())
+            .filter(|r| *r > 0.0);
+        if !dry_run && total_bytes >= 1 << 20 && secs > 0.0 {
+            if let Some(f) = &rate_file {
+                let measured = serde_json::json!({"bytes_per_second": total_bytes as f64 / secs});
+                let _ = std::fs::write(f, measured.to_string());
+            }
+        }
+        let estimate = if dry_run { rate.map(|r| total_bytes as f64 / r) } else { None };
         if json {
             println!(
                 "{}",
-                serde_json::json!({"event": "done", "dry_run": dry_run, "messages": total_msgs, "bytes": total_bytes, "seconds": secs})
+                serde_json::json!({"event": "done", "dry_run": dry_run, "messages": total_msgs, "bytes": total_bytes, "seconds": secs, "estimated_seconds": estimate})
             );
         } else {
             eprintln!(
                 "{total_msgs} messages ({}) {verb}; {secs:.2}s",
                 human(total_bytes)
             );
+            if dry_run {
+                match (estimate, rate) {
+                    (Some(e), Some(r)) => eprintln!(
+                        "estimate: {e:.0}s at the last measured rate of {}/s",
+                        human(r as u64)
+                    ),
+                    _ => eprintln!("estimate: no pass measured yet (run one user first)"),
+                }
+            }
         }
         Ok(ok)
     })

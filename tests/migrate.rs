@@ -222,6 +222,14 @@ fn first_pass_copies_everything_exactly_and_verify_passes() {
             assert_eq!(x.2, y.2, "{old}: INTERNALDATE differs");
         }
     }
+    // A dry run now estimates time from the pass just measured.
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("\"estimated_seconds\":null"));
+    let dry2 = migrate(&s, &["--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&dry2.stdout).contains("\"estimated_seconds\":0"),
+        "{}",
+        text(&dry2)
+    );
     let st = mailshift(&["status", "--user", "alice"], &s.config);
     assert!(st.status.success(), "{}", text(&st));
     assert!(
