@@ -764,3 +764,80 @@ fn plain_backend_legs_relay_bytes_exactly() {
     // Bytes are still counted on the spliced path.
     assert!(!end.contains("to_client=0 "), "{end}");
 }
+
+/// SIGHUP re-reads the certificate: new TLS handshakes present the new one,
+/// without a restart.
+#[test]
+fn sighup_reloads_the_certificate() {
+    let lab = Lab::start(true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&lab.certs.cert_pem, &cert).expect("copy cert");
+    std::fs::copy(&lab.certs.key_pem, &key).expect("copy key");
+    let text = config(&lab, &[])
+        .replace(
+            &lab.certs.cert_pem.display().to_string(),
+            &cert.display().to_string(),
+        )
+        .replace(
+            &lab.certs.key_pem.display().to_string(),
+            &key.display().to_string(),
+        );
+    let proxy = Mailshift::start(&text);
+    let presented = || {
+        let (ok, out) = python(
+            "import ssl, sys; print(ssl.get_server_certificate(('127.0.0.1', int(sys.argv[1]))))",
+            &[&proxy.imaps_port().to_string()],
+        );
+        assert!(ok, "{out}");
+        out
+    };
+    let before = presented();
+    let (new_cert, new_key) = (dir.path().join("new.pem"), dir.path().join("new.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=reloaded.example.org", "-keyout"])
+        .arg(&new_key)
+        .arg("-out")
+        .arg(&new_cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    std::fs::copy(&new_cert, &cert).expect("replace cert");
+    std::fs::copy(&new_key, &key).expect("replace key");
+    let pid = std::fs::read_to_string(proxy.dir().join("mailshift.pid.supervise")).expect("pid");
+    let hup = Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let after = presented();
+    assert_ne!(before, after, "the old certificate is still presented");
+    assert_eq!(
+        after.trim(),
+        std::fs::read_to_string(&new_cert).expect("read").trim()
+    );
+    assert!(
+        proxy.log().contains("certificate reloaded"),
+        "{}",
+        proxy.log_tail()
+    );
+    // Sessions keep working after the reload.
+    let mut c = ImapClient::connect(proxy.imap_port());
+    c.login("bob", "bobpw");
+}
