@@ -136,6 +136,25 @@ struct Direction {
 }
 
 impl Direction {
+    /// Writes out what was read but not yet accepted by `w`.
+    fn poll_flush_pending<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        W: AsyncWrite + ?Sized,
+    {
+        while self.sent < self.pending.len() {
+            match ready!(w.as_mut().poll_write(cx, &self.pending[self.sent..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.sent += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        w.poll_flush(cx)
+    }
+
     /// Moves bytes from `r` to `w` until neither can make progress.
     fn poll_copy<R, W>(
         &mut self,
@@ -208,13 +227,16 @@ impl Direction {
 }
 
 /// Copies both ways until both directions ended, or one failed.
-async fn copy_both<A, B>(a: &mut A, b: &mut B) -> io::Result<()>
+async fn copy_both<A, B>(
+    a: &mut A,
+    b: &mut B,
+    a_to_b: &mut Direction,
+    b_to_a: &mut Direction,
+) -> io::Result<()>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut a_to_b = Direction::default();
-    let mut b_to_a = Direction::default();
     std::future::poll_fn(|cx| {
         let ab = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
         let ba = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
@@ -224,6 +246,42 @@ where
         }
     })
     .await
+}
+
+/// How long a kicked session's store may keep answering before BYE.
+const DRAIN_MAX: Duration = Duration::from_secs(1);
+/// Store silence that ends the drain early.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// After a kick: nothing more goes from the client to the store, but what the
+/// store still says (the tagged OK of an APPEND in flight) reaches the client
+/// before the BYE. Without this a client would retry an APPEND the store
+/// already stored, and the message would exist twice.
+async fn drain<B, C>(backend: &mut B, client: &mut C, b_to_a: &mut Direction, activity: &Activity)
+where
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let until = Instant::now() + DRAIN_MAX;
+    activity.touch();
+    loop {
+        let step = std::future::poll_fn(|cx| {
+            b_to_a.poll_copy(cx, Pin::new(&mut *backend), Pin::new(&mut *client))
+        });
+        tokio::select! {
+            _ = step => return,
+            _ = tokio::time::sleep(DRAIN_QUIET / 2) => {}
+        }
+        if activity.idle_for() >= DRAIN_QUIET || Instant::now() >= until {
+            // Whatever was read but not yet written still goes out.
+            let _ = tokio::time::timeout(
+                DRAIN_QUIET,
+                std::future::poll_fn(|cx| b_to_a.poll_flush_pending(cx, Pin::new(&mut *client))),
+            )
+            .await;
+            return;
+        }
+    }
 }
 
 /// Relay settings.
@@ -264,11 +322,15 @@ where
         activity: Arc::clone(&activity),
     };
     let idle = activity.quiet_for(opts.idle_timeout);
+    let (mut up, mut down) = (Direction::default(), Direction::default());
     let end = tokio::select! {
-        _ = copy_both(&mut c, &mut b) => End::Closed,
+        _ = copy_both(&mut c, &mut b, &mut up, &mut down) => End::Closed,
         _ = idle => End::Idle,
         _ = cancel.cancelled() => End::Cancelled,
     };
+    if end == End::Cancelled {
+        drain(&mut b, &mut c, &mut down, &activity).await;
+    }
     let totals = Totals {
         to_backend: c.read,
         to_client: b.read,
@@ -342,6 +404,44 @@ mod tests {
         let (end, totals) = relay.await.expect("relay");
         assert_eq!(end, End::Closed);
         assert_eq!((totals.to_backend, totals.to_client), (300_000, 500_000));
+    }
+
+    #[tokio::test]
+    async fn a_kick_lets_the_store_finish_answering_but_forwards_nothing_more() {
+        let (mut client, mut proxy_client) = tokio::io::duplex(4096);
+        let (mut proxy_backend, mut backend) = tokio::io::duplex(4096);
+        let cancel = CancellationToken::new();
+        let kick = cancel.clone();
+        let relay = tokio::spawn(async move {
+            let r = relay(
+                &mut proxy_client,
+                &mut proxy_backend,
+                opts(Duration::from_secs(60)),
+                &cancel,
+            )
+            .await;
+            (r, proxy_client, proxy_backend)
+        });
+        kick.cancel();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The store answers the APPEND that was in flight; the client sends more.
+        backend
+            .write_all(b"t7 OK [APPENDUID 1 9] Append completed.\r\n")
+            .await
+            .expect("write");
+        client.write_all(b"t8 LOGOUT\r\n").await.expect("write");
+        let ((end, _), _pc, _pb) = relay.await.expect("relay");
+        assert_eq!(end, End::Cancelled);
+        let mut got = vec![0u8; 64];
+        let n = client.read(&mut got).await.expect("read");
+        assert_eq!(&got[..n], b"t7 OK [APPENDUID 1 9] Append completed.\r\n");
+        let mut rest = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(50), backend.read_to_end(&mut rest)).await;
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("LOGOUT"),
+            "client bytes forwarded after the kick"
+        );
     }
 
     #[tokio::test(start_paused = true)]

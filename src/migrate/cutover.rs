@@ -40,6 +40,8 @@ pub const ERROR: &str = "mailshiftMigrationError";
 const MAX_PRESYNCS: usize = 5;
 /// A delta this small is copied inside the hold.
 const SMALL_DELTA: u64 = 200;
+/// Time for kicked sessions to finish the commands they have in flight.
+const KICK_GRACE: Duration = Duration::from_millis(300);
 
 /// How a cutover went.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -417,6 +419,11 @@ impl Mover {
         mods.push(Mod::Replace(STATE.to_string(), set("cutover")));
         self.apply(e, mods, "hold").await?;
         let held = Instant::now();
+        // The proxies close the user's sessions as they see the hold, letting
+        // commands in flight finish (an APPEND's OK still reaches its client).
+        // Give that a moment so the final pass sees what those commands stored;
+        // anything later still reaching the old INBOX is for the sweep.
+        tokio::time::sleep(KICK_GRACE).await;
         tracing::info!(user, "hold set; final pass");
         let fin = engine.pass(user, password, reporter).await;
         let fin = match fin {
