@@ -339,6 +339,10 @@ pub struct MigrationConfig {
     pub exclude_folders: Vec<String>,
     /// Source folder → destination folder, for what the defaults don't cover.
     pub folder_map: BTreeMap<String, String>,
+    /// How long after a batch was sent its messages may still reach the
+    /// destination (through a relay) once its sender died: a later pass waits
+    /// that long for them before copying them again.
+    pub settle: Duration,
 }
 
 // ---- raw serde structs: exactly the file's shape ----
@@ -471,6 +475,7 @@ struct RawMigration {
     max_connections_per_store: Option<usize>,
     exclude_folders: Option<Vec<String>>,
     folder_map: Option<BTreeMap<String, String>>,
+    settle: Option<String>,
 }
 
 /// Collects problems while validating, so all of them are reported at once.
@@ -1146,6 +1151,11 @@ fn validate_migration(
         },
         exclude_folders: m.exclude_folders.unwrap_or_default(),
         folder_map: m.folder_map.unwrap_or_default(),
+        settle: p.duration(
+            "migration.settle",
+            m.settle.as_deref(),
+            Duration::from_secs(30),
+        ),
     }
 }
 

@@ -572,3 +572,185 @@ fn source_uidvalidity_change_resyncs_without_duplicates() {
     assert_eq!(count(s.lab.new.imap_port(), "INBOX"), before);
     assert!(verify(&s).status.success());
 }
+
+/// Messages in every folder of `user`'s mailbox on a store (LIST + STATUS).
+fn total_messages(port: u16, user: &str) -> usize {
+    let folders = list(port, user);
+    let mut c = ImapClient::connect(port);
+    c.login(&format!("{user}*admin"), "adminpw");
+    let mut total = 0;
+    for f in folders {
+        let (lines, tagged) = c.cmd(&format!("STATUS {} (MESSAGES)", support::imap::quote(&f)));
+        if !tagged.contains(" OK") {
+            continue; // \Noselect
+        }
+        total += lines
+            .iter()
+            .find_map(|l| {
+                l.split("MESSAGES ")
+                    .nth(1)?
+                    .trim_end_matches(')')
+                    .parse::<usize>()
+                    .ok()
+            })
+            .unwrap_or(0);
+    }
+    c.ok("LOGOUT");
+    total
+}
+
+/// A store behind a relay (load balancer, TLS terminator): the relay has
+/// already accepted a batch when the process is killed, so the store commits
+/// it after the death, while the rerun is already listing the destination.
+/// Nothing may end up twice.
+#[test]
+fn kill_with_a_batch_inside_a_slow_relay_then_an_immediate_rerun_doubles_nothing() {
+    let s = setup(500, 7);
+    let relay = support::forwarder::Forwarder::start(s.lab.new.imaps_port(), 1_000_000);
+    let via_relay = s.config.with_file_name("via-relay.toml");
+    let text_cfg = std::fs::read_to_string(&s.config).expect("config");
+    let from = format!(":{}", s.lab.new.imaps_port());
+    assert!(
+        text_cfg.contains(&from),
+        "the new store's port is in the config"
+    );
+    std::fs::write(
+        &via_relay,
+        text_cfg.replace(&from, &format!(":{}", relay.port())),
+    )
+    .expect("write config");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
+        .args(["migrate", "--user", "alice", "--json", "--config"])
+        .arg(&via_relay)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Past the first batches, with at least 256 KiB of a batch inside the relay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !(relay.accepted() > 2_000_000 && relay.pending() > 256 * 1024) {
+        assert!(std::time::Instant::now() < deadline, "no batch in flight");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the pass ended early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let in_relay = relay.pending();
+
+    let rerun = mailshift(&["migrate", "--user", "alice", "--json"], &via_relay);
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    assert!(
+        relay.wait_idle(Duration::from_secs(120)),
+        "the relay did not drain"
+    );
+    let want = total_messages(s.lab.old.imap_port(), "alice");
+    assert_eq!(
+        total_messages(s.lab.new.imap_port(), "alice"),
+        want,
+        "messages doubled or lost ({in_relay} bytes were inside the relay at the kill)\n{}",
+        text(&rerun)
+    );
+    let v = verify(&s);
+    assert!(v.status.success(), "{}", text(&v));
+    let again = migrate(&s, &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(copied(&again), 0, "{}", text(&again));
+    assert_eq!(total_messages(s.lab.new.imap_port(), "alice"), want);
+}
+
+/// The destination holds `Projects.2024.Q1` but not its parents (a killed
+/// pass created the child first, or an admin pre-created it): the parents are
+/// listed \NonExistent / \Noselect and must be created, not taken as there.
+#[test]
+fn a_child_folder_without_its_parent_on_the_destination_does_not_stop_the_pass() {
+    let s = setup(80, 8);
+    let mut c = ImapClient::connect(s.lab.new.imap_port());
+    c.login("alice*admin", "adminpw");
+    c.ok("CREATE \"Projects.2024.Q1\"");
+    let listed = c.ok("LIST \"\" \"Projects*\"");
+    c.ok("LOGOUT");
+    assert!(
+        listed.iter().any(|l| l.ends_with("Projects")
+            && (l.contains("\\NonExistent") || l.contains("\\Noselect"))),
+        "the store lists the parent as not selectable: {listed:?}"
+    );
+    let first = migrate(&s, &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let v = verify(&s);
+    assert!(v.status.success(), "{}", text(&v));
+    assert_eq!(
+        total_messages(s.lab.new.imap_port(), "alice"),
+        total_messages(s.lab.old.imap_port(), "alice")
+    );
+    let again = migrate(&s, &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(copied(&again), 0, "{}", text(&again));
+}
+
+/// The same, with a relay slower than `[migration] settle`: the rerun stops
+/// waiting and copies the batch again, the earlier copy lands later, and the
+/// next pass removes that late copy (mailshift's own: its intent was recorded)
+/// and nothing else.
+#[test]
+fn a_copy_landing_after_the_settle_time_is_removed_by_the_next_pass() {
+    let s = setup(300, 9);
+    let text_cfg = std::fs::read_to_string(&s.config).expect("config") + "settle = \"1s\"\n";
+    std::fs::write(&s.config, &text_cfg).expect("write config");
+    let relay = support::forwarder::Forwarder::start(s.lab.new.imaps_port(), 150_000);
+    let via_relay = s.config.with_file_name("via-relay.toml");
+    let from = format!(":{}", s.lab.new.imaps_port());
+    std::fs::write(
+        &via_relay,
+        text_cfg.replace(&from, &format!(":{}", relay.port())),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
+        .args(["migrate", "--user", "alice", "--json", "--config"])
+        .arg(&via_relay)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while relay.pending() < 128 * 1024 {
+        assert!(std::time::Instant::now() < deadline, "no batch in flight");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the pass ended early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+
+    // The rerun goes straight to the store and does not wait for the relay.
+    let rerun = migrate(&s, &[]);
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    assert!(
+        relay.wait_idle(Duration::from_secs(120)),
+        "the relay did not drain"
+    );
+    let want = total_messages(s.lab.old.imap_port(), "alice");
+    let landed = total_messages(s.lab.new.imap_port(), "alice");
+    assert!(
+        landed > want,
+        "the late copy was expected to land after the rerun ({landed} vs {want})"
+    );
+    let cleanup = migrate(&s, &[]);
+    assert!(cleanup.status.success(), "{}", text(&cleanup));
+    assert_eq!(copied(&cleanup), 0, "{}", text(&cleanup));
+    assert_eq!(
+        total_messages(s.lab.new.imap_port(), "alice"),
+        want,
+        "{}",
+        text(&cleanup)
+    );
+    let v = verify(&s);
+    assert!(v.status.success(), "{}", text(&v));
+}

@@ -200,7 +200,14 @@ pub fn plan(
         .iter()
         .filter_map(|f| f.special.as_deref().map(|s| (s, f)))
         .collect();
-    let dst_names: Vec<&[u8]> = dst.iter().map(|f| f.name.as_slice()).collect();
+    // A folder listed \NonExistent or \Noselect (the parent of a folder
+    // created alone, by a killed pass or an admin) cannot be selected: it is
+    // created like a missing one.
+    let dst_names: Vec<&[u8]> = dst
+        .iter()
+        .filter(|f| f.selectable)
+        .map(|f| f.name.as_slice())
+        .collect();
     let mut out = Vec::new();
     for f in src.iter().filter(|f| f.selectable) {
         let shown = f.display();

@@ -34,7 +34,9 @@ pub struct Fetched {
 
 /// What identifies a message across stores when no UID map says it:
 /// (Message-ID, INTERNALDATE, size, hash of the header block).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Fingerprint {
     /// The Message-ID header value, trimmed (empty when absent).
     pub message_id: String,

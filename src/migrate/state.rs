@@ -34,7 +34,39 @@ pub struct Failed {
 }
 
 /// The state of one folder pair.
+/// A batch sent to the destination whose outcome is not known yet. Written
+/// (durably) before the batch's bytes leave, cleared when its APPENDUIDs are in
+/// the map. Found by a later pass it means: these messages may still be
+/// committed by the destination, through a relay that already accepted them,
+/// after the process that sent them died.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Intent {
+    /// Source UIDs in the batch.
+    pub uids: Vec<u32>,
+    /// When it was sent (unix seconds).
+    pub since: u64,
+    /// The destination's UIDNEXT before it was sent, where known (0: not
+    /// recorded): its messages can only have landed at or above it.
+    #[serde(default)]
+    pub dst_uidnext: u32,
+}
+
+/// A message copied again after an unresolved intent: the earlier copy may
+/// still land. If a destination message with this fingerprint shows up
+/// unmapped while the source UID is mapped elsewhere, it is that earlier copy
+/// (mailshift's own, the intent proves it) and is removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ghost {
+    /// Source UID.
+    pub uid: u32,
+    /// Its fingerprint.
+    pub fingerprint: super::message::Fingerprint,
+    /// When the copy that may still land was sent (unix seconds).
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct FolderState {
     /// Source UIDVALIDITY the map belongs to.
     pub src_validity: u32,
@@ -54,6 +86,10 @@ pub struct FolderState {
     pub dst_modseq: u64,
     /// Messages that failed on the last pass (retried on the next).
     pub failed: Vec<Failed>,
+    /// The batch in flight, if any (see [`Intent`]).
+    pub intent: Option<Intent>,
+    /// Earlier copies that may still land (see [`Ghost`]).
+    pub ghosts: Vec<Ghost>,
 }
 
 impl FolderState {

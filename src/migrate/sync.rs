@@ -26,7 +26,7 @@ use imap_codec::imap_types::status::StatusDataItem;
 use super::client::{self, quoted, Client, Status};
 use super::folders::{self, Pair, Rules};
 use super::message::{self, uid_set, Fingerprint, Listed};
-use super::state::{Failed, StateStore};
+use super::state::{Failed, FolderState, Ghost, Intent, StateStore};
 use super::{Error, Event, Reporter};
 use crate::imap::backend::{Backend, Credentials};
 use crate::metrics::METRICS;
@@ -51,6 +51,8 @@ pub struct Options {
     pub max_bytes_per_second: Option<u64>,
     /// Folder rules.
     pub rules: Rules,
+    /// How long a batch sent before a crash may still land (`[migration] settle`).
+    pub settle: Duration,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             connections: 4,
             max_bytes_per_second: None,
             rules: Rules::default(),
+            settle: Duration::from_secs(30),
         }
     }
 }
@@ -435,7 +438,7 @@ async fn finish_append(
     dst: &mut Client,
     batch: Appending,
     ctx: &mut CopyCtx<'_>,
-    st: &mut super::state::FolderState,
+    st: &mut FolderState,
     report: &mut FolderReport,
 ) -> Result<(u64, u64), Error> {
     let mut replies = Vec::with_capacity(batch.tags.len());
@@ -506,7 +509,7 @@ impl Engine {
         &self,
         user: &str,
         key: &str,
-        st: &super::state::FolderState,
+        st: &FolderState,
         report: &mut FolderReport,
         reporter: &dyn Reporter,
         (messages, bytes): (u64, u64),
@@ -573,6 +576,7 @@ impl Engine {
                     exclude: m.exclude_folders.clone(),
                     rename: m.folder_map.clone(),
                 },
+                settle: m.settle,
                 ..Options::default()
             },
             pacer: Pacer::new(m.max_bytes_per_second),
@@ -637,6 +641,18 @@ impl Engine {
             }
         }
         plan.sort_by_key(|p| std::cmp::Reverse(sizes.get(&p.src.name).copied().unwrap_or(0)));
+        // Parents before children: a name sorts before every name it prefixes.
+        if !self.opts.dry_run {
+            let mut missing: Vec<&[u8]> = plan
+                .iter()
+                .filter(|p| p.create)
+                .map(|p| p.dst.as_slice())
+                .collect();
+            missing.sort_unstable();
+            for name in missing {
+                create_folder(&mut first.dst, name).await?;
+            }
+        }
         reporter.event(Event::Planned {
             user: user.to_string(),
             folders: plan.len(),
@@ -763,12 +779,18 @@ impl Engine {
                 ))
                 .await?,
         );
-        let fresh: Vec<u32> = listed
+        // Copied by a sweep that died before removing them from the old store.
+        let mut moved: Vec<u32> = listed
+            .iter()
+            .map(|m| m.uid)
+            .filter(|u| *u >= st.src_uidnext && st.map.contains_key(u))
+            .collect();
+        let mut fresh: Vec<u32> = listed
             .iter()
             .map(|m| m.uid)
             .filter(|u| *u >= st.src_uidnext && !st.map.contains_key(u))
             .collect();
-        if fresh.is_empty() {
+        if fresh.is_empty() && moved.is_empty() {
             return Ok(0);
         }
         let reply = c.dst.run("SELECT INBOX").await?;
@@ -777,6 +799,23 @@ impl Engine {
             return Err(Error::Unsupported(format!(
                 "{user}: the new INBOX's UIDVALIDITY changed; not sweeping"
             )));
+        }
+        if let Some(intent) = st.intent.take() {
+            // A sweep died with a batch in flight: whatever of it the new
+            // store committed (even after the death) is recognised, not
+            // copied again.
+            let pending: Vec<u32> = fresh
+                .iter()
+                .copied()
+                .filter(|u| intent.uids.contains(u))
+                .collect();
+            let landed = recover_intent(&mut c, &st, &intent, &pending, self.opts.settle).await?;
+            for (s, d) in landed {
+                st.map.insert(s, d);
+                moved.push(s);
+            }
+            fresh.retain(|u| !st.map.contains_key(u));
+            self.state.save(user, &key, &st)?;
         }
         let mut report = FolderReport::default();
         let mut ctx = CopyCtx {
@@ -787,7 +826,6 @@ impl Engine {
             binary: c.dst.has("BINARY"),
             multi: c.dst.has("MULTIAPPEND"),
         };
-        let mut moved = Vec::new();
         for chunk in fresh.chunks(BATCH_MESSAGES) {
             let reply = c
                 .src
@@ -796,10 +834,17 @@ impl Engine {
                     uid_set(chunk)
                 ))
                 .await?;
+            st.intent = Some(Intent {
+                uids: chunk.to_vec(),
+                since: unix_now(),
+                dst_uidnext: dst_sel.uidnext,
+            });
+            self.state.save(user, &key, &st)?;
             let batch =
                 start_append(&mut c.dst, message::fetched(&reply), &mut ctx, &mut report).await?;
             let before: HashSet<u32> = st.map.keys().copied().collect();
             finish_append(&mut c.dst, batch, &mut ctx, &mut st, &mut report).await?;
+            st.intent = None;
             // Recorded before anything is removed: a crash here leaves a copy
             // on both stores, never none.
             self.state.save(user, &key, &st)?;
@@ -823,7 +868,8 @@ impl Engine {
         Ok(moved.len() as u64)
     }
 
-    /// Syncs one folder pair.
+    /// Syncs one folder pair, in phases: skip if unchanged, open both sides,
+    /// mirror expunges, recognise what is already there, copy, push flags.
     pub async fn sync_folder(
         &self,
         user: &str,
@@ -838,54 +884,15 @@ impl Engine {
             ..FolderReport::default()
         };
         let mut st = self.state.load(user, &key)?;
-
-        // Nothing changed on either side since the last complete pass?
-        if !pair.create && st.failed.is_empty() && st.src_modseq > 0 {
-            let (s, d) = (
-                status(&mut c.src, &pair.src.name).await?,
-                status(&mut c.dst, &pair.dst).await?,
-            );
-            if let (Some(s), Some(d)) = (s, d) {
-                if s.validity == st.src_validity
-                    && s.uidnext == st.src_uidnext
-                    && s.modseq == st.src_modseq
-                    && d.validity == st.dst_validity
-                    && d.modseq == st.dst_modseq
-                    && d.modseq > 0
-                {
-                    report.unchanged = true;
-                    report.source_messages = s.messages as usize;
-                    return Ok(report);
-                }
-            }
+        if let Some(messages) = unchanged(c, pair, &st).await? {
+            report.unchanged = true;
+            report.source_messages = messages;
+            return Ok(report);
         }
 
-        let mut cmd = b"EXAMINE ".to_vec();
-        cmd.extend_from_slice(&quoted(&pair.src.name));
-        if c.src.has("CONDSTORE") {
-            cmd.extend_from_slice(b" (CONDSTORE)");
-        }
-        let reply = c.src.run_status(&cmd).await?;
-        if reply.status != Status::Ok {
-            return Err(client::Error::Refused {
-                store: c.src.store().to_string(),
-                command: format!("EXAMINE {key}"),
-                reply: reply.text,
-            }
-            .into());
-        }
-        let (src_sel, _) = selected(&reply);
-
-        if pair.create && !self.opts.dry_run {
-            let mut cmd = b"CREATE ".to_vec();
-            cmd.extend_from_slice(&quoted(&pair.dst));
-            // ALREADYEXISTS from a concurrent pass is fine; anything else shows at SELECT.
-            let _ = c.dst.run_status(&cmd).await?;
-        }
-        if pair.src.subscribed && !self.opts.dry_run {
-            let mut cmd = b"SUBSCRIBE ".to_vec();
-            cmd.extend_from_slice(&quoted(&pair.dst));
-            let _ = c.dst.run_status(&cmd).await?;
+        let src_sel = examine_source(&mut c.src, pair).await?;
+        if !self.opts.dry_run {
+            prepare_destination(&mut c.dst, pair).await?;
         }
         let src_list = list_messages(&mut c.src, src_sel.exists, true).await?;
         report.source_messages = src_list.len();
@@ -894,28 +901,7 @@ impl Engine {
             report.bytes = src_list.iter().map(|m| u64::from(m.size)).sum();
             return Ok(report);
         }
-        let mut cmd = b"SELECT ".to_vec();
-        cmd.extend_from_slice(&quoted(&pair.dst));
-        if c.dst.has("CONDSTORE") {
-            cmd.extend_from_slice(b" (CONDSTORE)");
-        }
-        let reply = c.dst.run_status(&cmd).await?;
-        if reply.status != Status::Ok {
-            return Err(client::Error::Refused {
-                store: c.dst.store().to_string(),
-                command: format!("SELECT {}", report.dest),
-                reply: reply.text,
-            }
-            .into());
-        }
-        let (dst_sel, perm) = selected(&reply);
-        if !c.dst.has("UIDPLUS") {
-            return Err(Error::Unsupported(format!(
-                "{} lacks UIDPLUS: copies could not be tracked",
-                c.dst.store()
-            )));
-        }
-
+        let (dst_sel, perm) = select_destination(&mut c.dst, pair, &report.dest).await?;
         if st.src_validity != src_sel.validity || st.dst_validity != dst_sel.validity {
             if st.src_validity != 0 {
                 tracing::warn!(user, folder = %key, "UIDVALIDITY changed; matching this folder again by fingerprint");
@@ -930,75 +916,20 @@ impl Engine {
         st.map.retain(|_, d| dst_by_uid.contains_key(d));
         st.foreign.retain(|d| dst_by_uid.contains_key(d));
 
-        // Expunged on the source: delete our copies (never anything else).
-        let gone: Vec<u32> = st
-            .map
-            .iter()
-            .filter(|(s, _)| !src_by_uid.contains_key(s))
-            .map(|(_, d)| *d)
-            .collect();
-        if !gone.is_empty() {
-            if gone.len() > self.opts.max_deletes && !self.opts.force {
-                report.deletions_held_back = gone.len() as u64;
-                tracing::warn!(user, folder = %key, would_delete = gone.len(), cap = self.opts.max_deletes, "deletions held back (use --force)");
-            } else if !self.opts.dry_run {
-                let mut sorted = gone.clone();
-                sorted.sort_unstable();
-                for chunk in sorted.chunks(1000) {
-                    let set = uid_set(chunk);
-                    c.dst
-                        .run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
-                        .await?;
-                    c.dst.run(&format!("UID EXPUNGE {set}")).await?;
-                }
-                let gone: HashSet<u32> = gone.iter().copied().collect();
-                st.map.retain(|_, d| !gone.contains(d));
-                report.deleted = gone.len() as u64;
-                self.state.save(user, &key, &st)?;
-            } else {
-                report.deleted = gone.len() as u64;
-            }
-        }
-
-        let mapped_dst: HashSet<u32> = st.map.values().copied().collect();
-        let foreign: HashSet<u32> = st.foreign.iter().copied().collect();
+        let folder = FolderCtx {
+            user,
+            key: &key,
+            src_by_uid: &src_by_uid,
+            dst_by_uid: &dst_by_uid,
+        };
+        self.mirror_expunges(&folder, c, &mut st, &mut report)
+            .await?;
         let mut to_copy: Vec<&Listed> = src_list
             .iter()
             .filter(|m| !st.map.contains_key(&m.uid))
             .collect();
-        let unknown: Vec<u32> = dst_list
-            .iter()
-            .map(|m| m.uid)
-            .filter(|u| !mapped_dst.contains(u) && !foreign.contains(u))
-            .collect();
-        if !to_copy.is_empty() && !unknown.is_empty() {
-            // After a crash between APPEND and saving, or with the state lost:
-            // what is already there is recognised, not copied again.
-            let src_uids: Vec<u32> = to_copy.iter().map(|m| m.uid).collect();
-            let src_fp = fingerprint(&mut c.src, &src_uids).await?;
-            let dst_fp = fingerprint(&mut c.dst, &unknown).await?;
-            let mut pool: BTreeMap<Fingerprint, Vec<u32>> = BTreeMap::new();
-            for (uid, fp) in dst_fp {
-                pool.entry(fp).or_default().push(uid);
-            }
-            let mut matched = HashSet::new();
-            for (uid, fp) in src_fp {
-                if let Some(list) = pool.get_mut(&fp) {
-                    if !list.is_empty() {
-                        let d = list.remove(0);
-                        st.map.insert(uid, d);
-                        matched.insert(uid);
-                    }
-                }
-            }
-            report.matched = matched.len() as u64;
-            to_copy.retain(|m| !matched.contains(&m.uid));
-            st.foreign = pool.into_values().flatten().collect();
-            st.foreign.sort_unstable();
-            if !self.opts.dry_run {
-                self.state.save(user, &key, &st)?;
-            }
-        }
+        self.recognise(&folder, c, &mut st, &mut to_copy, &mut report)
+            .await?;
 
         if self.opts.dry_run {
             report.copied = to_copy.len() as u64;
@@ -1006,109 +937,32 @@ impl Engine {
             return Ok(report);
         }
 
-        // Copy, in source UID order, in batches bounded in count and bytes.
-        // Earlier failures are not in the map, so they are in `to_copy`: retried.
-        st.failed.clear();
-        reporter.event(Event::FolderStart {
-            user: user.to_string(),
-            folder: key.clone(),
-            messages: to_copy.len() as u64,
-            bytes: to_copy.iter().map(|m| u64::from(m.size)).sum(),
-        });
-        let binary = c.dst.has("BINARY");
-        let multi = c.dst.has("MULTIAPPEND");
         let mut ctx = CopyCtx {
             mailbox: &pair.dst,
             validity: dst_sel.validity,
             perm: &perm,
             any_keyword: dst_sel.any_keyword,
-            binary,
-            multi,
+            binary: c.dst.has("BINARY"),
+            multi: c.dst.has("MULTIAPPEND"),
         };
-        // Batches bounded in count and bytes, in source UID order.
-        let mut batches: Vec<Vec<u32>> = Vec::new();
-        let mut i = 0;
-        while i < to_copy.len() {
-            let mut j = i;
-            let mut bytes = 0u64;
-            while j < to_copy.len()
-                && j - i < BATCH_MESSAGES
-                && (j == i || bytes + u64::from(to_copy[j].size) <= BATCH_BYTES)
-            {
-                bytes += u64::from(to_copy[j].size);
-                j += 1;
-            }
-            batches.push(to_copy[i..j].iter().map(|m| m.uid).collect());
-            i = j;
-        }
-        // While the destination takes in and stores batch k, the source already
-        // sends batch k+1: both legs stay busy.
-        let (src, dst) = (&mut c.src, &mut c.dst);
-        let mut next = match batches.first() {
-            Some(b) => Some(fetch_batch(src, b).await?),
-            None => None,
-        };
-        for k in 0..batches.len() {
-            let Some(messages) = next.take() else { break };
-            for u in &batches[k] {
-                if !messages.iter().any(|m| m.uid == *u) {
-                    report.failed.push(Failed {
-                        uid: *u,
-                        reason: "vanished from the source during the pass".into(),
-                    });
-                }
-            }
-            let batch = queue_append(dst, messages, &mut ctx, &mut report);
-            let storing = async {
-                dst.flush().await?;
-                finish_append(dst, batch, &mut ctx, &mut st, &mut report).await
-            };
-            let fetching = async {
-                match batches.get(k + 1) {
-                    Some(b) => fetch_batch(src, b).await.map(Some),
-                    None => Ok(None),
-                }
-            };
-            let (stored, fetched) = tokio::join!(storing, fetching);
-            let done = stored?;
-            next = fetched?;
-            self.after_batch(user, &key, &st, &mut report, reporter, done)
-                .await?;
-        }
-
-        // Flags: the source's, as far as the destination stores them.
-        let mut stores = Vec::new();
-        for (s, d) in &st.map {
-            let (Some(sm), Some(dm)) = (src_by_uid.get(s), dst_by_uid.get(d)) else {
-                continue;
-            };
-            let (want, refused) = storable(&sm.flags, &perm, dst_sel.any_keyword);
-            report.refused_flags.extend(refused);
-            let have: BTreeSet<String> = dm
-                .flags
-                .iter()
-                .filter(|f| perm.contains(*f) || (!f.starts_with('\\') && dst_sel.any_keyword))
-                .cloned()
-                .collect();
-            if want != have {
-                stores.push(c.dst.queue(
-                    format!("UID STORE {d} FLAGS.SILENT ({})", flag_list(&want)).as_bytes(),
-                ));
-            }
-        }
-        if !stores.is_empty() {
-            c.dst.flush().await?;
-            for tag in &stores {
-                let _ = c.dst.reply(tag).await?;
-            }
-            report.flags_updated = stores.len() as u64;
-        }
+        self.copy_messages(
+            &folder,
+            c,
+            &to_copy,
+            &mut ctx,
+            &mut st,
+            &mut report,
+            reporter,
+        )
+        .await?;
+        push_flags(c, &folder, &st, &perm, dst_sel.any_keyword, &mut report).await?;
 
         // Remember where both sides stood, for the next pass's STATUS check.
         st.failed = report.failed.clone();
         st.src_uidnext = src_sel.uidnext;
-        // Work left over (held-back deletions) must not look like "unchanged".
-        st.src_modseq = if report.deletions_held_back > 0 {
+        // Work left over (held-back deletions, copies that may still land)
+        // must not look like "unchanged".
+        st.src_modseq = if report.deletions_held_back > 0 || !st.ghosts.is_empty() {
             0
         } else {
             src_sel.modseq
@@ -1119,4 +973,513 @@ impl Engine {
         self.state.save(user, &key, &st)?;
         Ok(report)
     }
+
+    /// Expunged on the source: delete our copies (never anything else), at
+    /// most `max_deletes` without `--force`.
+    async fn mirror_expunges(
+        &self,
+        folder: &FolderCtx<'_>,
+        c: &mut Pair2,
+        st: &mut FolderState,
+        report: &mut FolderReport,
+    ) -> Result<(), Error> {
+        let gone: Vec<u32> = st
+            .map
+            .iter()
+            .filter(|(s, _)| !folder.src_by_uid.contains_key(s))
+            .map(|(_, d)| *d)
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        if gone.len() > self.opts.max_deletes && !self.opts.force {
+            report.deletions_held_back = gone.len() as u64;
+            tracing::warn!(user = folder.user, folder = %folder.key, would_delete = gone.len(), cap = self.opts.max_deletes, "deletions held back (use --force)");
+            return Ok(());
+        }
+        report.deleted = gone.len() as u64;
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        expunge_uids(&mut c.dst, gone.clone()).await?;
+        let gone: HashSet<u32> = gone.into_iter().collect();
+        st.map.retain(|_, d| !gone.contains(d));
+        self.state.save(folder.user, folder.key, st)?;
+        Ok(())
+    }
+
+    /// Recognises what is already on the destination, so nothing is copied
+    /// twice, whatever crashed before:
+    ///
+    /// - unmapped destination messages are matched to source messages still
+    ///   to copy by fingerprint (a crash between APPEND and saving the map, or
+    ///   a lost state store);
+    /// - a batch whose intent is still recorded may be committed by the
+    ///   destination *after* its sender died (a relay in front of the store
+    ///   had accepted the bytes): until `[migration] settle` after it was sent, this pass
+    ///   waits for those messages to land and matches them as they do, rather
+    ///   than copy them again;
+    /// - what is copied again once the wait is over is remembered as a
+    ///   [`Ghost`]: should the earlier copy land after all, a later pass finds
+    ///   it unmapped with the fingerprint of a mapped message and removes it.
+    ///   The intent proves that copy is mailshift's own; nothing else on the
+    ///   destination is ever removed.
+    ///
+    /// Why intents rather than only reconciling at the end of a pass: a late
+    /// commit can come after any check a pass makes, so the pass must know
+    /// what may still arrive, and only a record written before the bytes left
+    /// can say so (and prove whose copy it is).
+    async fn recognise(
+        &self,
+        folder: &FolderCtx<'_>,
+        c: &mut Pair2,
+        st: &mut FolderState,
+        to_copy: &mut Vec<&Listed>,
+        report: &mut FolderReport,
+    ) -> Result<(), Error> {
+        let now = unix_now();
+        st.ghosts.retain(|g| {
+            now.saturating_sub(g.since) < GHOST_TTL.as_secs()
+                && folder.src_by_uid.contains_key(&g.uid)
+        });
+        let intent = st.intent.take();
+        let mapped_dst: HashSet<u32> = st.map.values().copied().collect();
+        let foreign: HashSet<u32> = st.foreign.iter().copied().collect();
+        let mut candidates: Vec<u32> = folder
+            .dst_by_uid
+            .keys()
+            .copied()
+            .filter(|u| !mapped_dst.contains(u) && (!foreign.contains(u) || !st.ghosts.is_empty()))
+            .collect();
+        candidates.sort_unstable();
+        let need_match = !to_copy.is_empty() && !candidates.is_empty();
+        let need_ghosts = !st.ghosts.is_empty() && !candidates.is_empty();
+        let mut src_fp: Vec<(u32, Fingerprint)> = Vec::new();
+        if need_match || intent.is_some() {
+            let uids: Vec<u32> = to_copy.iter().map(|m| m.uid).collect();
+            src_fp = fingerprint(&mut c.src, &uids).await?;
+        }
+        let mut matched = HashSet::new();
+        if need_match || need_ghosts {
+            let dst_fp = fingerprint(&mut c.dst, &candidates).await?;
+            let mut pool: BTreeMap<Fingerprint, Vec<u32>> = BTreeMap::new();
+            for (uid, fp) in dst_fp {
+                pool.entry(fp).or_default().push(uid);
+            }
+            for (uid, fp) in &src_fp {
+                if let Some(d) = pool
+                    .get_mut(fp)
+                    .and_then(|l| (!l.is_empty()).then(|| l.remove(0)))
+                {
+                    st.map.insert(*uid, d);
+                    matched.insert(*uid);
+                }
+            }
+            // Late copies of messages that were copied again: ours, removed.
+            let mut late = Vec::new();
+            st.ghosts.retain(|g| {
+                if !st.map.contains_key(&g.uid) {
+                    return true;
+                }
+                match pool.get_mut(&g.fingerprint).and_then(|l| l.pop()) {
+                    Some(d) => {
+                        late.push(d);
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if !late.is_empty() && !self.opts.dry_run {
+                tracing::warn!(user = folder.user, folder = %folder.key, removed = late.len(), "a copy sent before a crash landed late; removed the duplicate");
+                report.deleted += late.len() as u64;
+                expunge_uids(&mut c.dst, late).await?;
+            }
+            // Foreign: neither ours nor matched (an admin's, a user's); kept
+            // out of later matching unless a ghost needs them.
+            let checked: HashSet<u32> = candidates.iter().copied().collect();
+            st.foreign.retain(|d| !checked.contains(d));
+            st.foreign.extend(pool.into_values().flatten());
+            st.foreign.sort_unstable();
+        }
+        report.matched = matched.len() as u64;
+        to_copy.retain(|m| !matched.contains(&m.uid));
+
+        if let Some(intent) = intent.filter(|_| !self.opts.dry_run) {
+            let in_flight: HashSet<u32> = intent.uids.iter().copied().collect();
+            let mut waiting: BTreeMap<Fingerprint, Vec<u32>> = BTreeMap::new();
+            for (uid, fp) in &src_fp {
+                if in_flight.contains(uid) && !matched.contains(uid) {
+                    waiting.entry(fp.clone()).or_default().push(*uid);
+                }
+            }
+            let last = folder.dst_by_uid.keys().copied().max().unwrap_or(0);
+            let landed = settle(
+                &mut c.dst,
+                &mut waiting,
+                last,
+                intent.since,
+                self.opts.settle,
+            )
+            .await?;
+            for (uid, d) in &landed {
+                st.map.insert(*uid, *d);
+            }
+            report.matched += landed.len() as u64;
+            to_copy.retain(|m| !landed.iter().any(|(u, _)| *u == m.uid));
+            for (fp, uids) in waiting {
+                for uid in uids {
+                    st.ghosts.push(Ghost {
+                        uid,
+                        fingerprint: fp.clone(),
+                        since: intent.since,
+                    });
+                }
+            }
+        }
+        if !self.opts.dry_run {
+            self.state.save(folder.user, folder.key, st)?;
+        }
+        Ok(())
+    }
+
+    /// Copies, in source UID order, in batches bounded in count and bytes.
+    /// Earlier failures are not in the map, so they are in `to_copy`: retried.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_messages(
+        &self,
+        folder: &FolderCtx<'_>,
+        c: &mut Pair2,
+        to_copy: &[&Listed],
+        ctx: &mut CopyCtx<'_>,
+        st: &mut FolderState,
+        report: &mut FolderReport,
+        reporter: &dyn Reporter,
+    ) -> Result<(), Error> {
+        st.failed.clear();
+        reporter.event(Event::FolderStart {
+            user: folder.user.to_string(),
+            folder: folder.key.to_string(),
+            messages: to_copy.len() as u64,
+            bytes: to_copy.iter().map(|m| u64::from(m.size)).sum(),
+        });
+        let batches = batches(to_copy);
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        // The intent of each batch is on disk before its bytes leave (the
+        // previous batch's save carries it).
+        st.intent = Some(Intent {
+            uids: first.clone(),
+            since: unix_now(),
+            dst_uidnext: 0,
+        });
+        self.state.save(folder.user, folder.key, st)?;
+        // While the destination takes in and stores batch k, the source already
+        // sends batch k+1: both legs stay busy.
+        let (src, dst) = (&mut c.src, &mut c.dst);
+        let mut next = Some(fetch_batch(src, first).await?);
+        for k in 0..batches.len() {
+            let Some(messages) = next.take() else { break };
+            for u in &batches[k] {
+                if !messages.iter().any(|m| m.uid == *u) {
+                    report.failed.push(Failed {
+                        uid: *u,
+                        reason: "vanished from the source during the pass".into(),
+                    });
+                }
+            }
+            let batch = queue_append(dst, messages, ctx, report);
+            let storing = async {
+                dst.flush().await?;
+                finish_append(dst, batch, ctx, st, report).await
+            };
+            let fetching = async {
+                match batches.get(k + 1) {
+                    Some(b) => fetch_batch(src, b).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (stored, fetched) = tokio::join!(storing, fetching);
+            let done = stored?;
+            next = fetched?;
+            st.intent = batches.get(k + 1).map(|uids| Intent {
+                uids: uids.clone(),
+                since: unix_now(),
+                dst_uidnext: 0,
+            });
+            self.after_batch(folder.user, folder.key, st, report, reporter, done)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// How long a [`Ghost`] is kept: far beyond any relay's buffering.
+const GHOST_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One folder's listings, shared by the phases.
+struct FolderCtx<'a> {
+    user: &'a str,
+    key: &'a str,
+    src_by_uid: &'a HashMap<u32, &'a Listed>,
+    dst_by_uid: &'a HashMap<u32, &'a Listed>,
+}
+
+/// Nothing changed on either side since the last complete pass (STATUS only)?
+/// Returns the source's message count when so.
+async fn unchanged(c: &mut Pair2, pair: &Pair, st: &FolderState) -> Result<Option<usize>, Error> {
+    if pair.create || !st.failed.is_empty() || st.src_modseq == 0 || st.intent.is_some() {
+        return Ok(None);
+    }
+    let (s, d) = (
+        status(&mut c.src, &pair.src.name).await?,
+        status(&mut c.dst, &pair.dst).await?,
+    );
+    Ok(match (s, d) {
+        (Some(s), Some(d))
+            if s.validity == st.src_validity
+                && s.uidnext == st.src_uidnext
+                && s.modseq == st.src_modseq
+                && d.validity == st.dst_validity
+                && d.modseq == st.dst_modseq
+                && d.modseq > 0 =>
+        {
+            Some(s.messages as usize)
+        }
+        _ => None,
+    })
+}
+
+/// EXAMINE (read-only) the source folder.
+async fn examine_source(src: &mut Client, pair: &Pair) -> Result<Selected, Error> {
+    let mut cmd = b"EXAMINE ".to_vec();
+    cmd.extend_from_slice(&quoted(&pair.src.name));
+    if src.has("CONDSTORE") {
+        cmd.extend_from_slice(b" (CONDSTORE)");
+    }
+    let reply = src.run_status(&cmd).await?;
+    if reply.status != Status::Ok {
+        return Err(client::Error::Refused {
+            store: src.store().to_string(),
+            command: format!("EXAMINE {}", pair.src.display()),
+            reply: reply.text,
+        }
+        .into());
+    }
+    Ok(selected(&reply).0)
+}
+
+/// Creates (if planned) and subscribes (if the source does) the destination.
+async fn prepare_destination(dst: &mut Client, pair: &Pair) -> Result<(), Error> {
+    if pair.create {
+        // ALREADYEXISTS from the pass's up-front creation or a concurrent
+        // pass is fine; anything else shows at SELECT.
+        create_folder(dst, &pair.dst).await?;
+    }
+    if pair.src.subscribed {
+        let mut cmd = b"SUBSCRIBE ".to_vec();
+        cmd.extend_from_slice(&quoted(&pair.dst));
+        let _ = dst.run_status(&cmd).await?;
+    }
+    Ok(())
+}
+
+async fn create_folder(dst: &mut Client, name: &[u8]) -> Result<(), Error> {
+    let mut cmd = b"CREATE ".to_vec();
+    cmd.extend_from_slice(&quoted(name));
+    let _ = dst.run_status(&cmd).await?;
+    Ok(())
+}
+
+/// SELECT (read-write) the destination folder; UIDPLUS is required.
+async fn select_destination(
+    dst: &mut Client,
+    pair: &Pair,
+    shown: &str,
+) -> Result<(Selected, BTreeSet<String>), Error> {
+    let mut cmd = b"SELECT ".to_vec();
+    cmd.extend_from_slice(&quoted(&pair.dst));
+    if dst.has("CONDSTORE") {
+        cmd.extend_from_slice(b" (CONDSTORE)");
+    }
+    let reply = dst.run_status(&cmd).await?;
+    if reply.status != Status::Ok {
+        return Err(client::Error::Refused {
+            store: dst.store().to_string(),
+            command: format!("SELECT {shown}"),
+            reply: reply.text,
+        }
+        .into());
+    }
+    if !dst.has("UIDPLUS") {
+        return Err(Error::Unsupported(format!(
+            "{} lacks UIDPLUS: copies could not be tracked",
+            dst.store()
+        )));
+    }
+    Ok(selected(&reply))
+}
+
+/// Removes destination messages by UID (the caller proves they are ours).
+async fn expunge_uids(dst: &mut Client, mut uids: Vec<u32>) -> Result<(), Error> {
+    uids.sort_unstable();
+    for chunk in uids.chunks(1000) {
+        let set = uid_set(chunk);
+        dst.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
+            .await?;
+        dst.run(&format!("UID EXPUNGE {set}")).await?;
+    }
+    Ok(())
+}
+
+/// Waits, until `since + wait`, for messages of a batch sent before a crash
+/// to land on the (selected) destination, matching each arrival above `last`
+/// by fingerprint. Returns (source UID, destination UID) for those that did;
+/// what is still `waiting` did not land in time.
+async fn settle(
+    dst: &mut Client,
+    waiting: &mut BTreeMap<Fingerprint, Vec<u32>>,
+    mut last: u32,
+    since: u64,
+    wait: Duration,
+) -> Result<Vec<(u32, u32)>, Error> {
+    let mut landed = Vec::new();
+    let deadline = since.saturating_add(wait.as_secs());
+    while waiting.values().any(|v| !v.is_empty()) && unix_now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        dst.run("NOOP").await?;
+        // `n:*` also returns the last message when it is below n: filter.
+        let fresh: Vec<u32> =
+            message::listing(&dst.run(&format!("UID FETCH {}:* (UID)", last + 1)).await?)
+                .into_iter()
+                .map(|m| m.uid)
+                .filter(|u| *u > last)
+                .collect();
+        let Some(max) = fresh.iter().copied().max() else {
+            continue;
+        };
+        last = max;
+        for (d, fp) in fingerprint(dst, &fresh).await? {
+            if let Some(uid) = waiting
+                .get_mut(&fp)
+                .and_then(|l| (!l.is_empty()).then(|| l.remove(0)))
+            {
+                landed.push((uid, d));
+            }
+        }
+    }
+    waiting.retain(|_, v| !v.is_empty());
+    if !landed.is_empty() {
+        tracing::info!(
+            landed = landed.len(),
+            still_missing = waiting.values().map(Vec::len).sum::<usize>(),
+            "messages sent before a crash landed late; recognised, not copied again"
+        );
+    }
+    Ok(landed)
+}
+
+/// For the sweep: matches the batch `intent` left by a sweep that died
+/// (source UIDs `pending`) against what reached the new INBOX since, waiting
+/// for late commits until `[migration] settle` after it was sent.
+async fn recover_intent(
+    c: &mut Pair2,
+    st: &FolderState,
+    intent: &Intent,
+    pending: &[u32],
+    wait: Duration,
+) -> Result<Vec<(u32, u32)>, Error> {
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let from = intent.dst_uidnext.max(1);
+    let mapped: HashSet<u32> = st.map.values().copied().collect();
+    let candidates: Vec<u32> =
+        message::listing(&c.dst.run(&format!("UID FETCH {from}:* (UID)")).await?)
+            .into_iter()
+            .map(|m| m.uid)
+            .filter(|u| *u >= from && !mapped.contains(u))
+            .collect();
+    let mut waiting: BTreeMap<Fingerprint, Vec<u32>> = BTreeMap::new();
+    for (uid, fp) in fingerprint(&mut c.src, pending).await? {
+        waiting.entry(fp).or_default().push(uid);
+    }
+    let mut landed = Vec::new();
+    for (d, fp) in fingerprint(&mut c.dst, &candidates).await? {
+        if let Some(uid) = waiting
+            .get_mut(&fp)
+            .and_then(|l| (!l.is_empty()).then(|| l.remove(0)))
+        {
+            landed.push((uid, d));
+        }
+    }
+    let last = candidates.iter().copied().max().unwrap_or(from - 1);
+    landed.extend(settle(&mut c.dst, &mut waiting, last, intent.since, wait).await?);
+    Ok(landed)
+}
+
+/// Splits the messages to copy into batches bounded in count and bytes.
+fn batches(to_copy: &[&Listed]) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    let mut i = 0;
+    while i < to_copy.len() {
+        let mut j = i;
+        let mut bytes = 0u64;
+        while j < to_copy.len()
+            && j - i < BATCH_MESSAGES
+            && (j == i || bytes + u64::from(to_copy[j].size) <= BATCH_BYTES)
+        {
+            bytes += u64::from(to_copy[j].size);
+            j += 1;
+        }
+        out.push(to_copy[i..j].iter().map(|m| m.uid).collect());
+        i = j;
+    }
+    out
+}
+
+/// Flags: the source's, as far as the destination stores them.
+async fn push_flags(
+    c: &mut Pair2,
+    folder: &FolderCtx<'_>,
+    st: &FolderState,
+    perm: &BTreeSet<String>,
+    any_keyword: bool,
+    report: &mut FolderReport,
+) -> Result<(), Error> {
+    let mut stores = Vec::new();
+    for (s, d) in &st.map {
+        let (Some(sm), Some(dm)) = (folder.src_by_uid.get(s), folder.dst_by_uid.get(d)) else {
+            continue;
+        };
+        let (want, refused) = storable(&sm.flags, perm, any_keyword);
+        report.refused_flags.extend(refused);
+        let have: BTreeSet<String> = dm
+            .flags
+            .iter()
+            .filter(|f| perm.contains(*f) || (!f.starts_with('\\') && any_keyword))
+            .cloned()
+            .collect();
+        if want != have {
+            stores
+                .push(c.dst.queue(
+                    format!("UID STORE {d} FLAGS.SILENT ({})", flag_list(&want)).as_bytes(),
+                ));
+        }
+    }
+    if !stores.is_empty() {
+        c.dst.flush().await?;
+        for tag in &stores {
+            let _ = c.dst.reply(tag).await?;
+        }
+        report.flags_updated = stores.len() as u64;
+    }
+    Ok(())
 }

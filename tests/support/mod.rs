@@ -9,6 +9,7 @@
 pub mod certs;
 pub mod corpus;
 pub mod dovecot;
+pub mod forwarder;
 pub mod imap;
 pub mod ldap;
 pub mod ports;
