@@ -196,3 +196,61 @@ fn scheduled_mode_two_instances_take_over_each_others_work() {
         b.log_tail()
     );
 }
+
+/// A sweep by an instance whose sync state predates the cutover (another
+/// instance made the final pass): mail that reached the old INBOX before the
+/// cutover is on the new store already and is recognised, not copied again;
+/// mail that arrived after it is moved once.
+#[test]
+fn a_sweep_with_state_older_than_the_cutover_doubles_nothing() {
+    let lab = Lab::start(true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stale = dir.path().join("stale-state");
+    let text = lab.mailshift_config(&migration_toml(&stale, ""));
+    let cfg = cli_config(dir.path(), &text);
+    let run = |cfg: &std::path::Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailshift"))
+            .args(args)
+            .arg("--config")
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&cfg, &["migrate", "--user", "alice"]);
+    let mail = |subject: &str| message("x@example.net", "alice@example.org", subject, "hi");
+    lab.old.deliver("alice", &mail("between-the-passes"));
+    // The cutover by another instance, with a state directory of its own.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = lab.mailshift_config(&migration_toml(&other_dir.path().join("state"), ""));
+    let other_cfg = cli_config(other_dir.path(), &other);
+    run(&other_cfg, &["migrate", "--user", "alice", "--cutover"]);
+    assert_eq!(attr(&lab, "alice", "mailHost"), NEW_HOST);
+    lab.old.deliver("alice", &mail("after-the-cutover"));
+
+    // The instance with the stale state sweeps.
+    let proxy = Mailshift::start(&text);
+    wait_for("the sweep", 30, || {
+        subjects(lab.new.imap_port(), "alice").contains(&"after-the-cutover".to_string())
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let on_new = subjects(lab.new.imap_port(), "alice");
+    for s in ["between-the-passes", "after-the-cutover"] {
+        assert_eq!(
+            on_new.iter().filter(|x| *x == s).count(),
+            1,
+            "{s} on the new store: {on_new:?}\n{}",
+            proxy.log_tail()
+        );
+    }
+    let on_old = subjects(lab.old.imap_port(), "alice");
+    assert!(
+        !on_old.contains(&"after-the-cutover".to_string()),
+        "not removed from the old store: {on_old:?}"
+    );
+}

@@ -817,6 +817,18 @@ impl Engine {
             fresh.retain(|u| !st.map.contains_key(u));
             self.state.save(user, &key, &st)?;
         }
+        if !fresh.is_empty() {
+            // Another instance may have cut this user over and swept already,
+            // or this instance's state predates the cutover: what the new
+            // INBOX holds already is recognised, never copied again.
+            let known = already_in_inbox(&mut c, &st, &listed, &fresh, dst_sel.exists).await?;
+            for (s, d) in known {
+                st.map.insert(s, d);
+                moved.push(s);
+            }
+            fresh.retain(|u| !st.map.contains_key(u));
+            self.state.save(user, &key, &st)?;
+        }
         let mut report = FolderReport::default();
         let mut ctx = CopyCtx {
             mailbox: b"INBOX",
@@ -1423,6 +1435,48 @@ async fn recover_intent(
     let last = candidates.iter().copied().max().unwrap_or(from - 1);
     landed.extend(settle(&mut c.dst, &mut waiting, last, intent.since, wait).await?);
     Ok(landed)
+}
+
+/// For the sweep: which of the `fresh` old-INBOX messages the new INBOX
+/// holds already (same fingerprint, not mapped to anything else). Only
+/// destination messages of a size some fresh message has are fingerprinted.
+async fn already_in_inbox(
+    c: &mut Pair2,
+    st: &FolderState,
+    listed: &[Listed],
+    fresh: &[u32],
+    dst_exists: u32,
+) -> Result<Vec<(u32, u32)>, Error> {
+    let fresh_set: HashSet<u32> = fresh.iter().copied().collect();
+    let sizes: HashSet<u32> = listed
+        .iter()
+        .filter(|m| fresh_set.contains(&m.uid))
+        .map(|m| m.size)
+        .collect();
+    let mapped: HashSet<u32> = st.map.values().copied().collect();
+    let candidates: Vec<u32> = list_messages(&mut c.dst, dst_exists, true)
+        .await?
+        .into_iter()
+        .filter(|m| sizes.contains(&m.size) && !mapped.contains(&m.uid))
+        .map(|m| m.uid)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pool: BTreeMap<Fingerprint, Vec<u32>> = BTreeMap::new();
+    for (d, fp) in fingerprint(&mut c.dst, &candidates).await? {
+        pool.entry(fp).or_default().push(d);
+    }
+    let mut known = Vec::new();
+    for (s, fp) in fingerprint(&mut c.src, fresh).await? {
+        if let Some(d) = pool
+            .get_mut(&fp)
+            .and_then(|l| (!l.is_empty()).then(|| l.remove(0)))
+        {
+            known.push((s, d));
+        }
+    }
+    Ok(known)
 }
 
 /// Splits the messages to copy into batches bounded in count and bytes.
