@@ -27,6 +27,7 @@ pub mod route;
 pub mod server;
 pub mod sessions;
 pub mod smtp;
+pub mod store;
 pub mod stream;
 pub mod tls;
 

@@ -1,0 +1,9 @@
+//! The IMAP side of a store: one client for every use.
+
+pub mod client;
+pub mod login;
+pub mod response;
+
+pub use client::{Client, ClientInfo, Reply};
+pub use login::{quoted, Credentials};
+pub use response::Status;

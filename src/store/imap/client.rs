@@ -1,0 +1,405 @@
+//! The one IMAP client: connects and logs in by the sans-I/O [`Login`]
+//! dialog, then pipelines commands (written in batches, replies read
+//! afterwards: that is what makes APPEND fast) and reads replies with the
+//! sans-I/O [`Reader`]. The proxy hands the logged-in connection to its
+//! relay ([`Client::into_relay`]); the migration engine keeps talking.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use imap_codec::imap_types::response::{Code, Data};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::login::{self, id_arguments, quoted, Action, Credentials, Login};
+use super::response::{Reader, Response, Status, Untagged};
+use crate::config::Security;
+use crate::store::{Error, Store, StoreError};
+use crate::stream::Stream;
+
+/// Longest response line accepted (LIST and SEARCH lines can be long).
+const MAX_LINE: usize = 4 << 20;
+/// Largest literal accepted (a message).
+const MAX_LITERAL: usize = 1 << 30;
+/// Read size: large enough for bulk FETCH responses.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The client whose session the proxy opens, for ID.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Its address.
+    pub peer: SocketAddr,
+    /// The ID fields it sent before logging in.
+    pub id: Vec<(String, Option<String>)>,
+}
+
+/// A tagged reply and the untagged responses that came before it.
+pub struct Reply {
+    /// `OK`, `NO` or `BAD`.
+    pub status: Status,
+    /// The tagged line after the tag, e.g. `OK [APPENDUID 1 5] Append completed.`
+    pub text: String,
+    /// The untagged responses, whole (literals included).
+    pub untagged: Vec<Untagged>,
+}
+
+impl Reply {
+    /// Every untagged response imap-codec can decode; the others are skipped
+    /// (stores send informational data we have no use for).
+    pub fn data(&self) -> impl Iterator<Item = Data<'_>> {
+        self.untagged.iter().filter_map(Untagged::data)
+    }
+
+    /// Response codes in untagged status lines (`[UIDVALIDITY 5]`, ...).
+    pub fn codes(&self) -> impl Iterator<Item = Code<'_>> {
+        self.untagged.iter().filter_map(Untagged::code)
+    }
+
+    /// `[APPENDUID validity uid-set]` of the tagged line, expanded in order.
+    pub fn append_uids(&self) -> Option<(u32, Vec<u32>)> {
+        super::response::Tagged {
+            tag: String::new(),
+            status: self.status,
+            text: self.text.clone(),
+        }
+        .append_uids()
+    }
+}
+
+/// One logged-in connection to a store.
+pub struct Client {
+    stream: Stream,
+    reader: Reader,
+    next_tag: u32,
+    caps: Vec<String>,
+    upper: HashSet<String>,
+    store: String,
+    out: Vec<u8>,
+}
+
+impl Client {
+    /// Connects and logs in, within the store's `connect_timeout`. `client`
+    /// (a proxied session) is forwarded by ID with its address.
+    pub async fn connect(
+        store: &Store,
+        creds: &Credentials<'_>,
+        client: Option<&ClientInfo>,
+    ) -> Result<Client, StoreError> {
+        let at = |error| StoreError {
+            store: store.name().to_string(),
+            error,
+        };
+        let mut stage = "connect";
+        let dialog = Self::login(store, creds, client, &mut stage);
+        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
+            Ok(result) => result.map_err(at),
+            Err(_) => Err(at(Error::Timeout { stage })),
+        }
+    }
+
+    async fn login(
+        store: &Store,
+        creds: &Credentials<'_>,
+        client: Option<&ClientInfo>,
+        stage: &mut &'static str,
+    ) -> Result<Client, Error> {
+        let ep = &store.cfg.imap;
+        let mut stream = store.connector.connect(ep).await?;
+        let id = client.map(|c| id_arguments(&c.id, c.peer));
+        let mut dialog = Login::new(
+            creds,
+            store.master().as_ref(),
+            ep.security == Security::StartTls,
+            id,
+        )?;
+        let mut reader = Reader::new(MAX_LINE, MAX_LITERAL);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            *stage = dialog.stage();
+            let response = loop {
+                match reader.next_response() {
+                    Ok(Some(r)) => break r,
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(Error::Protocol {
+                            stage: dialog.stage(),
+                            what: e.to_string(),
+                        })
+                    }
+                }
+                let n = stream.read(&mut buf).await.map_err(|source| Error::Io {
+                    stage: dialog.stage(),
+                    source,
+                })?;
+                if n == 0 {
+                    return Err(Error::Io {
+                        stage: dialog.stage(),
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    });
+                }
+                reader.push(&buf[..n]);
+            };
+            match dialog.on_response(response)? {
+                Action::Read => {}
+                Action::Send(bytes) => send(&mut stream, &bytes, dialog.stage()).await?,
+                Action::StartTls => {
+                    if !reader.take_buffered().is_empty() {
+                        // Bytes the store sent before TLS would be read as if
+                        // they came over TLS: an injection.
+                        return Err(Error::Protocol {
+                            stage: "starttls",
+                            what: "store sent data after STARTTLS OK".into(),
+                        });
+                    }
+                    stream = store.connector.starttls(stream, ep).await?;
+                    if let Action::Send(bytes) = dialog.tls_started() {
+                        send(&mut stream, &bytes, "capability").await?;
+                    }
+                }
+                Action::Done(caps) => {
+                    let upper = caps.iter().map(|c| c.to_ascii_uppercase()).collect();
+                    return Ok(Client {
+                        stream,
+                        reader,
+                        next_tag: 1,
+                        caps,
+                        upper,
+                        store: store.name().to_string(),
+                        out: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The store's post-login capabilities, as it listed them.
+    pub fn capabilities(&self) -> String {
+        self.caps.join(" ")
+    }
+
+    /// The connection and whatever the store sent after its last reply, for
+    /// a relay that takes over from here.
+    pub fn into_relay(mut self) -> (Stream, Vec<u8>) {
+        let rest = self.reader.take_buffered();
+        (self.stream, rest)
+    }
+
+    /// The store's name (for messages).
+    pub fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// Whether the store offers a capability (e.g. `UIDPLUS`).
+    pub fn has(&self, cap: &str) -> bool {
+        self.upper.contains(&cap.to_ascii_uppercase())
+    }
+
+    fn fail(&self, error: Error) -> StoreError {
+        StoreError {
+            store: self.store.clone(),
+            error,
+        }
+    }
+
+    fn tag(&mut self) -> String {
+        let tag = format!("M{}", self.next_tag);
+        self.next_tag += 1;
+        tag
+    }
+
+    /// Queues a command (written by [`flush`](Self::flush)); returns its tag.
+    pub fn queue(&mut self, command: &[u8]) -> String {
+        let tag = self.tag();
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.push(b' ');
+        self.out.extend_from_slice(command);
+        self.out.extend_from_slice(b"\r\n");
+        tag
+    }
+
+    /// Queues an APPEND with a non-synchronizing literal (LITERAL+); `binary`
+    /// sends it as a literal8 (RFC 3516), the only way to carry NUL bytes.
+    pub fn queue_append(
+        &mut self,
+        mailbox: &[u8],
+        flags: &str,
+        date: &str,
+        message: &[u8],
+        binary: bool,
+    ) -> String {
+        self.queue_multiappend(mailbox, &[(flags, date, message, binary)])
+    }
+
+    /// Queues one MULTIAPPEND (RFC 3502) of several messages (one APPEND for
+    /// one message): (flags, date, bytes, binary) each.
+    pub fn queue_multiappend(
+        &mut self,
+        mailbox: &[u8],
+        messages: &[(&str, &str, &[u8], bool)],
+    ) -> String {
+        let tag = self.tag();
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.extend_from_slice(b" APPEND ");
+        self.out.extend_from_slice(&quoted(mailbox));
+        for (flags, date, body, binary) in messages {
+            let tilde = if *binary { "~" } else { "" };
+            self.out.extend_from_slice(
+                format!(" ({flags}) \"{date}\" {tilde}{{{}+}}\r\n", body.len()).as_bytes(),
+            );
+            self.out.extend_from_slice(body);
+        }
+        self.out.extend_from_slice(b"\r\n");
+        tag
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        send(&mut self.stream, &out, "command")
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Reads one whole response.
+    async fn response(&mut self) -> Result<Response, StoreError> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match self.reader.next_response() {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(self.fail(Error::Protocol {
+                        stage: "response",
+                        what: e.to_string(),
+                    }))
+                }
+            }
+            let n = match self.stream.read(&mut buf).await {
+                Ok(n) => n,
+                Err(source) => {
+                    return Err(self.fail(Error::Io {
+                        stage: "response",
+                        source,
+                    }))
+                }
+            };
+            if n == 0 {
+                return Err(self.fail(Error::Io {
+                    stage: "response",
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                }));
+            }
+            self.reader.push(&buf[..n]);
+        }
+    }
+
+    /// Reads responses up to the reply tagged `tag`.
+    pub async fn reply(&mut self, tag: &str) -> Result<Reply, StoreError> {
+        let mut untagged = Vec::new();
+        loop {
+            match self.response().await? {
+                Response::Tagged(t) if t.tag == tag => {
+                    return Ok(Reply {
+                        status: t.status,
+                        text: t.text,
+                        untagged,
+                    })
+                }
+                // An earlier pipelined command's reply, already accounted for.
+                Response::Tagged(_) | Response::Continue(_) => {}
+                Response::Untagged(u) if u.is_bye() => {
+                    return Err(self.fail(Error::Unavailable(u.text())));
+                }
+                Response::Untagged(u) => untagged.push(u),
+            }
+        }
+    }
+
+    /// Sends one command and waits for its reply; `NO`/`BAD` is an error.
+    pub async fn run(&mut self, command: &str) -> Result<Reply, StoreError> {
+        let reply = self.run_status(command.as_bytes()).await?;
+        if reply.status != Status::Ok {
+            let temporary = super::response::Tagged {
+                tag: String::new(),
+                status: reply.status,
+                text: reply.text.clone(),
+            }
+            .is_temporary();
+            return Err(self.fail(Error::Refused {
+                command: command.split(' ').take(2).collect::<Vec<_>>().join(" "),
+                reply: reply.text,
+                temporary,
+            }));
+        }
+        Ok(reply)
+    }
+
+    /// Sends one command and returns the reply whatever its status.
+    pub async fn run_status(&mut self, command: &[u8]) -> Result<Reply, StoreError> {
+        let tag = self.queue(command);
+        self.flush().await?;
+        self.reply(&tag).await
+    }
+
+    /// Logs out politely; errors do not matter any more.
+    pub async fn logout(mut self) {
+        let _ = self.run_status(b"LOGOUT").await;
+    }
+}
+
+async fn send(s: &mut Stream, bytes: &[u8], stage: &'static str) -> Result<(), Error> {
+    s.write_all(bytes)
+        .await
+        .map_err(|source| Error::Io { stage, source })?;
+    s.flush()
+        .await
+        .map_err(|source| Error::Io { stage, source })
+}
+
+/// Runs the login dialog against a store whose every byte is in `replies`,
+/// sans I/O (what mailshift would send is dropped): the fuzz target
+/// `backend_login` and its corpus replay drive the real machine through this.
+/// Returns the post-login capabilities and what followed the login's reply.
+pub fn replay_login(replies: &[u8], master: bool) -> Result<(Vec<String>, Vec<u8>), Error> {
+    let m = login::Master {
+        user: "admin",
+        password: "adminpw",
+        separator: None,
+    };
+    let creds = if master {
+        Credentials::Master { user: "alice" }
+    } else {
+        Credentials::User {
+            user: "alice",
+            password: b"p\"w\\",
+        }
+    };
+    let id = id_arguments(
+        &[("name".into(), Some("fuzz".into()))],
+        SocketAddr::from(([192, 0, 2, 1], 50000)),
+    );
+    let mut dialog = Login::new(&creds, Some(&m), false, Some(id))?;
+    let mut reader = Reader::new(64 * 1024, 64 * 1024);
+    reader.push(replies);
+    loop {
+        let response = reader
+            .next_response()
+            .map_err(|e| Error::Protocol {
+                stage: dialog.stage(),
+                what: e.to_string(),
+            })?
+            .ok_or(Error::Io {
+                stage: "replay",
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            })?;
+        match dialog.on_response(response)? {
+            Action::Done(caps) => return Ok((caps, reader.take_buffered())),
+            Action::StartTls => {
+                let _ = dialog.tls_started();
+            }
+            Action::Read | Action::Send(_) => {}
+        }
+    }
+}
