@@ -623,7 +623,10 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         Duration::from_secs(10),
     );
     if shutdown_grace.is_zero() {
-        p.add("shutdown_grace", "must be more than 0 (a cutover needs time to finish or undo its hold)");
+        p.add(
+            "shutdown_grace",
+            "must be more than 0 (a cutover needs time to finish or undo its hold)",
+        );
     }
     Config {
         directory,

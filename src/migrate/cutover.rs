@@ -441,7 +441,11 @@ impl Mover {
             .first()
             .cloned()
             .ok_or_else(|| Error::Unsupported("the target backend lists no mailhost".into()))?;
+        if self.stop.is_cancelled() {
+            return Err(Error::Incomplete(STOPPED.into()));
+        }
         let mut e = self.entry(user).await?;
+        let prior = e.state.clone();
         let on = |hosts: &[String], h: &Option<String>| {
             h.as_deref()
                 .is_some_and(|h| hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
@@ -485,7 +489,16 @@ impl Mover {
             Err(err) => {
                 // Never leave a user stuck in hold, whatever stopped the move.
                 self.undo_if_held(user).await;
-                let _ = self.record(&e, "failed", Some(&err.to_string())).await;
+                // Interrupted or temporarily failed: the user keeps its state
+                // (a queued user stays queued for the retry), with the cause.
+                let text = err.to_string();
+                let again =
+                    text == STOPPED || matches!(err, Error::Directory(_)) || err.is_temporary();
+                let state = match (again, prior.as_deref()) {
+                    (true, Some(p)) if p != "syncing" && p != "cutover" => p,
+                    _ => "failed",
+                };
+                let _ = self.record(&e, state, Some(&text)).await;
             }
         }
         self.release(&e).await;

@@ -169,7 +169,11 @@ impl Scheduler {
                 let n = prev.as_ref().map_or(0, |p| p.failures) + 1;
                 (backoff(n), false, n)
             }
-            _ => (RETRY_PERMANENT, true, prev.as_ref().map_or(0, |p| p.failures) + 1),
+            _ => (
+                RETRY_PERMANENT,
+                true,
+                prev.as_ref().map_or(0, |p| p.failures) + 1,
+            ),
         };
         match (err, permanent) {
             (super::Error::Conflict(why), _) => {
