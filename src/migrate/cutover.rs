@@ -689,6 +689,14 @@ mod tests {
     }
 
     #[test]
+    fn malformed_leases_count_as_expired() {
+        assert_eq!(parse_lease(Some("A 123")), ("A".to_string(), 123));
+        assert_eq!(parse_lease(Some("A")).1, 0);
+        assert_eq!(parse_lease(Some("A soon")).1, 0);
+        assert_eq!(parse_lease(None).1, 0);
+    }
+
+    #[test]
     fn cas_deletes_old_and_adds_new() {
         let mut mods = Vec::new();
         cas(&mut mods, "mailHost", Some("old"), Some("new"));

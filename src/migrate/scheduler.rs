@@ -476,3 +476,24 @@ impl Scheduler {
             .clamp(Duration::from_millis(500), Duration::from_secs(60))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_failures_back_off_from_seconds_to_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(9), RETRY_MAX);
+        assert_eq!(backoff(1000), RETRY_MAX);
+    }
+
+    #[test]
+    fn directory_trouble_is_temporary_a_refused_folder_is_not() {
+        assert!(temporary(&super::super::Error::Directory("down".into())));
+        assert!(!temporary(&super::super::Error::Unsupported("x".into())));
+        assert!(!temporary(&super::super::Error::Credentials("old".into())));
+    }
+}
