@@ -200,8 +200,10 @@ impl Mover {
     }
 
     /// Users mailshift put in hold (status hold and state cutover), with the
-    /// owner of their lease and whether it has expired.
-    pub async fn holds(&self) -> Result<Vec<(String, String, bool)>, Error> {
+    /// owner of their lease and whether it expired more than `margin` ago (a
+    /// live owner renews every third of the lease; the margin absorbs a slow
+    /// renewal, so a working move is not taken over).
+    pub async fn holds(&self, margin: Duration) -> Result<Vec<(String, String, bool)>, Error> {
         let filter = format!(
             "(&({}=hold)({STATE}=cutover))",
             ldap3::ldap_escape(&self.attrs.status_attribute)
@@ -215,7 +217,7 @@ impl Mover {
         for user in users {
             let e = self.entry(&user).await?;
             let (owner, until) = parse_lease(e.lease.as_deref());
-            out.push((user, owner, until <= now_unix()));
+            out.push((user, owner, until + margin.as_secs() <= now_unix()));
         }
         Ok(out)
     }

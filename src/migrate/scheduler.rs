@@ -319,7 +319,7 @@ impl Scheduler {
     /// lease expired, and at start also those this instance owned (it was
     /// restarted, so nothing of it is still working on them).
     async fn resolve_holds(self: &Arc<Self>, at_start: bool) {
-        let holds = match self.mover.holds().await {
+        let holds = match self.mover.holds(self.holds_every()).await {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(error = %e, "looking for holds left behind failed");
