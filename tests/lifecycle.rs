@@ -261,9 +261,10 @@ fn sigkill_in_hold_is_resolved_by_the_other_instance() {
     wait_for("B to resolve the hold", 30, || {
         attr(&lab, "alice", "mailUserStatus") == "active"
     });
-    // The lease (6 s) must run out first; then B acts within a third of it.
+    // The lease (6 s) runs out, B waits a third of it more (a slow renewal
+    // is not a death) and checks every third: resolved within a second lease.
     assert!(
-        killed.elapsed() < Duration::from_secs(6 + 2 + 6),
+        killed.elapsed() < Duration::from_secs(6 + 6),
         "{:?}",
         killed.elapsed()
     );
