@@ -74,9 +74,23 @@ fn build(
     for b in &config.backends {
         backends.push((b.clone(), Arc::new(Backend::new(b.clone())?)));
     }
-    let tls = match &config.tls {
-        Some(t) => Some(Arc::new(ServerTls::load(t)?)),
-        None => None,
+    let same_files = |a: &crate::config::TlsConfig, b: &crate::config::TlsConfig| {
+        a.cert == b.cert && a.key == b.key
+    };
+    let tls = match (&config.tls, prev) {
+        // Same files: re-read them in place, so the SMTP front end, which
+        // shares this certificate from the start, presents the new one too.
+        (Some(t), Some(p))
+            if p.config.tls.as_ref().is_some_and(|old| same_files(old, t)) && p.tls.is_some() =>
+        {
+            let current = p.tls.clone();
+            if let Some(c) = &current {
+                c.reload()?;
+            }
+            current
+        }
+        (Some(t), _) => Some(Arc::new(ServerTls::load(t)?)),
+        (None, _) => None,
     };
     let scheduler = match prev {
         Some(p) => {
