@@ -227,6 +227,9 @@ fn reload(
     }
     let fresh = build(Arc::new(config), old.cancel.clone(), Some(&old))?;
     *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&fresh);
+    if fresh.tls.is_some() {
+        tracing::info!("certificate reloaded");
+    }
     generation.cancel();
     *generation = follow(&fresh, tracker);
     Ok(())
