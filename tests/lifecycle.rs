@@ -411,7 +411,10 @@ fn scheduled_mode_retries_soon_after_a_directory_outage() {
     // one back-off step: seconds, not the sweep_interval or ten minutes.
     assert!(took < Duration::from_secs(40), "{took:?}");
     eprintln!("all migrated {took:?} after slapd was back");
-    for l in log.lines().filter(|l| l.contains("retry") || l.contains("cut over")) {
+    for l in log
+        .lines()
+        .filter(|l| l.contains("retry") || l.contains("cut over"))
+    {
         eprintln!("  {l}");
     }
 }
