@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::proxy::{NEW_HOST, OLD_HOST};
-use support::{corpus, ImapClient, Lab, Mailshift};
+use support::{corpus, message, ImapClient, Lab, Mailshift, SmtpClient};
 
 const GRACE_SECS: u64 = 4;
 
@@ -525,4 +525,69 @@ fn sighup_reloads_the_config_and_refuses_a_broken_one() {
     open.ok("NOOP");
     assert!(carol_login().contains("OK"), "the old config must stay");
     assert!(alive(pid));
+}
+
+/// SIGTERM with an SMTP message half sent and an IMAP session open: the
+/// message is let finish (250, then 421) and delivered, the IMAP client gets
+/// BYE, and the process exits within the grace.
+#[test]
+fn sigterm_lets_an_smtp_transaction_end_and_says_bye_to_imap() {
+    let lab = Lab::start(true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let smtp = format!(
+        "[smtp]\nlisten = \"127.0.0.1:@SMTP_PORT@\"\ndomains = [\"example.org\"]\nqueue_dir = \"{}\"\n",
+        dir.path().join("queue").display()
+    );
+    let proxy = Mailshift::start(&config(&lab, &dir.path().join("state"), None, &smtp));
+    let pid = pid_of(&proxy);
+    let mut imap = ImapClient::connect(proxy.imap_port());
+    imap.login("bob", "bobpw");
+    imap.ok("SELECT INBOX");
+    let mut c = SmtpClient::connect(proxy.smtp_port());
+    c.expect("EHLO client.example.net", "250");
+    c.expect("MAIL FROM:<carol@example.net>", "250");
+    c.expect("RCPT TO:<alice@example.org>", "250");
+    c.expect("DATA", "354");
+    let wire = SmtpClient::wire(&message(
+        "carol@example.net",
+        "alice@example.org",
+        "sent-across-shutdown",
+        "the end of this message arrives after SIGTERM",
+    ));
+    let (head, rest) = wire.split_at(wire.len() / 2);
+    c.send(head);
+    let t = Instant::now();
+    kill(pid, "-TERM");
+    let bye = imap.read_line();
+    assert!(
+        bye.starts_with("* BYE") && bye.contains("shutting down"),
+        "{bye:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    c.send(rest);
+    let end = c.reply();
+    assert!(
+        end.starts_with("250"),
+        "end of data: {end:?}\n{}",
+        proxy.log_tail()
+    );
+    let next = c.reply();
+    assert!(next.starts_with("421"), "after the transaction: {next:?}");
+    while alive(pid) {
+        assert!(
+            t.elapsed() < Duration::from_secs(GRACE_SECS) + Duration::from_millis(1500),
+            "still running {:?} after SIGTERM",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut check = ImapClient::connect(lab.old.imap_port());
+    check.login("alice*admin", "adminpw");
+    check.ok("EXAMINE INBOX");
+    assert!(
+        check
+            .subjects()
+            .contains(&"sent-across-shutdown".to_string()),
+        "the message was not delivered"
+    );
 }
