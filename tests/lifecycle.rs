@@ -528,8 +528,8 @@ fn sighup_reloads_the_config_and_refuses_a_broken_one() {
 }
 
 /// SIGTERM with an SMTP message half sent and an IMAP session open: the
-/// message is let finish (250, then 421) and delivered, the IMAP client gets
-/// BYE, and the process exits within the grace.
+/// message is let finish (250, then 421) and delivered, IMAP clients (logged
+/// in or not) get BYE, and the process exits within the grace.
 #[test]
 fn sigterm_lets_an_smtp_transaction_end_and_says_bye_to_imap() {
     let lab = Lab::start(true);
@@ -543,6 +543,7 @@ fn sigterm_lets_an_smtp_transaction_end_and_says_bye_to_imap() {
     let mut imap = ImapClient::connect(proxy.imap_port());
     imap.login("bob", "bobpw");
     imap.ok("SELECT INBOX");
+    let mut not_logged_in = ImapClient::connect(proxy.imap_port());
     let mut c = SmtpClient::connect(proxy.smtp_port());
     c.expect("EHLO client.example.net", "250");
     c.expect("MAIL FROM:<carol@example.net>", "250");
@@ -563,6 +564,8 @@ fn sigterm_lets_an_smtp_transaction_end_and_says_bye_to_imap() {
         bye.starts_with("* BYE") && bye.contains("shutting down"),
         "{bye:?}"
     );
+    let bye = not_logged_in.read_line();
+    assert!(bye.starts_with("* BYE"), "before login: {bye:?}");
     std::thread::sleep(Duration::from_millis(500));
     c.send(rest);
     let end = c.reply();
