@@ -52,6 +52,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Migration settings.
     pub migration: Option<MigrationConfig>,
+    /// How long SIGTERM waits for sessions and cutovers to end before exiting.
+    pub shutdown_grace: Duration,
 }
 
 /// `[directory]`.
@@ -359,6 +361,7 @@ struct RawConfig {
     tls: Option<RawTls>,
     admin: Option<RawAdmin>,
     migration: Option<RawMigration>,
+    shutdown_grace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -619,6 +622,17 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         token: p.secret("admin.token", a.token, a.token_file.as_deref()),
     });
     let migration = raw.migration.map(|m| validate_migration(m, &backends, p));
+    let shutdown_grace = p.duration(
+        "shutdown_grace",
+        raw.shutdown_grace.as_deref(),
+        Duration::from_secs(10),
+    );
+    if shutdown_grace.is_zero() {
+        p.add(
+            "shutdown_grace",
+            "must be more than 0 (a cutover needs time to finish or undo its hold)",
+        );
+    }
     Config {
         directory,
         backends,
@@ -627,6 +641,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         tls,
         admin,
         migration,
+        shutdown_grace,
     }
 }
 
@@ -1260,6 +1275,22 @@ listen = "127.0.0.1:1143"
         };
         assert_eq!(l.mailhost_attribute, "mailHost");
         assert_eq!(l.status_attribute, "mailUserStatus");
+    }
+
+    #[test]
+    fn shutdown_grace_defaults_and_bad_values_are_named() {
+        assert_eq!(
+            Config::parse(MINIMAL).expect("valid").shutdown_grace,
+            Duration::from_secs(10)
+        );
+        let c = Config::parse(&format!("shutdown_grace = \"3s\"\n{MINIMAL}")).expect("valid");
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        for bad in ["\"10\"", "\"0s\"", "\"soon\""] {
+            let err = Config::parse(&format!("shutdown_grace = {bad}\n{MINIMAL}"))
+                .expect_err("must fail")
+                .to_string();
+            assert!(err.contains("shutdown_grace"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct Shared {
     pub scheduler: Option<Arc<crate::migrate::scheduler::Scheduler>>,
 }
 
+/// The front end as of the last (re)load: new connections take the current
+/// generation, open sessions keep the one they started with.
+pub type Current = std::sync::RwLock<Arc<Shared>>;
+
 /// The open-file limit of this process (soft), if it can be read.
 pub fn fd_limit() -> Option<u64> {
     // SAFETY: getrlimit only writes the struct passed in.
@@ -80,17 +84,25 @@ impl Drop for Open {
 
 /// Accepts connections until cancelled. Past the connection ceiling a client
 /// is told so (`* BYE`) instead of being left unanswered in the backlog.
+/// Sessions run on `tracker`, so a shutdown can wait for their BYE.
 pub async fn accept_loop(
     listener: TcpListener,
     kind: session::Listener,
-    shared: Arc<Shared>,
+    current: Arc<Current>,
     open: Arc<AtomicUsize>,
+    tracker: tokio_util::task::TaskTracker,
 ) {
     let ceiling = connection_ceiling();
     let mut last_warning: Option<tokio::time::Instant> = None;
+    // The token is the same in every generation.
+    let cancel = current
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .cancel
+        .clone();
     loop {
         let accepted = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
+            _ = cancel.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
@@ -103,8 +115,8 @@ pub async fn accept_loop(
                     continue;
                 }
                 let guard = Open(Arc::clone(&open));
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
+                let shared = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
+                tracker.spawn(async move {
                     session::serve(tcp, peer, kind, shared).await;
                     drop(guard);
                 });

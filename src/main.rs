@@ -206,7 +206,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_USAGE);
                 }
             };
-            match serve(cfg) {
+            match serve(cfg, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -257,13 +257,21 @@ fn raise_fd_limit() {
     }
 }
 
-fn serve(cfg: mailshift::Config) -> anyhow::Result<()> {
+fn serve(cfg: mailshift::Config, path: PathBuf) -> anyhow::Result<()> {
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime
-        .block_on(mailshift::server::run(cfg, CancellationToken::new()))
-        .context("serve")
+    let result = runtime
+        .block_on(mailshift::server::run_from(
+            cfg,
+            Some(path),
+            CancellationToken::new(),
+        ))
+        .context("serve");
+    // The drain already waited for what matters; a task past the grace is
+    // dropped here rather than holding the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }

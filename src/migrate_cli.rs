@@ -12,6 +12,7 @@ use mailshift::migrate::cutover::Mover;
 use mailshift::migrate::sync::{Engine, PassReport};
 use mailshift::migrate::{verify, Event, Reporter};
 use mailshift::Config;
+use tokio_util::sync::CancellationToken;
 
 /// Which users.
 pub struct Selection {
@@ -231,14 +232,46 @@ pub struct Mode {
     pub json: bool,
 }
 
-fn mover(cfg: &Config) -> anyhow::Result<Mover> {
+fn mover(cfg: &Config, stop: &CancellationToken) -> anyhow::Result<Mover> {
     let dir = mailshift::directory::Directory::new(&cfg.directory)?;
     let Some(ldap) = dir.ldap() else {
         bail!(
             "cutover and rollback write the user's state to LDAP: directory.kind must be \"ldap\""
         );
     };
-    Ok(Mover::from_config(cfg, Arc::clone(ldap))?)
+    let mut m = Mover::from_config(cfg, Arc::clone(ldap))?;
+    m.stop_on(stop.clone(), cfg.shutdown_grace);
+    Ok(m)
+}
+
+/// Cancelled on SIGTERM or SIGINT: like `serve`, a move in progress then
+/// finishes or undoes its hold (within `shutdown_grace`) before the exit.
+fn stop_on_signals() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut t) => {
+                    t.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("mailshift: stopping; a user in hold is finished or released first");
+        token.cancel();
+    });
+    stop
+}
+
+/// Resolves `grace` after `stop` is cancelled: the most an interrupted run waits.
+async fn past_grace(stop: &CancellationToken, grace: std::time::Duration) {
+    stop.cancelled().await;
+    tokio::time::sleep(grace).await;
 }
 
 fn print_cutover(json: bool, r: &mailshift::migrate::cutover::CutoverReport) {
@@ -259,9 +292,13 @@ fn print_cutover(json: bool, r: &mailshift::migrate::cutover::CutoverReport) {
 pub fn rollback(config: &Path, user: &str, json: bool) -> anyhow::Result<bool> {
     let cfg = load(config)?;
     runtime()?.block_on(async move {
-        let mover = mover(&cfg)?;
+        let stop = stop_on_signals();
+        let mover = mover(&cfg, &stop)?;
         let progress = Arc::new(Progress::new(json, 1));
-        let r = mover.rollback(user, progress).await?;
+        let r = tokio::select! {
+            r = mover.rollback(user, progress) => r?,
+            _ = past_grace(&stop, cfg.shutdown_grace) => bail!("stopped: shutdown_grace reached"),
+        };
         print_cutover(json, &r);
         Ok(true)
     })
@@ -282,9 +319,10 @@ pub fn migrate(
     } = mode;
     let cfg = load(config)?;
     runtime()?.block_on(async move {
+        let stop = stop_on_signals();
         // One engine per state file: redb allows one open database per process.
         let (mover, engine) = if cutover {
-            let mut m = mover(&cfg)?;
+            let mut m = mover(&cfg, &stop)?;
             if let Some(e) = Arc::get_mut(&mut m.forward) {
                 e.opts.force = force;
             }
@@ -332,8 +370,34 @@ pub fn migrate(
             });
         }
         let (mut ok, mut total_msgs, mut total_bytes) = (true, 0u64, 0u64);
-        while let Some(done) = tasks.join_next().await {
-            let (user, result) = done.context("a migration task failed")?;
+        let mut stopping = false;
+        loop {
+            let done = tokio::select! {
+                d = tasks.join_next() => match d {
+                    Some(d) => d,
+                    None => break,
+                },
+                // Plain passes stop at once (a later pass picks up where this
+                // one was); cutovers get the grace to finish or undo a hold.
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    ok = false;
+                    if !cutover {
+                        tasks.abort_all();
+                    }
+                    continue;
+                }
+                _ = past_grace(&stop, cfg.shutdown_grace) => {
+                    eprintln!("mailshift: shutdown_grace reached; exiting");
+                    tasks.abort_all();
+                    break;
+                }
+            };
+            let (user, result) = match done {
+                Ok(r) => r,
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => return Err(e).context("a migration task failed"),
+            };
             match result {
                 Ok(report) => {
                     ok &= report.errors.is_empty();

@@ -1,18 +1,19 @@
 //! `mailshift serve`: builds the shared state, binds the listeners, follows the
-//! directory, kicks moved users, reloads the certificate on SIGHUP, and shuts
-//! down on SIGTERM / Ctrl-C.
+//! directory, kicks moved users, reloads the config on SIGHUP, and drains on
+//! SIGTERM / Ctrl-C within `shutdown_grace`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::directory::{Change, Directory, UserStatus};
 use crate::imap::backend::Backend;
 use crate::imap::session::Listener;
-use crate::imap::{self, Shared};
+use crate::imap::{self, Current, Shared};
 use crate::metrics::METRICS;
 use crate::migrate::scheduler::Scheduler;
 use crate::route::Router;
@@ -58,24 +59,60 @@ async fn bind(key: &'static str, addr: std::net::SocketAddr) -> Result<TcpListen
 
 /// Builds the front end's shared state from a config.
 pub fn shared(config: Arc<Config>, cancel: CancellationToken) -> Result<Arc<Shared>, Error> {
+    build(config, cancel, None)
+}
+
+/// Builds one generation of the front end; a reload (`prev`) keeps the open
+/// sessions' registry and the migration scheduler, which own live work.
+fn build(
+    config: Arc<Config>,
+    cancel: CancellationToken,
+    prev: Option<&Shared>,
+) -> Result<Arc<Shared>, Error> {
     let directory = Directory::new(&config.directory)?;
     let mut backends = Vec::new();
     for b in &config.backends {
         backends.push((b.clone(), Arc::new(Backend::new(b.clone())?)));
     }
-    let tls = match &config.tls {
-        Some(t) => Some(Arc::new(ServerTls::load(t)?)),
-        None => None,
+    let same_files = |a: &crate::config::TlsConfig, b: &crate::config::TlsConfig| {
+        a.cert == b.cert && a.key == b.key
     };
-    let scheduler = match (&config.migration, directory.ldap()) {
-        (Some(_), Some(ldap)) => Some(Scheduler::new(&config, Arc::clone(ldap))?),
-        (Some(_), None) => {
-            tracing::warn!(
-                "[migration] needs directory.kind = \"ldap\" to run migrations in serve"
-            );
-            None
+    let tls = match (&config.tls, prev) {
+        // Same files: re-read them in place, so the SMTP front end, which
+        // shares this certificate from the start, presents the new one too.
+        (Some(t), Some(p))
+            if p.config.tls.as_ref().is_some_and(|old| same_files(old, t)) && p.tls.is_some() =>
+        {
+            let current = p.tls.clone();
+            if let Some(c) = &current {
+                c.reload()?;
+            }
+            current
         }
-        _ => None,
+        (Some(t), _) => Some(Arc::new(ServerTls::load(t)?)),
+        (None, _) => None,
+    };
+    let scheduler = match prev {
+        Some(p) => {
+            if let Some(s) = &p.scheduler {
+                s.reload(&config);
+            } else if config.migration.is_some() {
+                tracing::warn!(
+                    "[migration] added by a reload: migrations in serve start after a restart"
+                );
+            }
+            p.scheduler.clone()
+        }
+        None => match (&config.migration, directory.ldap()) {
+            (Some(_), Some(ldap)) => Some(Scheduler::new(&config, Arc::clone(ldap))?),
+            (Some(_), None) => {
+                tracing::warn!(
+                    "[migration] needs directory.kind = \"ldap\" to run migrations in serve"
+                );
+                None
+            }
+            _ => None,
+        },
     };
     let hold_wait = config
         .migration
@@ -86,7 +123,10 @@ pub fn shared(config: Arc<Config>, cancel: CancellationToken) -> Result<Arc<Shar
         directory,
         router: Router::new(backends),
         tls,
-        sessions: Arc::new(Sessions::default()),
+        sessions: prev.map_or_else(
+            || Arc::new(Sessions::default()),
+            |p| Arc::clone(&p.sessions),
+        ),
         throttle: imap::throttle::Throttle::new(
             config.imap.auth_failure_delay,
             config.imap.auth_failure_delay_max,
@@ -100,11 +140,11 @@ pub fn shared(config: Arc<Config>, cancel: CancellationToken) -> Result<Arc<Shar
 
 /// Closes sessions whose user moved: on a `mailHost` change, every session not
 /// on the new route; on hold, deletion or deactivation, all of them.
-async fn kick_moved(shared: Arc<Shared>) {
+async fn kick_moved(shared: Arc<Shared>, generation: CancellationToken) {
     let mut changes = shared.directory.subscribe();
     loop {
         let change: Change = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
+            _ = generation.cancelled() => return,
             c = changes.recv() => match c {
                 Ok(c) => c,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -132,17 +172,93 @@ async fn kick_moved(shared: Arc<Shared>) {
     }
 }
 
-/// Runs the server until `cancel` or a termination signal.
+/// Starts what follows one generation's directory: the change stream and the
+/// kicks it drives. Cancelling the returned token stops both.
+fn follow(shared: &Arc<Shared>, tracker: &TaskTracker) -> CancellationToken {
+    let generation = shared.cancel.child_token();
+    shared.directory.spawn_follow(generation.clone());
+    if shared.config.imap.kick_on_move {
+        tracker.spawn(kick_moved(Arc::clone(shared), generation.clone()));
+    }
+    generation
+}
+
+/// Why a reload was refused (the old config stays).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{0}")]
+    Config(#[from] crate::config::Error),
+    #[error("{0}")]
+    Build(#[from] Error),
+}
+
+/// SIGHUP: reads the config file again and swaps in a new generation of the
+/// front end (directory, backends and routing, TLS, limits), and the
+/// scheduler's windows, filters and mode. Open sessions keep the generation
+/// they started with; nothing is dropped. Listener addresses, `[smtp]`,
+/// `[admin]` and the migration stores take effect at the next start.
+fn reload(
+    path: &std::path::Path,
+    current: &Current,
+    generation: &mut CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), Refused> {
+    let config = Config::load(path)?;
+    let old = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
+    let restart_only = [
+        ("imap.listen", old.config.imap.listen != config.imap.listen),
+        (
+            "imap.listen_tls",
+            old.config.imap.listen_tls != config.imap.listen_tls,
+        ),
+        (
+            "smtp",
+            format!("{:?}", old.config.smtp) != format!("{:?}", config.smtp),
+        ),
+        (
+            "admin",
+            format!("{:?}", old.config.admin) != format!("{:?}", config.admin),
+        ),
+    ];
+    for (key, changed) in restart_only {
+        if changed {
+            tracing::warn!(key, "changed; takes effect at the next start");
+        }
+    }
+    let fresh = build(Arc::new(config), old.cancel.clone(), Some(&old))?;
+    *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&fresh);
+    if fresh.tls.is_some() {
+        tracing::info!("certificate reloaded");
+    }
+    generation.cancel();
+    *generation = follow(&fresh, tracker);
+    Ok(())
+}
+
+/// Runs the server until `cancel` or a termination signal. Without a config
+/// path, SIGHUP reloads only the certificate.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    run_from(config, None, cancel).await
+}
+
+/// Like [`run`]; SIGHUP reloads the whole config from `path`.
+pub async fn run_from(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
     let config = Arc::new(config);
+    let grace = config.shutdown_grace;
     let shared = shared(Arc::clone(&config), cancel.clone())?;
+    let current: Arc<Current> = Arc::new(std::sync::RwLock::new(Arc::clone(&shared)));
     let smtp = crate::smtp::Shared::new(
         Arc::clone(&config),
         Arc::clone(&shared.directory),
         shared.tls.clone(),
         cancel.clone(),
     )?;
-    let mut tasks = Vec::new();
+    // Every task, sessions included, so a shutdown waits for them.
+    let tasks = TaskTracker::new();
     let mut serving = false;
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tracing::info!(
@@ -153,23 +269,25 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     if let Some(addr) = config.imap.listen {
         let l = bind("imap.listen", addr).await?;
         tracing::info!(%addr, "IMAP listening (STARTTLS {})", if shared.tls.is_some() { "offered" } else { "off" });
-        tasks.push(tokio::spawn(imap::accept_loop(
+        tasks.spawn(imap::accept_loop(
             l,
             Listener::Plain,
-            Arc::clone(&shared),
+            Arc::clone(&current),
             Arc::clone(&open),
-        )));
+            tasks.clone(),
+        ));
         serving = true;
     }
     if let Some(addr) = config.imap.listen_tls {
         let l = bind("imap.listen_tls", addr).await?;
         tracing::info!(%addr, "IMAPS listening");
-        tasks.push(tokio::spawn(imap::accept_loop(
+        tasks.spawn(imap::accept_loop(
             l,
             Listener::Tls,
-            Arc::clone(&shared),
+            Arc::clone(&current),
             Arc::clone(&open),
-        )));
+            tasks.clone(),
+        ));
         serving = true;
     }
     if let Some(smtp) = &smtp {
@@ -181,8 +299,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             "SMTP listening (STARTTLS {})",
             if smtp.tls.is_some() { "offered" } else { "off" }
         );
-        tasks.push(tokio::spawn(crate::smtp::accept_loop(l, Arc::clone(smtp))));
-        tasks.push(tokio::spawn(crate::smtp::retry::run(Arc::clone(smtp))));
+        tasks.spawn(crate::smtp::accept_loop(l, Arc::clone(smtp), tasks.clone()));
+        tasks.spawn(crate::smtp::retry::run(Arc::clone(smtp)));
         serving = true;
     }
     if !serving {
@@ -191,14 +309,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     if let Some(admin) = &config.admin {
         let l = bind("admin.listen", admin.listen).await?;
         tracing::info!(addr = %admin.listen, "admin HTTP listening");
-        tasks.push(tokio::spawn(crate::admin::serve(l, Arc::clone(&shared))));
+        tasks.spawn(crate::admin::serve(l, Arc::clone(&shared)));
     }
-    if config.imap.kick_on_move {
-        tasks.push(tokio::spawn(kick_moved(Arc::clone(&shared))));
-    }
-    shared.directory.spawn_follow(cancel.clone());
+    let mut generation = follow(&shared, &tasks);
     if let Some(s) = &shared.scheduler {
-        tasks.push(tokio::spawn(Arc::clone(s).run(cancel.clone())));
+        tasks.spawn(Arc::clone(s).run(cancel.clone()));
     }
     // Touch the metrics once so /metrics lists them before the first login.
     let _ = METRICS.directory_sync_up.get();
@@ -211,22 +326,49 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             _ = tokio::signal::ctrl_c() => break,
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => break,
             _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
-                match &shared.tls {
-                    Some(tls) => match tls.reload() {
-                        Ok(()) => tracing::info!("certificate reloaded"),
-                        Err(e) => tracing::error!(error = %e, "certificate reload failed; keeping the old one"),
+                match &path {
+                    Some(path) => match reload(path, &current, &mut generation, &tasks) {
+                        Ok(()) => tracing::info!(config = %path.display(), "SIGHUP: config reloaded"),
+                        Err(e) => tracing::error!(config = %path.display(), "SIGHUP: new config refused; the old one stays:\n{e}"),
                     },
-                    None => tracing::info!("SIGHUP: no [tls] to reload"),
+                    None => match &current.read().unwrap_or_else(|p| p.into_inner()).tls {
+                        Some(tls) => match tls.reload() {
+                            Ok(()) => tracing::info!("certificate reloaded"),
+                            Err(e) => tracing::error!(error = %e, "certificate reload failed; keeping the old one"),
+                        },
+                        None => tracing::info!("SIGHUP: no [tls] to reload"),
+                    },
                 }
             }
         }
     }
-    tracing::info!(sessions = shared.sessions.total(), "shutting down");
+    let started = tokio::time::Instant::now();
+    tracing::info!(
+        sessions = shared.sessions.total(),
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new connections; cutovers finish or undo their hold, SMTP transactions end, IMAP sessions get BYE"
+    );
+    // Stops accepting, says BYE to relayed sessions, 421 to idle SMTP clients.
     cancel.cancel();
-    // Give sessions a moment to say BYE.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for t in tasks {
-        t.abort();
+    let scheduler = shared.scheduler.clone();
+    tasks.close();
+    let drained = tokio::time::timeout(grace, async {
+        if let Some(s) = scheduler {
+            s.shutdown().await;
+        }
+        tasks.wait().await;
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "drained; exiting"
+        ),
+        Err(_) => tracing::warn!(
+            tasks = tasks.len(),
+            grace_ms = grace.as_millis() as u64,
+            "shutdown_grace reached with work still running; exiting"
+        ),
     }
     Ok(())
 }

@@ -74,11 +74,9 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared:
         greeting: cfg.greeting.clone(),
         ..Options::default()
     };
-    let cancel = shared.cancel.clone();
-    let result = tokio::select! {
-        r = tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &shared)) => r,
-        _ = cancel.cancelled() => return,
-    };
+    // Shutdown is handled inside: a client waiting for its next command gets
+    // BYE; a login under way ends (the relay then says BYE at once).
+    let result = tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &shared)).await;
     match result {
         Ok(Some(handoff)) => relay_session(handoff, peer, &shared).await,
         Ok(None) => {}
@@ -205,7 +203,15 @@ async fn preauth(
             let _ = stream.shutdown().await;
             return None;
         }
-        match stream.read(&mut buf).await {
+        let read = tokio::select! {
+            r = stream.read(&mut buf) => r,
+            _ = shared.cancel.cancelled() => {
+                let _ = write(&mut stream, b"* BYE Server shutting down, reconnect shortly.\r\n").await;
+                let _ = stream.shutdown().await;
+                return None;
+            }
+        };
+        match read {
             Ok(0) | Err(_) => return None,
             Ok(n) => core.feed(&buf[..n]),
         }

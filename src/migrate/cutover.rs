@@ -17,6 +17,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio_util::sync::CancellationToken;
+
 use super::sync::{Engine, PassReport};
 use super::{Error, Reporter};
 use crate::config::{Config, LdapConfig};
@@ -42,6 +44,10 @@ const MAX_PRESYNCS: usize = 5;
 const SMALL_DELTA: u64 = 200;
 /// Time for kicked sessions to finish the commands they have in flight.
 const KICK_GRACE: Duration = Duration::from_millis(300);
+
+/// What an interrupted move's error says, so callers can tell a shutdown
+/// from a failure.
+pub const STOPPED: &str = "stopped: mailshift is shutting down";
 
 /// How a cutover went.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -100,6 +106,17 @@ fn generalized_time() -> String {
     )
 }
 
+/// `instance-id until-unix-time` → (owner, until); a malformed lease counts as expired.
+fn parse_lease(lease: Option<&str>) -> (String, u64) {
+    let mut parts = lease.unwrap_or("").split(' ');
+    let owner = parts.next().unwrap_or("").to_string();
+    let until = parts
+        .next()
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0);
+    (owner, until)
+}
+
 fn set(v: &str) -> HashSet<String> {
     HashSet::from([v.to_string()])
 }
@@ -129,6 +146,18 @@ pub struct Mover {
     to_hosts: Vec<String>,
     instance: String,
     lease: Duration,
+    /// Cancelled at shutdown: presyncs stop, a final pass gets part of the grace.
+    stop: CancellationToken,
+    grace: Duration,
+}
+
+/// What [`Mover::resolve_hold`] did with a hold left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// The final pass completed and the user was flipped to the target.
+    Finished(String),
+    /// The hold was undone; the user stays where it was (with the reason).
+    Undone(String),
 }
 
 impl Mover {
@@ -152,7 +181,136 @@ impl Mover {
             to_hosts: hosts(&m.to),
             instance: m.instance_id.clone(),
             lease: m.lease,
+            stop: CancellationToken::new(),
+            grace: cfg.shutdown_grace,
         })
+    }
+
+    /// Makes moves honour `stop`: a presync is abandoned at once, a final pass
+    /// inside the hold gets half of `grace` to complete (then the hold is
+    /// undone), so the user is active again before the process exits.
+    pub fn stop_on(&mut self, stop: CancellationToken, grace: Duration) {
+        self.stop = stop;
+        self.grace = grace;
+    }
+
+    /// This instance's name in leases.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Users mailshift put in hold (status hold and state cutover), with the
+    /// owner of their lease and whether it expired more than `margin` ago (a
+    /// live owner renews every third of the lease; the margin absorbs a slow
+    /// renewal, so a working move is not taken over).
+    pub async fn holds(&self, margin: Duration) -> Result<Vec<(String, String, bool)>, Error> {
+        let filter = format!(
+            "(&({}=hold)({STATE}=cutover))",
+            ldap3::ldap_escape(&self.attrs.status_attribute)
+        );
+        let users = self
+            .ldap
+            .logins(&filter)
+            .await
+            .map_err(|e| Error::Directory(e.to_string()))?;
+        let mut out = Vec::new();
+        for user in users {
+            let e = self.entry(&user).await?;
+            let (owner, until) = parse_lease(e.lease.as_deref());
+            out.push((user, owner, until + margin.as_secs() <= now_unix()));
+        }
+        Ok(out)
+    }
+
+    /// Resolves a hold whose owner is gone (lease expired, or ours from before
+    /// a restart): claims the lease by compare-and-swap, then finishes the
+    /// cutover when the final pass completes, or undoes the hold.
+    pub async fn resolve_hold(&self, user: &str) -> Result<Resolved, Error> {
+        let mut e = self.entry(user).await?;
+        let held = e
+            .status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("hold"))
+            && e.state.as_deref() == Some("cutover");
+        if !held {
+            return Err(Error::Conflict(format!("{user} is not in a cutover hold")));
+        }
+        self.claim(&mut e).await?;
+        let on = |hosts: &[String]| {
+            e.mailhost
+                .as_deref()
+                .is_some_and(|h| hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
+        };
+        // A hold on the old store is a cutover, on the new one a rollback.
+        let direction = if on(&self.from_hosts) {
+            Some((&self.forward, &self.to_hosts, "done"))
+        } else if on(&self.to_hosts) {
+            Some((&self.backward, &self.from_hosts, "rolled-back"))
+        } else {
+            None
+        };
+        let target = direction.and_then(|(_, hosts, _)| hosts.first().cloned());
+        let lease = Arc::new(std::sync::Mutex::new(e.lease.clone()));
+        let result = match (direction, target) {
+            (Some((engine, _, _)), Some(target)) => {
+                let mut report = CutoverReport {
+                    user: user.to_string(),
+                    ..CutoverReport::default()
+                };
+                tokio::select! {
+                    r = self.final_and_flip(&mut e, user, engine, &target, None, Arc::new(super::Quiet), &mut report, None, Instant::now()) => r,
+                    lost = self.renew_lease(user, Arc::clone(&lease)) => Err(lost),
+                }
+                .map(|()| target)
+            }
+            _ => Err(Error::Unsupported(format!(
+                "{user} is in hold on mailHost {:?}, which is neither side of [migration]",
+                e.mailhost
+            ))),
+        };
+        e.lease = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let out = match result {
+            Ok(target) => {
+                let done = direction.map(|d| d.2).unwrap_or("done");
+                let _ = self.record(&e, done, None).await;
+                Resolved::Finished(target)
+            }
+            Err(err) => {
+                // final_and_flip undoes its own hold on failure; this covers
+                // what it never reached (lease lost, unknown mailHost).
+                self.undo_if_held(user).await;
+                let why = format!("left in hold by a stopped instance; undone: {err}");
+                let _ = self.record(&e, "failed", Some(&why)).await;
+                Resolved::Undone(err.to_string())
+            }
+        };
+        self.release(&e).await;
+        Ok(out)
+    }
+
+    /// Sets the user active again if mailshift's hold is still on.
+    async fn undo_if_held(&self, user: &str) {
+        let Ok(now) = self.entry(user).await else {
+            tracing::error!(user, "could not read the entry to undo the hold; the lease expiry will let another instance resolve it");
+            return;
+        };
+        let held = now
+            .status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("hold"))
+            && now.state.as_deref() == Some("cutover");
+        if held {
+            let mut mods = Vec::new();
+            cas(
+                &mut mods,
+                &self.attrs.status_attribute,
+                Some("hold"),
+                Some("active"),
+            );
+            if let Err(undo) = self.apply(&now, mods, "undo hold").await {
+                tracing::error!(user, error = %undo, "could not undo the hold; the lease expiry will let another instance resolve it");
+            }
+        }
     }
 
     async fn entry(&self, user: &str) -> Result<Entry, Error> {
@@ -203,15 +361,8 @@ impl Mover {
 
     /// Claims the user for this instance: the lease is free, expired or ours.
     async fn claim(&self, e: &mut Entry) -> Result<(), Error> {
-        if let Some(lease) = &e.lease {
-            let mut parts = lease.split(' ');
-            let (owner, until) = (
-                parts.next().unwrap_or(""),
-                parts
-                    .next()
-                    .and_then(|u| u.parse::<u64>().ok())
-                    .unwrap_or(0),
-            );
+        if e.lease.is_some() {
+            let (owner, until) = parse_lease(e.lease.as_deref());
             if owner != self.instance && until > now_unix() {
                 return Err(Error::Conflict(format!(
                     "claimed by {owner} until {until} (unix time)"
@@ -292,7 +443,11 @@ impl Mover {
             .first()
             .cloned()
             .ok_or_else(|| Error::Unsupported("the target backend lists no mailhost".into()))?;
+        if self.stop.is_cancelled() {
+            return Err(Error::Incomplete(STOPPED.into()));
+        }
         let mut e = self.entry(user).await?;
+        let prior = e.state.clone();
         let on = |hosts: &[String], h: &Option<String>| {
             h.as_deref()
                 .is_some_and(|h| hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
@@ -335,26 +490,17 @@ impl Mover {
             }
             Err(err) => {
                 // Never leave a user stuck in hold, whatever stopped the move.
-                if let Ok(now) = self.entry(user).await {
-                    let held = now
-                        .status
-                        .as_deref()
-                        .is_some_and(|s| s.eq_ignore_ascii_case("hold"))
-                        && now.state.as_deref() == Some("cutover");
-                    if held {
-                        let mut mods = Vec::new();
-                        cas(
-                            &mut mods,
-                            &self.attrs.status_attribute,
-                            Some("hold"),
-                            Some("active"),
-                        );
-                        if let Err(undo) = self.apply(&now, mods, "undo hold").await {
-                            tracing::error!(user, error = %undo, "could not undo the hold; set mailUserStatus back by hand");
-                        }
-                    }
-                }
-                let _ = self.record(&e, "failed", Some(&err.to_string())).await;
+                self.undo_if_held(user).await;
+                // Interrupted or temporarily failed: the user keeps its state
+                // (a queued user stays queued for the retry), with the cause.
+                let text = err.to_string();
+                let again =
+                    text == STOPPED || matches!(err, Error::Directory(_)) || err.is_temporary();
+                let state = match (again, prior.as_deref()) {
+                    (true, Some(p)) if p != "syncing" && p != "cutover" => p,
+                    _ => "failed",
+                };
+                let _ = self.record(&e, state, Some(&text)).await;
             }
         }
         self.release(&e).await;
@@ -367,11 +513,17 @@ impl Mover {
         let every = (self.lease / 3).max(Duration::from_millis(500));
         loop {
             tokio::time::sleep(every).await;
+            let ours = cell.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let e = match self.entry(user).await {
                 Ok(e) => e,
+                // A directory blip is no reason to abandon the move while the
+                // lease still holds; past it, another instance may take over.
+                Err(err) if parse_lease(ours.as_deref()).1 > now_unix() + 1 => {
+                    tracing::warn!(user, error = %err, "lease renewal failed; retrying");
+                    continue;
+                }
                 Err(err) => return err,
             };
-            let ours = cell.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let fresh = format!("{} {}", self.instance, now_unix() + self.lease.as_secs());
             let mut mods = Vec::new();
             cas(&mut mods, LEASE, ours.as_deref(), Some(&fresh));
@@ -396,7 +548,10 @@ impl Mover {
     ) -> Result<(), Error> {
         self.record(e, "syncing", None).await?;
         for _ in 0..MAX_PRESYNCS {
-            let pass = engine.pass(user, password, Arc::clone(&reporter)).await?;
+            let pass = tokio::select! {
+                p = engine.pass(user, password, Arc::clone(&reporter)) => p?,
+                _ = self.stop.cancelled() => return Err(Error::Incomplete(STOPPED.into())),
+            };
             let (complete, copied) = (pass.complete(), pass.copied());
             let errors = pass.errors.join("; ");
             report.presyncs.push(pass);
@@ -406,6 +561,9 @@ impl Mover {
             if copied < SMALL_DELTA {
                 break;
             }
+        }
+        if self.stop.is_cancelled() {
+            return Err(Error::Incomplete(STOPPED.into()));
         }
         // Hold: compare-and-swap from what the status is now.
         let before = e.status.clone();
@@ -425,7 +583,45 @@ impl Mover {
         // anything later still reaching the old INBOX is for the sweep.
         tokio::time::sleep(KICK_GRACE).await;
         tracing::info!(user, "hold set; final pass");
-        let fin = engine.pass(user, password, reporter).await;
+        self.final_and_flip(
+            e,
+            user,
+            engine,
+            target,
+            password,
+            reporter,
+            report,
+            before.as_deref(),
+            held,
+        )
+        .await
+    }
+
+    /// Inside the hold: the final pass, then the flip; the hold undone when
+    /// the pass does not complete (or shutdown leaves it no time).
+    // Shared by a normal cutover and the recovery of a hold left behind.
+    #[allow(clippy::too_many_arguments)]
+    async fn final_and_flip(
+        &self,
+        e: &mut Entry,
+        user: &str,
+        engine: &Arc<Engine>,
+        target: &str,
+        password: Option<&[u8]>,
+        reporter: Arc<dyn Reporter>,
+        report: &mut CutoverReport,
+        before: Option<&str>,
+        held: Instant,
+    ) -> Result<(), Error> {
+        let stopping = async {
+            self.stop.cancelled().await;
+            // Half the grace for the pass, the rest for undoing the hold.
+            tokio::time::sleep(self.grace / 2).await;
+        };
+        let fin = tokio::select! {
+            r = engine.pass(user, password, reporter) => r,
+            _ = stopping => Err(Error::Incomplete(STOPPED.into())),
+        };
         let fin = match fin {
             Ok(p) if p.complete() => p,
             other => {
@@ -439,7 +635,7 @@ impl Mover {
                     &mut mods,
                     &self.attrs.status_attribute,
                     Some("hold"),
-                    before.as_deref().or(Some("active")),
+                    before.or(Some("active")),
                 );
                 if let Err(undo) = self.apply(e, mods, "undo hold").await {
                     tracing::error!(user, error = %undo, "could not undo the hold; set mailUserStatus back by hand");
@@ -492,6 +688,14 @@ mod tests {
         let t = generalized_time();
         assert_eq!(t.len(), 15, "{t}");
         assert!(t.ends_with('Z') && t.starts_with("20"), "{t}");
+    }
+
+    #[test]
+    fn malformed_leases_count_as_expired() {
+        assert_eq!(parse_lease(Some("A 123")), ("A".to_string(), 123));
+        assert_eq!(parse_lease(Some("A")).1, 0);
+        assert_eq!(parse_lease(Some("A soon")).1, 0);
+        assert_eq!(parse_lease(None).1, 0);
     }
 
     #[test]

@@ -138,8 +138,13 @@ impl Drop for IpSlot {
     }
 }
 
-/// Accepts connections until cancelled.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections until cancelled; sessions run on `tracker`, so a
+/// shutdown can let their transactions end.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tracker: tokio_util::task::TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shared.cancel.cancelled() => return,
@@ -148,7 +153,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match accepted {
             Ok((tcp, peer)) => {
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
+                tracker.spawn(async move {
                     let ip = peer.ip();
                     let count = {
                         let mut n = shared.per_ip.entry(ip).or_insert(0);
@@ -379,13 +384,20 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         } else {
             cfg.command_timeout
         };
+        // A message being sent is let through at shutdown (the grace bounds
+        // it); between transactions the client is told to come back later.
+        let in_transaction = core.in_data() || txn.is_some();
+        let shutting_down = async {
+            if in_transaction {
+                std::future::pending::<()>().await;
+            }
+            shared.cancel.cancelled().await;
+        };
         let read = tokio::select! {
             r = tokio::time::timeout(limit, stream.read(&mut buf)) => r,
-            _ = shared.cancel.cancelled() => {
-                if !core.in_data() {
-                    let text = format!("421 4.3.2 {} Service shutting down, try again later\r\n", cfg.hostname);
-                    let _ = write(&mut stream, text.as_bytes()).await;
-                }
+            _ = shutting_down => {
+                let text = format!("421 4.3.2 {} Service shutting down, try again later\r\n", cfg.hostname);
+                let _ = write(&mut stream, text.as_bytes()).await;
                 return;
             }
         };
