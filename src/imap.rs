@@ -1,12 +1,10 @@
-//! The IMAP front end: listeners, the pre-auth core, the backend leg, the relay.
+//! The IMAP front end: listeners, the pre-auth core, the relay.
 //!
 //! - [`framer`] and [`preauth`]: sans-I/O; bytes in, actions out.
 //! - [`session`]: the async driver of one connection.
-//! - [`backend`]: connect and log in to a store on a user's behalf.
 //! - [`relay`]: bytes both ways after login.
 //! - [`throttle`]: growing delays for failed logins.
 
-pub mod backend;
 pub mod framer;
 pub mod preauth;
 pub mod relay;
@@ -33,7 +31,7 @@ pub struct Shared {
     /// The directory.
     pub directory: Arc<Directory>,
     /// `mailHost` → store.
-    pub router: Router<backend::Backend>,
+    pub router: Router<crate::store::Store>,
     /// The certificate, if any.
     pub tls: Option<Arc<ServerTls>>,
     /// Open sessions, for kicks.

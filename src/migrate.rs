@@ -1,7 +1,6 @@
 //! The migration engine: incremental IMAP-to-IMAP mailbox sync that loses
 //! nothing, and the verification that proves it.
 //!
-//! - [`client`]: a pipelining IMAP client on top of the proxy's backend connector.
 //! - [`folders`]: listing, namespace/delimiter translation, SPECIAL-USE mapping.
 //! - [`message`]: listings, whole messages, fingerprints.
 //! - [`sync`]: one pass of one user (copy, flags, expunges, fingerprint matching).
@@ -12,7 +11,6 @@
 //! source UID order per folder, so the destination UIDs keep the source's
 //! order and the UID map stays monotonic (for presenting old UIDs later).
 
-pub mod client;
 pub mod cutover;
 pub mod folders;
 pub mod message;
@@ -27,7 +25,7 @@ pub mod verify;
 pub enum Error {
     /// Talking to a store failed.
     #[error(transparent)]
-    Store(#[from] client::Error),
+    Store(#[from] crate::store::StoreError),
     /// The sync state could not be read or written.
     #[error(transparent)]
     State(#[from] state::Error),

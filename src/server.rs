@@ -11,7 +11,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::directory::{Change, Directory, UserStatus};
-use crate::imap::backend::Backend;
 use crate::imap::session::Listener;
 use crate::imap::{self, Current, Shared};
 use crate::metrics::METRICS;
@@ -72,7 +71,7 @@ fn build(
     let directory = Directory::new(&config.directory)?;
     let mut backends = Vec::new();
     for b in &config.backends {
-        backends.push((b.clone(), Arc::new(Backend::new(b.clone())?)));
+        backends.push((b.clone(), Arc::new(crate::store::Store::new(b.clone())?)));
     }
     let same_files = |a: &crate::config::TlsConfig, b: &crate::config::TlsConfig| {
         a.cert == b.cert && a.key == b.key

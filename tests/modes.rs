@@ -222,8 +222,18 @@ fn a_sweep_with_state_older_than_the_cutover_doubles_nothing() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    run(&cfg, &["migrate", "--user", "alice"]);
     let mail = |subject: &str| message("x@example.net", "alice@example.org", subject, "hi");
+    let append_old = |folder: &str, subject: &str| {
+        let mut c = ImapClient::connect(lab.old.imap_port());
+        c.login("alice*admin", "adminpw");
+        let _ = c.cmd(&format!("CREATE {folder}"));
+        let tag = c.send_literal(&format!("APPEND {folder} ()"), &mail(subject));
+        let (_, done) = c.read_until_tagged(&tag);
+        assert!(done.contains(" OK"), "{done}");
+        c.ok("LOGOUT");
+    };
+    append_old("Projects", "in-projects-from-the-start");
+    run(&cfg, &["migrate", "--user", "alice"]);
     lab.old.deliver("alice", &mail("between-the-passes"));
     // The cutover by another instance, with a state directory of its own.
     let other_dir = tempfile::tempdir().expect("tempdir");
@@ -232,6 +242,8 @@ fn a_sweep_with_state_older_than_the_cutover_doubles_nothing() {
     run(&other_cfg, &["migrate", "--user", "alice", "--cutover"]);
     assert_eq!(attr(&lab, "alice", "mailHost"), NEW_HOST);
     lab.old.deliver("alice", &mail("after-the-cutover"));
+    // A session that was not closed in time appends to another folder.
+    append_old("Projects", "late-in-projects");
 
     // The instance with the stale state sweeps.
     let proxy = Mailshift::start(&text);
@@ -253,4 +265,24 @@ fn a_sweep_with_state_older_than_the_cutover_doubles_nothing() {
         !on_old.contains(&"after-the-cutover".to_string()),
         "not removed from the old store: {on_old:?}"
     );
+    let projects = |port: u16| {
+        let mut c = ImapClient::connect(port);
+        c.login("alice*admin", "adminpw");
+        c.ok("EXAMINE Projects");
+        let s = c.subjects();
+        c.ok("LOGOUT");
+        s
+    };
+    wait_for("the folder sweep", 30, || {
+        projects(lab.new.imap_port()).contains(&"late-in-projects".to_string())
+    });
+    let on_new = projects(lab.new.imap_port());
+    for s in ["in-projects-from-the-start", "late-in-projects"] {
+        assert_eq!(
+            on_new.iter().filter(|x| *x == s).count(),
+            1,
+            "{s}: {on_new:?}"
+        );
+    }
+    assert!(!projects(lab.old.imap_port()).contains(&"late-in-projects".to_string()));
 }

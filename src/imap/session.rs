@@ -14,12 +14,13 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::backend::{self, Backend, ClientInfo, LoggedIn};
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::relay::{self, End};
 use super::Shared;
 use crate::directory::{HoldEnd, User, UserStatus};
 use crate::metrics::METRICS;
+use crate::store::imap::{Client as StoreClient, ClientInfo};
+use crate::store::{Error as StoreFailure, Store};
 use crate::stream::Stream;
 
 /// Which listener a connection came in on.
@@ -87,8 +88,8 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared:
 /// Everything needed to relay after a successful login.
 struct Handoff {
     client: Stream,
-    backend: LoggedIn,
-    target: Arc<Backend>,
+    backend: StoreClient,
+    target: Arc<Store>,
     user: User,
     pipelined: Vec<u8>,
     started: Instant,
@@ -151,7 +152,8 @@ async fn preauth(
                             }
                             let ok = format!(
                                 "{} OK [CAPABILITY {}] Logged in\r\n",
-                                login.tag, backend.capabilities
+                                login.tag,
+                                backend.capabilities()
                             );
                             if !write(&mut stream, ok.as_bytes()).await {
                                 return None;
@@ -224,7 +226,7 @@ async fn authenticate(
     login: &Login,
     client: &ClientInfo,
     shared: &Arc<Shared>,
-) -> Result<(User, Arc<Backend>, LoggedIn), Refusal> {
+) -> Result<(User, Arc<Store>, StoreClient), Refusal> {
     let peer = client.peer;
     let lookup = shared.directory.lookup(&login.user).await;
     let mut user = match lookup {
@@ -263,11 +265,11 @@ async fn authenticate(
     })?;
     let started = Instant::now();
     let creds = target.session_credentials(&login.user, &login.password.0);
-    let result = target.login(&creds, Some(client)).await;
+    let result = StoreClient::connect(&target, &creds, Some(client)).await;
     let took = started.elapsed().as_secs_f64();
     let outcome = match &result {
         Ok(_) => "ok",
-        Err(backend::Error::Rejected(_)) => "rejected",
+        Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => "rejected",
         Err(_) => "error",
     };
     METRICS
@@ -276,8 +278,8 @@ async fn authenticate(
         .observe(took);
     match result {
         Ok(logged_in) => Ok((user, target, logged_in)),
-        Err(backend::Error::Rejected(text)) => {
-            tracing::debug!(user = %login.user, client = %peer, backend = target.name(), reply = %text, "store refused login");
+        Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => {
+            tracing::debug!(user = %login.user, client = %peer, backend = target.name(), reply = %e.error, "store refused login");
             Err(Refusal::AuthFailed)
         }
         Err(e) => {
@@ -315,11 +317,7 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<Shared>) {
         pipelined,
         started,
     } = h;
-    let LoggedIn {
-        stream: mut backend_stream,
-        leftover,
-        ..
-    } = logged_in;
+    let (mut backend_stream, leftover) = logged_in.into_relay();
     let name = target.name().to_string();
     let registration = shared.sessions.register(&user.login, &name, &shared.cancel);
     let gauge = METRICS.imap_sessions.with_label_values(&[&name]);

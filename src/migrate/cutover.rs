@@ -619,7 +619,7 @@ impl Mover {
             tokio::time::sleep(self.grace / 2).await;
         };
         let fin = tokio::select! {
-            r = engine.pass(user, password, reporter) => r,
+            r = engine.final_pass(user, password, reporter) => r,
             _ = stopping => Err(Error::Incomplete(STOPPED.into())),
         };
         let fin = match fin {

@@ -12,7 +12,8 @@ use imap_codec::imap_types::flag::FlagNameAttribute;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::Data;
 
-use super::client::{Client, Error};
+use crate::store::imap::Client;
+use crate::store::StoreError as Error;
 
 /// RFC 6154 special uses that are mapped across stores.
 pub const SPECIAL_USES: [&str; 7] = [
@@ -135,7 +136,9 @@ pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error
     };
     if client.has("NAMESPACE") {
         let reply = client.run("NAMESPACE").await?;
-        if let Some((prefix, delimiter)) = reply.untagged.iter().find_map(|r| parse_namespace(r)) {
+        if let Some((prefix, delimiter)) =
+            reply.untagged.iter().find_map(|r| parse_namespace(&r.raw))
+        {
             ns = Namespace { prefix, delimiter };
         }
     }

@@ -7,7 +7,7 @@ use imap_codec::imap_types::fetch::MessageDataItem;
 use imap_codec::imap_types::flag::{Flag, FlagFetch};
 use imap_codec::imap_types::response::Data;
 
-use super::client::Reply;
+use crate::store::imap::Reply;
 
 /// A message as listed: UID, flags, size.
 #[derive(Debug, Clone, PartialEq, Eq)]

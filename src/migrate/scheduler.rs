@@ -18,6 +18,9 @@ use crate::directory::ldap::{user_filter, LdapDirectory};
 use crate::metrics::METRICS;
 
 /// States counted for `mailshift_migration_users{state}`.
+/// How long after a cutover every folder (not only INBOX) is swept.
+const SWEEP_ALL_FOLDERS_FOR: Duration = Duration::from_secs(15 * 60);
+
 const STATES: [&str; 6] = [
     "queued",
     "syncing",
@@ -386,18 +389,38 @@ impl Scheduler {
     }
 
     async fn sweep(&self) {
-        let since =
-            Local::now() - chrono::Duration::from_std(self.cfg().sweep_for).unwrap_or_default();
-        let since = since.with_timezone(&chrono::Utc).format("%Y%m%d%H%M%SZ");
+        let stamp = |ago: Duration| {
+            let t = Local::now() - chrono::Duration::from_std(ago).unwrap_or_default();
+            t.with_timezone(&chrono::Utc)
+                .format("%Y%m%d%H%M%SZ")
+                .to_string()
+        };
+        let since = stamp(self.cfg().sweep_for);
         let filter = format!("(&({STATE}=done)({UPDATED}>={since}))");
         let Ok(users) = self.ldap.logins(&filter).await else {
             return;
         };
+        // Right after a cutover every folder is swept, not only INBOX: a
+        // session another proxy had not closed yet (its directory follower
+        // reconnecting) may have appended anywhere on the old store.
+        let recent = format!(
+            "(&({STATE}=done)({UPDATED}>={}))",
+            stamp(SWEEP_ALL_FOLDERS_FOR)
+        );
+        let recent: std::collections::HashSet<String> = self
+            .ldap
+            .logins(&recent)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| u.to_lowercase())
+            .collect();
         for user in users {
-            match self.mover.forward.sweep_inbox(&user).await {
+            let all = recent.contains(&user.to_lowercase());
+            match self.mover.forward.sweep(&user, all).await {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(user = %user, messages = n, "swept mail that reached the old INBOX after cutover")
+                    tracing::info!(user = %user, messages = n, all_folders = all, "swept mail that reached the old store after cutover")
                 }
                 Err(e) => tracing::warn!(user = %user, error = %e, "sweep failed; will retry"),
             }

@@ -23,13 +23,13 @@ use imap_codec::imap_types::flag::FlagPerm;
 use imap_codec::imap_types::response::{Code, Data};
 use imap_codec::imap_types::status::StatusDataItem;
 
-use super::client::{self, quoted, Client, Status};
 use super::folders::{self, Pair, Rules};
 use super::message::{self, uid_set, Fingerprint, Listed};
 use super::state::{Failed, FolderState, Ghost, Intent, StateStore};
 use super::{Error, Event, Reporter};
-use crate::imap::backend::{Backend, Credentials};
 use crate::metrics::METRICS;
+use crate::store::imap::{quoted, Client, Credentials, Reply, Status};
+use crate::store::{Store, StoreError};
 
 /// Messages per FETCH/APPEND batch.
 const BATCH_MESSAGES: usize = 200;
@@ -139,9 +139,9 @@ impl PassReport {
 /// The two stores and the state, for passes of any user.
 pub struct Engine {
     /// Source store.
-    pub from: Arc<Backend>,
+    pub from: Arc<Store>,
     /// Destination store.
-    pub to: Arc<Backend>,
+    pub to: Arc<Store>,
     /// Sync state.
     pub state: Arc<StateStore>,
     /// Behaviour.
@@ -164,7 +164,7 @@ struct Selected {
     any_keyword: bool,
 }
 
-fn selected(reply: &client::Reply) -> (Selected, BTreeSet<String>) {
+fn selected(reply: &Reply) -> (Selected, BTreeSet<String>) {
     let mut s = Selected::default();
     let mut perm = BTreeSet::new();
     for code in reply.codes() {
@@ -202,7 +202,7 @@ struct StatusFacts {
     modseq: u64,
 }
 
-async fn status(c: &mut Client, name: &[u8]) -> Result<Option<StatusFacts>, client::Error> {
+async fn status(c: &mut Client, name: &[u8]) -> Result<Option<StatusFacts>, StoreError> {
     let condstore = c.has("CONDSTORE");
     let mut cmd = b"STATUS ".to_vec();
     cmd.extend_from_slice(&quoted(name));
@@ -260,7 +260,7 @@ async fn list_messages(
     c: &mut Client,
     exists: u32,
     with_size: bool,
-) -> Result<Vec<Listed>, client::Error> {
+) -> Result<Vec<Listed>, StoreError> {
     if exists == 0 {
         return Ok(Vec::new());
     }
@@ -272,10 +272,7 @@ async fn list_messages(
     Ok(message::listing(&c.run(cmd).await?))
 }
 
-async fn fingerprint(
-    c: &mut Client,
-    uids: &[u32],
-) -> Result<Vec<(u32, Fingerprint)>, client::Error> {
+async fn fingerprint(c: &mut Client, uids: &[u32]) -> Result<Vec<(u32, Fingerprint)>, StoreError> {
     let mut out = Vec::new();
     for chunk in uids.chunks(500) {
         let cmd = format!(
@@ -513,6 +510,7 @@ impl Engine {
         report: &mut FolderReport,
         reporter: &dyn Reporter,
         (messages, bytes): (u64, u64),
+        paced: bool,
     ) -> Result<(), Error> {
         METRICS.migration_messages.inc_by(messages);
         METRICS.migration_bytes.inc_by(bytes);
@@ -525,7 +523,9 @@ impl Engine {
             messages: report.copied,
             bytes: report.bytes,
         });
-        self.pacer.account(bytes).await;
+        if paced {
+            self.pacer.account(bytes).await;
+        }
         Ok(())
     }
 }
@@ -546,11 +546,11 @@ impl Engine {
             .migration
             .as_ref()
             .ok_or_else(|| Error::Unsupported("the config has no [migration] table".into()))?;
-        let backend = |name: &str| -> Result<Arc<Backend>, Error> {
+        let backend = |name: &str| -> Result<Arc<Store>, Error> {
             let b = cfg
                 .backend_named(name)
                 .ok_or_else(|| Error::Unsupported(format!("no [backends.{name}]")))?;
-            Backend::new(b.clone())
+            Store::new(b.clone())
                 .map(Arc::new)
                 .map_err(|e| Error::Unsupported(format!("backends.{name}: {e}")))
         };
@@ -587,7 +587,7 @@ impl Engine {
     /// Connects one pair as the user (master user where configured, else the
     /// given password).
     pub async fn connect(&self, user: &str, password: Option<&[u8]>) -> Result<Pair2, Error> {
-        let creds = |b: &Backend| match (&b.cfg.master, password) {
+        let creds = |b: &Store| match (&b.cfg.master, password) {
             (Some(_), _) => Ok(Credentials::Master { user }),
             (None, Some(password)) => Ok(Credentials::User { user, password }),
             (None, None) => Err(Error::Credentials(b.name().to_string())),
@@ -598,8 +598,8 @@ impl Engine {
             .await
             .map_err(|_| Error::Unsupported("engine shut down".into()))?;
         let (src, dst) = tokio::join!(
-            Client::connect(&self.from, &sc),
-            Client::connect(&self.to, &dc)
+            Client::connect(&self.from, &sc, None),
+            Client::connect(&self.to, &dc, None)
         );
         Ok(Pair2 {
             _slot: slot,
@@ -627,6 +627,27 @@ impl Engine {
         user: &str,
         password: Option<&[u8]>,
         reporter: Arc<dyn Reporter>,
+    ) -> Result<PassReport, Error> {
+        self.pass_with(user, password, reporter, true).await
+    }
+
+    /// The cutover's final pass: inside the hold, so not held back by
+    /// `max_bytes_per_second` (every second of it is a second of held mail).
+    pub async fn final_pass(
+        self: &Arc<Self>,
+        user: &str,
+        password: Option<&[u8]>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<PassReport, Error> {
+        self.pass_with(user, password, reporter, false).await
+    }
+
+    async fn pass_with(
+        self: &Arc<Self>,
+        user: &str,
+        password: Option<&[u8]>,
+        reporter: Arc<dyn Reporter>,
+        paced: bool,
     ) -> Result<PassReport, Error> {
         let started = Instant::now();
         let mut first = self.connect(user, password).await?;
@@ -689,7 +710,7 @@ impl Engine {
                             }
                         }
                         let Some(c) = conn.as_mut() else { break };
-                        match engine.sync_folder(&user, c, &folder, &*reporter).await {
+                        match engine.sync_folder(&user, c, &folder, &*reporter, paced).await {
                             Ok(r) => {
                                 reports.push(r);
                                 break;
@@ -746,26 +767,44 @@ impl Engine {
     /// from the old store. Only messages newer than the final pass are touched:
     /// what the user deleted on the new store is never brought back.
     pub async fn sweep_inbox(&self, user: &str) -> Result<u64, Error> {
-        let result = self.sweep_inner(user).await;
+        self.sweep(user, false).await
+    }
+
+    /// The sweep, of INBOX only or of every folder (`all_folders`): right
+    /// after a cutover a session that was not closed in time (a proxy whose
+    /// directory follower was reconnecting) may have appended to any folder
+    /// of the old store.
+    pub async fn sweep(&self, user: &str, all_folders: bool) -> Result<u64, Error> {
+        let result = async {
+            let mut c = self.connect(user, None).await?;
+            let plan = self.plan(&mut c).await?;
+            let mut moved = 0;
+            for pair in plan
+                .iter()
+                .filter(|p| all_folders || p.src.name.eq_ignore_ascii_case(b"INBOX"))
+            {
+                moved += self.sweep_folder(user, &mut c, pair).await?;
+            }
+            tokio::join!(c.src.logout(), c.dst.logout());
+            Ok(moved)
+        }
+        .await;
         self.state.close(user);
         result
     }
 
-    async fn sweep_inner(&self, user: &str) -> Result<u64, Error> {
-        let mut c = self.connect(user, None).await?;
-        let plan = self.plan(&mut c).await?;
-        let Some(pair) = plan
-            .into_iter()
-            .find(|p| p.src.name.eq_ignore_ascii_case(b"INBOX"))
-        else {
-            return Ok(0);
-        };
+    async fn sweep_folder(&self, user: &str, c: &mut Pair2, pair: &Pair) -> Result<u64, Error> {
         let key = pair.src.display();
         let mut st = self.state.load(user, &key)?;
-        if st.src_uidnext == 0 {
+        if st.src_uidnext == 0 || pair.create {
             return Ok(0); // never migrated: nothing to sweep against
         }
-        let reply = c.src.run("SELECT INBOX").await?;
+        let mut select = b"SELECT ".to_vec();
+        select.extend_from_slice(&quoted(&pair.src.name));
+        let reply = c.src.run_status(&select).await?;
+        if reply.status != Status::Ok {
+            return Ok(0);
+        }
         let (src_sel, _) = selected(&reply);
         if src_sel.validity != st.src_validity || src_sel.uidnext <= st.src_uidnext {
             return Ok(0);
@@ -793,11 +832,14 @@ impl Engine {
         if fresh.is_empty() && moved.is_empty() {
             return Ok(0);
         }
-        let reply = c.dst.run("SELECT INBOX").await?;
+        let mut select = b"SELECT ".to_vec();
+        select.extend_from_slice(&quoted(&pair.dst));
+        let reply = c.dst.run_status(&select).await?;
         let (dst_sel, perm) = selected(&reply);
-        if dst_sel.validity != st.dst_validity {
+        if reply.status != Status::Ok || dst_sel.validity != st.dst_validity {
             return Err(Error::Unsupported(format!(
-                "{user}: the new INBOX's UIDVALIDITY changed; not sweeping"
+                "{user}: the new {}'s UIDVALIDITY changed; not sweeping it",
+                String::from_utf8_lossy(&pair.dst)
             )));
         }
         if let Some(intent) = st.intent.take() {
@@ -809,7 +851,7 @@ impl Engine {
                 .copied()
                 .filter(|u| intent.uids.contains(u))
                 .collect();
-            let landed = recover_intent(&mut c, &st, &intent, &pending, self.opts.settle).await?;
+            let landed = recover_intent(c, &st, &intent, &pending, self.opts.settle).await?;
             for (s, d) in landed {
                 st.map.insert(s, d);
                 moved.push(s);
@@ -820,8 +862,8 @@ impl Engine {
         if !fresh.is_empty() {
             // Another instance may have cut this user over and swept already,
             // or this instance's state predates the cutover: what the new
-            // INBOX holds already is recognised, never copied again.
-            let known = already_in_inbox(&mut c, &st, &listed, &fresh, dst_sel.exists).await?;
+            // folder holds already is recognised, never copied again.
+            let known = already_in_folder(c, &st, &listed, &fresh, dst_sel.exists).await?;
             for (s, d) in known {
                 st.map.insert(s, d);
                 moved.push(s);
@@ -831,7 +873,7 @@ impl Engine {
         }
         let mut report = FolderReport::default();
         let mut ctx = CopyCtx {
-            mailbox: b"INBOX",
+            mailbox: &pair.dst,
             validity: dst_sel.validity,
             perm: &perm,
             any_keyword: dst_sel.any_keyword,
@@ -876,7 +918,6 @@ impl Engine {
             self.state.save(user, &key, &st)?;
             METRICS.migration_messages.inc_by(moved.len() as u64);
         }
-        tokio::join!(c.src.logout(), c.dst.logout());
         Ok(moved.len() as u64)
     }
 
@@ -888,6 +929,7 @@ impl Engine {
         c: &mut Pair2,
         pair: &Pair,
         reporter: &dyn Reporter,
+        paced: bool,
     ) -> Result<FolderReport, Error> {
         let key = pair.src.display();
         let mut report = FolderReport {
@@ -933,6 +975,7 @@ impl Engine {
             key: &key,
             src_by_uid: &src_by_uid,
             dst_by_uid: &dst_by_uid,
+            paced,
         };
         self.mirror_expunges(&folder, c, &mut st, &mut report)
             .await?;
@@ -1219,8 +1262,16 @@ impl Engine {
                 since: unix_now(),
                 dst_uidnext: 0,
             });
-            self.after_batch(folder.user, folder.key, st, report, reporter, done)
-                .await?;
+            self.after_batch(
+                folder.user,
+                folder.key,
+                st,
+                report,
+                reporter,
+                done,
+                folder.paced,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -1242,6 +1293,8 @@ struct FolderCtx<'a> {
     key: &'a str,
     src_by_uid: &'a HashMap<u32, &'a Listed>,
     dst_by_uid: &'a HashMap<u32, &'a Listed>,
+    /// Copies count against `max_bytes_per_second` (not in the final pass).
+    paced: bool,
 }
 
 /// Nothing changed on either side since the last complete pass (STATUS only)?
@@ -1278,10 +1331,13 @@ async fn examine_source(src: &mut Client, pair: &Pair) -> Result<Selected, Error
     }
     let reply = src.run_status(&cmd).await?;
     if reply.status != Status::Ok {
-        return Err(client::Error::Refused {
+        return Err(StoreError {
             store: src.store().to_string(),
-            command: format!("EXAMINE {}", pair.src.display()),
-            reply: reply.text,
+            error: crate::store::Error::Refused {
+                command: format!("EXAMINE {}", pair.src.display()),
+                reply: reply.text,
+                temporary: false,
+            },
         }
         .into());
     }
@@ -1323,10 +1379,13 @@ async fn select_destination(
     }
     let reply = dst.run_status(&cmd).await?;
     if reply.status != Status::Ok {
-        return Err(client::Error::Refused {
+        return Err(StoreError {
             store: dst.store().to_string(),
-            command: format!("SELECT {shown}"),
-            reply: reply.text,
+            error: crate::store::Error::Refused {
+                command: format!("SELECT {shown}"),
+                reply: reply.text,
+                temporary: false,
+            },
         }
         .into());
     }
@@ -1399,7 +1458,7 @@ async fn settle(
 }
 
 /// For the sweep: matches the batch `intent` left by a sweep that died
-/// (source UIDs `pending`) against what reached the new INBOX since, waiting
+/// (source UIDs `pending`) against what reached the new folder since, waiting
 /// for late commits until `[migration] settle` after it was sent.
 async fn recover_intent(
     c: &mut Pair2,
@@ -1437,10 +1496,10 @@ async fn recover_intent(
     Ok(landed)
 }
 
-/// For the sweep: which of the `fresh` old-INBOX messages the new INBOX
+/// For the sweep: which of the `fresh` old-folder messages the new folder
 /// holds already (same fingerprint, not mapped to anything else). Only
 /// destination messages of a size some fresh message has are fingerprinted.
-async fn already_in_inbox(
+async fn already_in_folder(
     c: &mut Pair2,
     st: &FolderState,
     listed: &[Listed],

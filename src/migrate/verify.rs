@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::client::{quoted, Client, Status};
 use super::message::{self, Fingerprint};
 use super::sync::Engine;
 use super::Error;
+use crate::store::imap::{quoted, Client, Status};
 use imap_codec::imap_types::response::Data;
 
 /// One folder's comparison.

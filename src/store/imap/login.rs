@@ -392,3 +392,181 @@ impl Login {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::response::classify;
+    use super::*;
+
+    fn feed(l: &mut Login, line: &str) -> Result<Action, Error> {
+        l.on_response(classify(line.as_bytes().to_vec()).expect("classify"))
+    }
+
+    fn sent(a: Action) -> String {
+        match a {
+            Action::Send(b) => String::from_utf8(b).expect("utf8"),
+            other => panic!("expected Send, got {other:?}"),
+        }
+    }
+
+    fn user() -> Credentials<'static> {
+        Credentials::User {
+            user: "alice",
+            password: b"secret",
+        }
+    }
+
+    #[test]
+    fn sasl_ir_in_one_write_with_id_and_capabilities_from_the_reply() {
+        let id = id_arguments(
+            &[("name".into(), Some("mutt".into()))],
+            "192.0.2.7:4242".parse().expect("addr"),
+        );
+        let mut l = Login::new(&user(), None, false, Some(id)).expect("new");
+        let out = sent(
+            feed(
+                &mut l,
+                "* OK [CAPABILITY IMAP4rev1 ID SASL-IR AUTH=PLAIN] ready\r\n",
+            )
+            .expect("ok"),
+        );
+        assert!(out.starts_with("S3 ID (\"name\" \"mutt\" \"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"4242\")\r\nS4 AUTHENTICATE PLAIN "), "{out}");
+        assert_eq!(
+            feed(&mut l, "S3 BAD no ID here\r\n").expect("ok"),
+            Action::Read
+        );
+        assert_eq!(
+            feed(
+                &mut l,
+                "S4 OK [CAPABILITY IMAP4rev1 IDLE MOVE] Logged in\r\n"
+            )
+            .expect("ok"),
+            Action::Done(vec!["IMAP4rev1".into(), "IDLE".into(), "MOVE".into()])
+        );
+        assert!(l.is_done());
+    }
+
+    #[test]
+    fn capabilities_asked_when_not_announced_and_after_login() {
+        let mut l = Login::new(&user(), None, false, None).expect("new");
+        assert_eq!(
+            sent(feed(&mut l, "* OK ready\r\n").expect("ok")),
+            "S2 CAPABILITY\r\n"
+        );
+        feed(&mut l, "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n").expect("ok");
+        let out = sent(feed(&mut l, "S2 OK done\r\n").expect("ok"));
+        assert_eq!(out, "S4 AUTHENTICATE PLAIN\r\n");
+        let plain = sent(feed(&mut l, "+ \r\n").expect("ok"));
+        assert_eq!(plain, "AGFsaWNlAHNlY3JldA==\r\n");
+        assert_eq!(
+            sent(feed(&mut l, "S4 OK in\r\n").expect("ok")),
+            "S5 CAPABILITY\r\n"
+        );
+        feed(&mut l, "* CAPABILITY IMAP4rev1 IDLE\r\n").expect("ok");
+        assert_eq!(
+            feed(&mut l, "S5 OK done\r\n").expect("ok"),
+            Action::Done(vec!["IMAP4rev1".into(), "IDLE".into()])
+        );
+    }
+
+    #[test]
+    fn starttls_forgets_pre_tls_capabilities() {
+        let mut l = Login::new(&user(), None, true, None).expect("new");
+        let out = sent(
+            feed(
+                &mut l,
+                "* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN SASL-IR] hi\r\n",
+            )
+            .expect("ok"),
+        );
+        assert_eq!(out, "S1 STARTTLS\r\n");
+        assert_eq!(feed(&mut l, "S1 OK go\r\n").expect("ok"), Action::StartTls);
+        assert_eq!(sent(l.tls_started()), "S2 CAPABILITY\r\n");
+        feed(&mut l, "* CAPABILITY IMAP4rev1 LITERAL+\r\n").expect("ok");
+        // No AUTH=PLAIN after TLS: LOGIN, quoted.
+        let out = sent(feed(&mut l, "S2 OK\r\n").expect("ok"));
+        assert_eq!(out, "S4 LOGIN \"alice\" \"secret\"\r\n");
+    }
+
+    #[test]
+    fn refusals_and_byes_are_typed() {
+        let mut l = Login::new(&user(), None, false, None).expect("new");
+        feed(
+            &mut l,
+            "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n",
+        )
+        .expect("ok");
+        assert!(matches!(
+            feed(&mut l, "S4 NO [AUTHENTICATIONFAILED] bad\r\n"),
+            Err(Error::Rejected(_))
+        ));
+        let mut l = Login::new(&user(), None, false, None).expect("new");
+        feed(
+            &mut l,
+            "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n",
+        )
+        .expect("ok");
+        assert!(matches!(
+            feed(&mut l, "S4 NO [UNAVAILABLE] later\r\n"),
+            Err(Error::Unavailable(_))
+        ));
+        let mut l = Login::new(&user(), None, false, None).expect("new");
+        assert!(matches!(
+            feed(&mut l, "* BYE too busy\r\n"),
+            Err(Error::Unavailable(_))
+        ));
+        let mut l = Login::new(&user(), None, false, None).expect("new");
+        assert!(matches!(
+            feed(&mut l, "* PREAUTH hello\r\n"),
+            Err(Error::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn master_logins_and_literals() {
+        let m = Master {
+            user: "admin",
+            password: "pw",
+            separator: Some("*"),
+        };
+        let mut l =
+            Login::new(&Credentials::Master { user: "bob" }, Some(&m), false, None).expect("new");
+        let out = sent(feed(&mut l, "* OK [CAPABILITY IMAP4rev1] hi\r\n").expect("ok"));
+        assert_eq!(out, "S4 LOGIN \"bob*admin\" \"pw\"\r\n");
+        let m = Master {
+            separator: None,
+            ..m
+        };
+        let mut l =
+            Login::new(&Credentials::Master { user: "bob" }, Some(&m), false, None).expect("new");
+        // A master login by authzid needs AUTH=PLAIN.
+        assert!(matches!(
+            feed(&mut l, "* OK [CAPABILITY IMAP4rev1] hi\r\n"),
+            Err(Error::Protocol { .. })
+        ));
+        assert!(matches!(
+            Login::new(&Credentials::Master { user: "bob" }, None, false, None),
+            Err(Error::Config(_))
+        ));
+        let creds = Credentials::User {
+            user: "alice",
+            password: "pässwörd".as_bytes(),
+        };
+        let mut l = Login::new(&creds, None, false, None).expect("new");
+        let out = sent(feed(&mut l, "* OK [CAPABILITY IMAP4rev1 LITERAL+] hi\r\n").expect("ok"));
+        assert!(out.contains("{10+}\r\np"), "{out}");
+        let mut l = Login::new(&creds, None, false, None).expect("new");
+        assert!(feed(&mut l, "* OK [CAPABILITY IMAP4rev1] hi\r\n").is_err());
+    }
+
+    #[test]
+    fn id_keeps_to_thirty_pairs() {
+        let many: Vec<(String, Option<String>)> = (0..40)
+            .map(|i| (format!("k{i}"), Some("v".into())))
+            .collect();
+        let id = id_arguments(&many, "192.0.2.1:1".parse().expect("addr"));
+        // Every field and value is quoted: four quotes a pair.
+        let quotes = id.iter().filter(|&&b| b == b'"').count();
+        assert_eq!(quotes / 4, 30);
+    }
+}
