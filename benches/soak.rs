@@ -816,9 +816,10 @@ fn user_attrs(lab: &Lab) -> Option<BTreeMap<String, BTreeMap<String, String>>> {
     Some(all)
 }
 
-/// id → copies over every selectable folder of `user` on a store (as the
-/// master user, straight to the store).
-fn scan_store(port: u16, user: &str) -> io::Result<HashMap<String, u32>> {
+/// id → the folders holding a copy (one entry per copy), over every
+/// selectable folder of `user` on a store (as the master user, straight to
+/// the store).
+fn scan_store(port: u16, user: &str) -> io::Result<HashMap<String, Vec<String>>> {
     let mut c = Imap::connect(port)?;
     c.ok(&format!(
         "LOGIN {} adminpw",
@@ -831,7 +832,7 @@ fn scan_store(port: u16, user: &str) -> io::Result<HashMap<String, u32>> {
         .filter(|l| !l.contains("\\Noselect") && !l.contains("\\NonExistent"))
         .filter_map(|l| list_name(l))
         .collect();
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut ids: HashMap<String, Vec<String>> = HashMap::new();
     for name in names {
         let exists: u64 = c
             .ok(&format!("EXAMINE {}", quote(&name)))?
@@ -843,7 +844,7 @@ fn scan_store(port: u16, user: &str) -> io::Result<HashMap<String, u32>> {
         }
         for l in c.ok("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (X-SOAK-ID)])")? {
             for id in soak_ids(&l) {
-                *ids.entry(id).or_default() += 1;
+                ids.entry(id).or_default().push(name.clone());
             }
         }
     }
@@ -915,10 +916,12 @@ fn verify(lab: &Lab, sh: &Shared, users: &[String]) -> Vec<UserResult> {
             let want = ledger.expect.get(u).unwrap_or(&empty);
             r.expected = want.values().filter(|e| **e == Expect::Once).count();
             for (id, e) in want {
-                let n = cur.get(id).copied().unwrap_or(0);
+                let at = cur.get(id).map(Vec::as_slice).unwrap_or_default();
+                let n = at.len();
                 if n > 1 {
                     r.doubled += 1;
-                    r.doubled_ids.push(format!("{id}×{n} ({e:?})"));
+                    r.doubled_ids
+                        .push(format!("{id}×{n} ({e:?}; in {})", at.join(",")));
                 } else if n == 0 && *e == Expect::Once {
                     r.lost += 1;
                     if old.contains_key(id) {
@@ -929,12 +932,16 @@ fn verify(lab: &Lab, sh: &Shared, users: &[String]) -> Vec<UserResult> {
                     r.found += 1;
                 }
             }
-            for (id, n) in &cur {
+            for (id, at) in &cur {
                 if !want.contains_key(id) {
                     r.unexpected += 1;
-                    if *n > 1 {
+                    if at.len() > 1 {
                         r.doubled += 1;
-                        r.doubled_ids.push(format!("{id}×{n} (never acknowledged)"));
+                        r.doubled_ids.push(format!(
+                            "{id}×{} (never acknowledged; in {})",
+                            at.len(),
+                            at.join(",")
+                        ));
                     }
                 }
             }
@@ -970,11 +977,24 @@ fn start_instance(sh: &Shared, name: &str, cfg: &str) -> Option<Mailshift> {
     }
 }
 
+/// Appends an instance's log (it lives in a temp dir that goes with it) to
+/// `logs/NAME.log`, so a failed verdict can be traced.
+fn keep_log(logs: &Path, name: &str, m: &Mailshift, why: &str) {
+    if let Ok(mut f) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{name}.log")))
+    {
+        let _ = writeln!(f, "===== instance {name}: {why}\n{}", m.log());
+    }
+}
+
 fn main() {
     let a = args();
     let run_id = format!("soak-{}", now_secs());
     let out_dir = support::repo_dir().join("target/bench");
-    fs::create_dir_all(&out_dir).expect("mkdir target/bench");
+    let logs = out_dir.join(&run_id);
+    fs::create_dir_all(&logs).expect("mkdir target/bench/RUN");
     let jsonl_path = out_dir.join("soak.jsonl");
 
     // ---- the lab and the mailboxes
@@ -1134,6 +1154,7 @@ fn main() {
             sh.ports.lock().expect("ports")[i] = None;
             if let Some(mut m) = inst[i].take() {
                 m.kill();
+                keep_log(&logs, names[i], &m, "killed");
             }
             sh.event(&format!("SIGKILL instance {}; starting it again", names[i]));
             match start_instance(&sh, names[i], &cfgs[i]) {
@@ -1232,8 +1253,11 @@ fn main() {
     sh.event("verified");
     let in_hold = results.iter().filter(|r| r.status == "hold").count();
     let migrated = results.iter().filter(|r| r.state == "done").count();
-    for m in inst.iter_mut().flatten() {
-        m.stop();
+    for (i, m) in inst.iter_mut().enumerate() {
+        if let Some(m) = m {
+            m.stop();
+            keep_log(&logs, names[i], m, "stopped at the end");
+        }
     }
 
     // ---- verdict
@@ -1340,6 +1364,11 @@ fn main() {
     for s in &l.rejected_samples {
         t.push_str(&format!("\nrefused: {s}"));
     }
+    t.push_str(&format!(
+        "\n\nInstance logs: {}; JSON line: {}\n",
+        logs.display(),
+        jsonl_path.display()
+    ));
     println!("{t}");
     let v = json!({
         "bench": "soak", "run_id": run_id, "ts": now_secs(), "pass": pass,
