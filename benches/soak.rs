@@ -3,7 +3,8 @@
 //! restarts.
 //!
 //!   cargo bench --bench soak -- [--quick] [--users 20] [--messages 200] [--cap 720]
-//!                               [--kill-every 60] [--kills N] [--rate 10] [--appenders 5]
+//!                               [--kill-every 60] [--kills N] [--rate 10] [--smtp-conns 8]
+//!                               [--appenders 5]
 //!                               [--bw BYTES_PER_S | --migrate-secs 300] [--sweep-interval 10]
 //!                               [--slapd-at 150] [--store-at 270] [--outage 10]
 //!
@@ -17,7 +18,8 @@
 //! (otherwise it would be over before the first kill).
 //!
 //! Traffic, through whichever instance is up (round-robin, like a load balancer):
-//! * SMTP: ~`--rate` messages/s to the users round-robin (every 5th message to
+//! * SMTP: ~`--rate` messages/s over `--smtp-conns` connections (an MTA's
+//!   parallel deliveries) to the users round-robin (every 5th message to
 //!   two users, so that a split delivery can reach the retry queue). Like an
 //!   MTA: a 4xx or a connection lost before the final dot is retried later; a
 //!   `250` counts as sent; no reply to the final dot is an unknown outcome (not
@@ -78,6 +80,7 @@ struct Args {
     kill_every: Duration,
     kills: Option<usize>,
     rate: f64,
+    smtp_conns: usize,
     appenders: usize,
     bw: Option<u64>,
     migrate_secs: u64,
@@ -108,6 +111,7 @@ fn args() -> Args {
         kill_every: secs("--kill-every", 60.0, 45.0),
         kills: val("--kills").map(|k| k as usize).or(quick.then_some(1)),
         rate: pick("--rate", 10.0, 10.0),
+        smtp_conns: (pick("--smtp-conns", 8.0, 8.0) as usize).max(1),
         appenders: (pick("--appenders", 5.0, 4.0) as usize).min(users),
         bw: val("--bw").map(|b| b as u64),
         migrate_secs: pick("--migrate-secs", 300.0, 90.0) as u64,
@@ -1070,7 +1074,7 @@ fn main() {
         .map(|n| dir.path().join(format!("queue-{n}")))
         .collect();
     eprintln!(
-        "mailshift soak {run_id}{}: {} users × {} messages ({:.1} MB each), SMTP {}/s, {} appenders, \
+        "mailshift soak {run_id}{}: {} users × {} messages ({:.1} MB each), SMTP {}/s over {} connections, {} appenders, \
          kill every {:?}{}, slapd down at {:?} for {:?}, new store restart at {:?}, cap {:?}, \
          bandwidth per instance {}, setup {:.0} s, binary {}",
         if a.quick { " (quick)" } else { "" },
@@ -1078,6 +1082,7 @@ fn main() {
         a.messages,
         user_bytes as f64 / 1e6,
         a.rate,
+        a.smtp_conns,
         a.appenders,
         a.kill_every,
         a.kills.map(|k| format!(" (at most {k})")).unwrap_or_default(),
@@ -1126,7 +1131,9 @@ fn main() {
     }));
     let mut threads = Vec::new();
     let start = Instant::now();
-    for _ in 0..3 {
+    // Like an MTA's parallel deliveries: a RCPT for a held user waits up to
+    // `hold_wait`, and the other users' mail must not queue behind it.
+    for _ in 0..a.smtp_conns {
         let (sh, work, users) = (Arc::clone(&sh), Arc::clone(&work), Arc::clone(&users_arc));
         let rate = a.rate;
         threads.push(std::thread::spawn(move || {
@@ -1146,6 +1153,8 @@ fn main() {
     let (mut slapd_done, mut store_done) = (false, false);
     let mut next_report = Duration::from_secs(10);
     let mut ended_by_cap = false;
+    let mut hold_since: HashMap<String, Duration> = HashMap::new();
+    let mut longest_hold = (String::new(), Duration::ZERO);
     loop {
         let t = sh.t0.elapsed();
         let kills_left = a.kills.is_none_or(|k| kills < k);
@@ -1197,8 +1206,25 @@ fn main() {
             store_done = true;
         }
         let done = count_entries(&lab, &format!("(&(uid=soak*)({STATE}=done))"));
+        // How long each user stays in hold, as far as a poll every ~0.5 s sees.
+        let held = ldap_search(&lab, "(&(uid=soak*)(mailUserStatus=hold))", &["uid"]);
+        if let Some(out) = &held {
+            let now: Vec<String> = out
+                .lines()
+                .filter_map(|l| l.strip_prefix("uid: "))
+                .map(str::to_string)
+                .collect();
+            hold_since.retain(|u, _| now.contains(u));
+            for u in now {
+                let since = *hold_since.entry(u.clone()).or_insert(t);
+                let d = t.saturating_sub(since);
+                if d > longest_hold.1 {
+                    longest_hold = (u, d);
+                }
+            }
+        }
         if t >= next_report {
-            let hold = count_entries(&lab, "(&(uid=soak*)(mailUserStatus=hold))");
+            let hold = held.as_ref().map(|_| hold_since.len());
             let l = sh.ledger();
             sh.event(&format!(
                 "migrated {}/{}, in hold {}; SMTP accepted {} (deferred {}, unknown {}), APPEND ok {} (unknown {})",
@@ -1315,6 +1341,18 @@ fn main() {
     );
     row("**users left in hold**", format!("**{in_hold}**"));
     row(
+        "longest hold seen (LDAP polled every 0.5 s)",
+        format!(
+            "{:.1} s{}",
+            longest_hold.1.as_secs_f64(),
+            if longest_hold.0.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", longest_hold.0)
+            }
+        ),
+    );
+    row(
         "found but never acknowledged",
         format!("{unexpected} (allowed: unknown outcomes)"),
     );
@@ -1380,7 +1418,8 @@ fn main() {
         "append_ok": l.append_ok, "append_unknown": l.append_unknown,
         "append_unknown_landed": l.append_unknown_landed,
         "lost": lost, "lost_on_old": lost_on_old, "doubled": doubled,
-        "migrated": migrated, "in_hold": in_hold, "unexpected": unexpected,
+        "migrated": migrated, "in_hold": in_hold,
+        "longest_hold_s": longest_hold.1.as_secs_f64(), "smtp_conns": a.smtp_conns, "unexpected": unexpected,
         "queue_left": left_queued, "table_markdown": t,
     });
     drop(l);
