@@ -1432,6 +1432,8 @@ fn main() {
     }
     drop(inst);
     drop(lab);
+    // exit() below skips destructors: the state and queue dirs go now.
+    drop(dir);
     if !pass {
         std::process::exit(1);
     }
