@@ -17,8 +17,9 @@ use tokio::net::TcpStream;
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::relay::{self, End};
 use super::Shared;
-use crate::directory::{HoldEnd, User, UserStatus};
+use crate::directory::User;
 use crate::metrics::METRICS;
+use crate::route::{resolve, Ask, Resolution};
 use crate::store::imap::{Client as StoreClient, ClientInfo};
 use crate::store::{Error as StoreFailure, Store};
 use crate::stream::Stream;
@@ -228,23 +229,30 @@ async fn authenticate(
     shared: &Arc<Shared>,
 ) -> Result<(User, Arc<Store>, StoreClient), Refusal> {
     let peer = client.peer;
-    let lookup = shared.directory.lookup(&login.user).await;
-    let mut user = match lookup {
-        Ok(Some(u)) => u,
-        Ok(None) => return Err(Refusal::AuthFailed),
-        Err(e) => {
+    let resolution = resolve(
+        &shared.directory,
+        &shared.router,
+        &login.user,
+        Ask::Login,
+        Some(shared.hold_wait),
+    )
+    .await;
+    let (user, target) = match resolution {
+        Resolution::Routed { user, store } => (user, Ok(store)),
+        Resolution::NoRoute { user, error } => (user, Err(error)),
+        Resolution::Unknown | Resolution::Disabled(_) => return Err(Refusal::AuthFailed),
+        Resolution::Held => {
+            return Err(Refusal::Unavailable(
+                "Mailbox is being moved, try again in a minute.",
+            ))
+        }
+        Resolution::DirectoryDown(e) => {
             tracing::warn!(user = %login.user, client = %peer, error = %e, "directory lookup failed");
             return Err(Refusal::Unavailable(
                 "Directory temporarily unavailable, try again.",
             ));
         }
     };
-    if user.status == UserStatus::Hold {
-        user = wait_out_hold(&login.user, user, shared).await?;
-    }
-    if user.status == UserStatus::Inactive {
-        return Err(Refusal::AuthFailed);
-    }
     match shared
         .directory
         .check_password(&user, &login.password.0)
@@ -259,7 +267,7 @@ async fn authenticate(
             ));
         }
     }
-    let target = shared.router.route(&user).map_err(|e| {
+    let target = target.map_err(|e| {
         tracing::error!(user = %login.user, client = %peer, error = %e, "no route");
         Refusal::Unavailable("Mailbox temporarily unavailable, try again.")
     })?;
@@ -288,23 +296,6 @@ async fn authenticate(
                 "Mailbox temporarily unavailable, try again.",
             ))
         }
-    }
-}
-
-/// A user in `hold` is being cut over: wait (up to `hold_wait`) for the hold to
-/// end, asking the directory itself, then go where it now says.
-async fn wait_out_hold(login: &str, user: User, shared: &Arc<Shared>) -> Result<User, Refusal> {
-    tracing::info!(user = %login, wait_ms = shared.hold_wait.as_millis() as u64, "user on hold; login waits");
-    let dir = &shared.directory;
-    match dir
-        .wait_out_hold(user, shared.hold_wait, || dir.lookup_fresh(login))
-        .await
-    {
-        HoldEnd::Released(u) => Ok(u),
-        HoldEnd::Gone => Err(Refusal::AuthFailed),
-        HoldEnd::TimedOut => Err(Refusal::Unavailable(
-            "Mailbox is being moved, try again in a minute.",
-        )),
     }
 }
 

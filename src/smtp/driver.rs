@@ -29,9 +29,9 @@ use super::queue::{self, Entry, Queue, Spool};
 use super::relay::{Conn, Delivery, Origin, Reply};
 use super::session::{Action, Options, Session};
 use crate::config::{Config, SmtpConfig};
-use crate::directory::{Directory, HoldEnd, UserStatus};
+use crate::directory::Directory;
 use crate::metrics::METRICS;
-use crate::route::Router;
+use crate::route::{resolve, Ask, Resolution, Router};
 use crate::stream::Stream;
 use crate::tls::ServerTls;
 
@@ -432,48 +432,37 @@ async fn rcpt(
     shared: &Arc<Shared>,
 ) -> String {
     let address = to.to_string();
-    let dir = &shared.directory;
     let count = |r: &str| METRICS.smtp_recipients.with_label_values(&[r]).inc();
-    let mut user = match dir.lookup_recipient(&address).await {
-        Ok(Some(u)) => u,
-        Ok(None) => {
+    let resolution = resolve(
+        &shared.directory,
+        &shared.router,
+        &address,
+        Ask::Recipient,
+        Some(shared.hold_wait),
+    )
+    .await;
+    let store = match resolution {
+        Resolution::Routed { store, .. } => store,
+        Resolution::Unknown => {
             count("unknown");
             return format!("550 5.1.1 <{address}>: Recipient address rejected: User unknown");
         }
-        Err(e) => {
+        Resolution::Disabled(_) => {
+            count("disabled");
+            return format!("550 5.2.1 <{address}>: Mailbox disabled");
+        }
+        Resolution::Held => {
+            count("hold_timeout");
+            return "450 4.2.1 Mailbox is being moved, try again later".into();
+        }
+        Resolution::DirectoryDown(e) => {
             count("directory_error");
             tracing::warn!(rcpt = %address, client = %peer, error = %e, "directory lookup failed");
             return "451 4.4.3 Directory temporarily unavailable, try again later".into();
         }
-    };
-    if user.status == UserStatus::Hold {
-        tracing::info!(rcpt = %address, wait_ms = shared.hold_wait.as_millis() as u64, "recipient on hold; RCPT waits");
-        user = match dir
-            .wait_out_hold(user, shared.hold_wait, || {
-                dir.lookup_recipient_fresh(&address)
-            })
-            .await
-        {
-            HoldEnd::Released(u) => u,
-            HoldEnd::Gone => {
-                count("unknown");
-                return format!("550 5.1.1 <{address}>: Recipient address rejected: User unknown");
-            }
-            HoldEnd::TimedOut => {
-                count("hold_timeout");
-                return "450 4.2.1 Mailbox is being moved, try again later".into();
-            }
-        };
-    }
-    if user.status == UserStatus::Inactive {
-        count("disabled");
-        return format!("550 5.2.1 <{address}>: Mailbox disabled");
-    }
-    let store = match shared.router.route(&user) {
-        Ok(s) => s,
-        Err(e) => {
+        Resolution::NoRoute { error, .. } => {
             count("no_route");
-            tracing::error!(rcpt = %address, error = %e, "no route");
+            tracing::error!(rcpt = %address, error = %error, "no route");
             return "451 4.3.5 Mail system configuration error, try again later".into();
         }
     };

@@ -10,8 +10,8 @@ use super::command::{self, Address};
 use super::driver::{rfc5322_date, Shared};
 use super::queue::{self, Entry};
 use super::relay::{self, Delivery};
-use crate::directory::UserStatus;
 use crate::metrics::METRICS;
+use crate::route::{resolve, Ask, Resolution};
 
 /// Where one owed recipient goes now.
 enum Target {
@@ -33,17 +33,21 @@ async fn target(shared: &Shared, rcpt: &str) -> Target {
             None => Target::Fail("550 5.7.1 no smtp.bounce_relay for outside senders".into()),
         };
     }
-    match shared.directory.lookup_recipient_fresh(rcpt).await {
-        Ok(Some(u)) if u.status == UserStatus::Hold => Target::Later("recipient on hold".into()),
-        Ok(Some(u)) if u.status == UserStatus::Inactive => {
-            Target::Fail("550 5.2.1 mailbox disabled".into())
-        }
-        Ok(Some(u)) => match shared.router.route(&u) {
-            Ok(s) => Target::Store(s),
-            Err(e) => Target::Later(e.to_string()),
-        },
-        Ok(None) => Target::Fail("550 5.1.1 user unknown".into()),
-        Err(e) => Target::Later(e.to_string()),
+    match resolve(
+        &shared.directory,
+        &shared.router,
+        rcpt,
+        Ask::RecipientFresh,
+        None,
+    )
+    .await
+    {
+        Resolution::Routed { store, .. } => Target::Store(store),
+        Resolution::Held => Target::Later("recipient on hold".into()),
+        Resolution::Disabled(_) => Target::Fail("550 5.2.1 mailbox disabled".into()),
+        Resolution::Unknown => Target::Fail("550 5.1.1 user unknown".into()),
+        Resolution::NoRoute { error, .. } => Target::Later(error.to_string()),
+        Resolution::DirectoryDown(e) => Target::Later(e),
     }
 }
 
