@@ -336,10 +336,16 @@ impl Backend {
                     None => out.extend_from_slice(b"NIL"),
                 }
             };
-            for (k, v) in &client.id {
-                if !k.to_ascii_lowercase().starts_with("x-") {
-                    pair(&mut out, k, v.as_deref());
-                }
+            // RFC 2971 allows 30 pairs: the client's first 28 and our two.
+            // A client at the limit (ImapTest's `id`) would otherwise make us
+            // send 32, which a strict store may refuse.
+            let own = client
+                .id
+                .iter()
+                .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("x-"))
+                .take(28);
+            for (k, v) in own {
+                pair(&mut out, k, v.as_deref());
             }
             pair(
                 &mut out,

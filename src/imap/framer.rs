@@ -7,6 +7,27 @@
 //! yet: a handoff forwards what the client pipelined after LOGIN, and STARTTLS
 //! discards it.
 
+/// Longest `ID` command accepted, lines and literals together, whatever the
+/// line limit. RFC 2971 allows 30 field/value pairs, fields up to 30 octets
+/// and values up to 1024; quoted with every octet escaped that is
+/// 30 × (2 + 60 + 1 + 2 + 2048 + 1) = 63,420 octets, plus tag, `ID (`, `)` and
+/// CRLF: under 64 KiB. Clients (Dovecot's ImapTest among them) do send that
+/// much, and the store accepts it, so a transparent proxy must too. Only ID
+/// gets it: every other command keeps the line limit.
+pub const MAX_ID_COMMAND: usize = 64 * 1024;
+
+/// Whether the command starting `bytes` is `ID`: a tag, a space, `ID` and a
+/// space, in any case (RFC 2971's `"ID" SP id-params-list`).
+fn is_id_command(bytes: &[u8]) -> bool {
+    let Some(sp) = bytes.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    tag_of(bytes).is_some()
+        && bytes
+            .get(sp + 1..sp + 4)
+            .is_some_and(|id| id.eq_ignore_ascii_case(b"ID "))
+}
+
 /// What the next bytes are.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -99,18 +120,27 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Whether the command being framed outgrew its limit: `line_len` octets
+    /// in its current line, `total` from the command's start (the buffer's).
+    fn too_long(&self, line_len: usize, total: usize) -> bool {
+        // Cheap test first: the ID check only runs once a line is past the
+        // ordinary limit.
+        line_len > self.max_line
+            && !(is_id_command(&self.buf) && total <= MAX_ID_COMMAND.max(self.max_line))
+    }
+
     /// Frames the next command.
     pub fn next_frame(&mut self) -> Frame {
         let mut at = 0; // start of the line being examined
         loop {
             let Some(nl) = self.buf[at..].iter().position(|&b| b == b'\n') else {
-                if self.buf.len() - at > self.max_line {
+                if self.too_long(self.buf.len() - at, self.buf.len()) {
                     return Frame::LineTooLong;
                 }
                 return Frame::Incomplete;
             };
             let end = at + nl; // index of '\n'
-            if end - at > self.max_line {
+            if self.too_long(end - at, end) {
                 return Frame::LineTooLong;
             }
             let line = &self.buf[at..end];
