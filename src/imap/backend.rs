@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 
 use base64::Engine;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{BackendConfig, BackendLogin, Security};
+use crate::config::{BackendConfig, BackendLogin, MasterLogin, Security};
 use crate::stream::Stream;
 
 /// Why the backend leg failed.
@@ -111,19 +111,34 @@ struct Lines {
     buf: Vec<u8>,
 }
 
+/// Longest line a store may send during login.
+const MAX_LOGIN_LINE: usize = 64 * 1024;
+
 impl Lines {
-    async fn next(&mut self, s: &mut Stream, stage: &'static str) -> Result<String, Error> {
+    /// The next whole line already buffered, without its CRLF.
+    fn take(&mut self, stage: &'static str) -> Result<Option<String>, Error> {
+        if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            return Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()));
+        }
+        if self.buf.len() > MAX_LOGIN_LINE {
+            return Err(Error::Protocol {
+                stage,
+                what: "line longer than 64 KiB".into(),
+            });
+        }
+        Ok(None)
+    }
+
+    async fn next<S: AsyncRead + Unpin>(
+        &mut self,
+        s: &mut S,
+        stage: &'static str,
+    ) -> Result<String, Error> {
         loop {
-            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=nl).collect();
-                let line = String::from_utf8_lossy(&line);
-                return Ok(line.trim_end_matches(['\r', '\n']).to_string());
-            }
-            if self.buf.len() > 64 * 1024 {
-                return Err(Error::Protocol {
-                    stage,
-                    what: "line longer than 64 KiB".into(),
-                });
+            if let Some(line) = self.take(stage)? {
+                return Ok(line);
             }
             let mut chunk = [0u8; 4096];
             let n = s
@@ -262,17 +277,7 @@ impl Backend {
             _ => Stream::Plain(tcp),
         };
         let mut lines = Lines { buf: Vec::new() };
-        let greeting = lines.next(&mut s, "greeting").await?;
-        let mut caps = if greeting.starts_with("* OK") {
-            capability_in(&greeting)
-        } else if greeting.starts_with("* BYE") {
-            return Err(Error::Unavailable(greeting));
-        } else {
-            return Err(Error::Protocol {
-                stage: "greeting",
-                what: format!("unexpected greeting {greeting:?}"),
-            });
-        };
+        let mut caps = greet(&mut s, &mut lines).await?;
         if ep.security == Security::StartTls {
             s.write_all(b"S1 STARTTLS\r\n")
                 .await
@@ -280,9 +285,7 @@ impl Backend {
                     stage: "starttls",
                     source,
                 })?;
-            let reply = self
-                .tagged(&mut s, &mut lines, "S1", "starttls", &mut None)
-                .await?;
+            let reply = tagged(&mut s, &mut lines, "S1", "starttls", &mut None).await?;
             if !reply.starts_with("S1 OK") {
                 return Err(Error::Protocol {
                     stage: "starttls",
@@ -305,216 +308,310 @@ impl Backend {
             s = self.handshake(tcp).await?;
             caps = None; // pre-TLS capabilities are not to be trusted
         }
-        let caps = match caps {
-            Some(c) => c,
-            None => {
-                s.write_all(b"S2 CAPABILITY\r\n")
-                    .await
-                    .map_err(|source| Error::Io {
-                        stage: "capability",
-                        source,
-                    })?;
-                let mut found = None;
-                self.tagged(&mut s, &mut lines, "S2", "capability", &mut found)
-                    .await?;
-                found.unwrap_or_default()
-            }
-        };
-        // ID and login go in one write: one round trip instead of two.
-        let mut out = Vec::new();
-        if let (true, Some(client)) = (has_cap(&caps, "ID"), client) {
-            out.extend_from_slice(b"S3 ID (");
-            let mut first = true;
-            let mut pair = |out: &mut Vec<u8>, k: &str, v: Option<&str>| {
-                if !first {
-                    out.push(b' ');
-                }
-                first = false;
-                out.extend_from_slice(format!("\"{k}\" ").as_bytes());
-                match v {
-                    Some(v) => out.extend_from_slice(format!("\"{v}\"").as_bytes()),
-                    None => out.extend_from_slice(b"NIL"),
-                }
-            };
-            // RFC 2971 allows 30 pairs: the client's first 28 and our two.
-            // A client at the limit (ImapTest's `id`) would otherwise make us
-            // send 32, which a strict store may refuse.
-            let own = client
-                .id
-                .iter()
-                .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("x-"))
-                .take(28);
-            for (k, v) in own {
-                pair(&mut out, k, v.as_deref());
-            }
-            pair(
-                &mut out,
-                "x-originating-ip",
-                Some(&client.peer.ip().to_string()),
-            );
-            pair(
-                &mut out,
-                "x-originating-port",
-                Some(&client.peer.port().to_string()),
-            );
-            out.extend_from_slice(b")\r\n");
-        }
-        let literal_plus = has_cap(&caps, "LITERAL+");
-        let plain = has_cap(&caps, "AUTH=PLAIN");
-        let sasl_ir = has_cap(&caps, "SASL-IR");
-        // (authorization identity, authentication identity, secret)
-        let (authz, authc, secret): (&str, String, &[u8]) = match creds {
-            Credentials::User { user, password } => ("", user.to_string(), password),
-            Credentials::Master { user } => {
-                let master = self.cfg.master.as_ref().ok_or(Error::Protocol {
+        let master = match creds {
+            Credentials::Master { .. } => {
+                Some(self.cfg.master.as_ref().ok_or(Error::Protocol {
                     stage: "login",
                     what: format!("backends.{} has no master_user", self.cfg.name),
-                })?;
-                match &master.separator {
-                    Some(sep) => (
-                        "",
-                        format!("{user}{sep}{}", master.user),
-                        master.password.as_bytes(),
-                    ),
-                    None => (*user, master.user.clone(), master.password.as_bytes()),
-                }
+                })?)
             }
+            Credentials::User { .. } => None,
         };
-        if plain {
-            let mut raw = Vec::new();
-            raw.extend_from_slice(authz.as_bytes());
-            raw.push(0);
-            raw.extend_from_slice(authc.as_bytes());
-            raw.push(0);
-            raw.extend_from_slice(secret);
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
-            if sasl_ir {
-                out.extend_from_slice(format!("S4 AUTHENTICATE PLAIN {b64}\r\n").as_bytes());
-            } else {
-                out.extend_from_slice(b"S4 AUTHENTICATE PLAIN\r\n");
-                self.send(&mut s, &out, "login").await?;
-                out.clear();
-                self.skip_to_continuation(&mut s, &mut lines).await?;
-                out.extend_from_slice(format!("{b64}\r\n").as_bytes());
-            }
-        } else if !authz.is_empty() {
-            return Err(Error::Protocol {
-                stage: "login",
-                what: "master login needs AUTH=PLAIN on the store".into(),
-            });
-        } else if has_cap(&caps, "LOGINDISABLED") {
-            return Err(Error::Protocol {
-                stage: "login",
-                what: "store refuses LOGIN (LOGINDISABLED) and offers no AUTH=PLAIN".into(),
-            });
-        } else {
-            out.extend_from_slice(b"S4 LOGIN ");
-            if !astring(&mut out, authc.as_bytes(), literal_plus) {
-                return Err(Error::Protocol {
-                    stage: "login",
-                    what: "login needs a literal and the store has no LITERAL+".into(),
-                });
-            }
-            out.push(b' ');
-            if !astring(&mut out, secret, literal_plus) {
-                return Err(Error::Protocol {
-                    stage: "login",
-                    what: "password needs a literal and the store has no LITERAL+".into(),
-                });
-            }
-            out.extend_from_slice(b"\r\n");
-        }
-        self.send(&mut s, &out, "login").await?;
-        let mut post_caps = None;
-        let reply = self
-            .tagged(&mut s, &mut lines, "S4", "login", &mut post_caps)
-            .await?;
-        if let Some(rest) = reply.strip_prefix("S4 OK") {
-            if let Some(c) = capability_in(rest) {
-                post_caps = Some(c);
-            }
-        } else {
-            let text = reply.trim_start_matches("S4 ").to_string();
-            let upper = text.to_ascii_uppercase();
-            return Err(
-                if upper.contains("[UNAVAILABLE]")
-                    || upper.contains("[INUSE]")
-                    || upper.starts_with("BAD")
-                {
-                    Error::Unavailable(text)
-                } else {
-                    Error::Rejected(text)
-                },
-            );
-        }
-        let capabilities = match post_caps {
-            Some(c) => c,
-            None => {
-                self.send(&mut s, b"S5 CAPABILITY\r\n", "post-login capability")
-                    .await?;
-                let mut found = None;
-                self.tagged(
-                    &mut s,
-                    &mut lines,
-                    "S5",
-                    "post-login capability",
-                    &mut found,
-                )
-                .await?;
-                found.unwrap_or(caps)
-            }
-        };
+        let capabilities = authenticate(&mut s, &mut lines, caps, creds, master, client).await?;
         Ok(LoggedIn {
             stream: s,
             capabilities,
             leftover: lines.buf,
         })
     }
+}
 
-    async fn send(&self, s: &mut Stream, bytes: &[u8], stage: &'static str) -> Result<(), Error> {
-        s.write_all(bytes)
-            .await
-            .map_err(|source| Error::Io { stage, source })?;
-        s.flush()
-            .await
-            .map_err(|source| Error::Io { stage, source })
+/// Reads the greeting; the capabilities it announces, if any.
+async fn greet<S: AsyncRead + Unpin>(
+    s: &mut S,
+    lines: &mut Lines,
+) -> Result<Option<String>, Error> {
+    let greeting = lines.next(s, "greeting").await?;
+    if greeting.starts_with("* OK") {
+        Ok(capability_in(&greeting))
+    } else if greeting.starts_with("* BYE") {
+        Err(Error::Unavailable(greeting))
+    } else {
+        Err(Error::Protocol {
+            stage: "greeting",
+            what: format!("unexpected greeting {greeting:?}"),
+        })
     }
+}
 
-    /// Reads until the `+` continuation of a non-SASL-IR AUTHENTICATE.
-    async fn skip_to_continuation(&self, s: &mut Stream, lines: &mut Lines) -> Result<(), Error> {
-        loop {
-            let line = lines.next(s, "login").await?;
-            if line.starts_with('+') {
-                return Ok(());
+/// Everything after the greeting (and TLS): capabilities if not known yet,
+/// ID and login, the store's verdict, post-login capabilities. `master` is
+/// the backend's master login when `creds` asks for one.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    lines: &mut Lines,
+    caps: Option<String>,
+    creds: &Credentials<'_>,
+    master: Option<&MasterLogin>,
+    client: Option<&ClientInfo>,
+) -> Result<String, Error> {
+    let caps = match caps {
+        Some(c) => c,
+        None => {
+            s.write_all(b"S2 CAPABILITY\r\n")
+                .await
+                .map_err(|source| Error::Io {
+                    stage: "capability",
+                    source,
+                })?;
+            let mut found = None;
+            tagged(s, lines, "S2", "capability", &mut found).await?;
+            found.unwrap_or_default()
+        }
+    };
+    // ID and login go in one write: one round trip instead of two.
+    let mut out = Vec::new();
+    if let (true, Some(client)) = (has_cap(&caps, "ID"), client) {
+        out.extend_from_slice(b"S3 ID (");
+        let mut first = true;
+        let mut pair = |out: &mut Vec<u8>, k: &str, v: Option<&str>| {
+            if !first {
+                out.push(b' ');
             }
-            if line.starts_with("S4 ") {
-                return Err(Error::Rejected(line));
+            first = false;
+            out.extend_from_slice(format!("\"{k}\" ").as_bytes());
+            match v {
+                Some(v) => out.extend_from_slice(format!("\"{v}\"").as_bytes()),
+                None => out.extend_from_slice(b"NIL"),
+            }
+        };
+        // RFC 2971 allows 30 pairs: the client's first 28 and our two.
+        // A client at the limit (ImapTest's `id`) would otherwise make us
+        // send 32, which a strict store may refuse.
+        let own = client
+            .id
+            .iter()
+            .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("x-"))
+            .take(28);
+        for (k, v) in own {
+            pair(&mut out, k, v.as_deref());
+        }
+        pair(
+            &mut out,
+            "x-originating-ip",
+            Some(&client.peer.ip().to_string()),
+        );
+        pair(
+            &mut out,
+            "x-originating-port",
+            Some(&client.peer.port().to_string()),
+        );
+        out.extend_from_slice(b")\r\n");
+    }
+    let literal_plus = has_cap(&caps, "LITERAL+");
+    let plain = has_cap(&caps, "AUTH=PLAIN");
+    let sasl_ir = has_cap(&caps, "SASL-IR");
+    // (authorization identity, authentication identity, secret)
+    let (authz, authc, secret): (&str, String, &[u8]) = match creds {
+        Credentials::User { user, password } => ("", user.to_string(), password),
+        Credentials::Master { user } => {
+            let master = master.ok_or(Error::Protocol {
+                stage: "login",
+                what: "no master login".into(),
+            })?;
+            match &master.separator {
+                Some(sep) => (
+                    "",
+                    format!("{user}{sep}{}", master.user),
+                    master.password.as_bytes(),
+                ),
+                None => (*user, master.user.clone(), master.password.as_bytes()),
             }
         }
-    }
-
-    /// Reads lines up to the tagged reply for `tag`, noting any capabilities seen.
-    async fn tagged(
-        &self,
-        s: &mut Stream,
-        lines: &mut Lines,
-        tag: &str,
-        stage: &'static str,
-        caps: &mut Option<String>,
-    ) -> Result<String, Error> {
-        let prefix = format!("{tag} ");
-        loop {
-            let line = lines.next(s, stage).await?;
-            if line.starts_with(&prefix) {
-                return Ok(line);
-            }
-            if line.starts_with("* BYE") {
-                return Err(Error::Unavailable(line));
-            }
-            if let Some(c) = capability_in(&line) {
-                *caps = Some(c);
-            }
+    };
+    if plain {
+        let mut raw = Vec::new();
+        raw.extend_from_slice(authz.as_bytes());
+        raw.push(0);
+        raw.extend_from_slice(authc.as_bytes());
+        raw.push(0);
+        raw.extend_from_slice(secret);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+        if sasl_ir {
+            out.extend_from_slice(format!("S4 AUTHENTICATE PLAIN {b64}\r\n").as_bytes());
+        } else {
+            out.extend_from_slice(b"S4 AUTHENTICATE PLAIN\r\n");
+            send(s, &out, "login").await?;
+            out.clear();
+            skip_to_continuation(s, lines).await?;
+            out.extend_from_slice(format!("{b64}\r\n").as_bytes());
         }
+    } else if !authz.is_empty() {
+        return Err(Error::Protocol {
+            stage: "login",
+            what: "master login needs AUTH=PLAIN on the store".into(),
+        });
+    } else if has_cap(&caps, "LOGINDISABLED") {
+        return Err(Error::Protocol {
+            stage: "login",
+            what: "store refuses LOGIN (LOGINDISABLED) and offers no AUTH=PLAIN".into(),
+        });
+    } else {
+        out.extend_from_slice(b"S4 LOGIN ");
+        if !astring(&mut out, authc.as_bytes(), literal_plus) {
+            return Err(Error::Protocol {
+                stage: "login",
+                what: "login needs a literal and the store has no LITERAL+".into(),
+            });
+        }
+        out.push(b' ');
+        if !astring(&mut out, secret, literal_plus) {
+            return Err(Error::Protocol {
+                stage: "login",
+                what: "password needs a literal and the store has no LITERAL+".into(),
+            });
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    send(s, &out, "login").await?;
+    let mut post_caps = None;
+    let reply = tagged(s, lines, "S4", "login", &mut post_caps).await?;
+    if let Some(rest) = reply.strip_prefix("S4 OK") {
+        if let Some(c) = capability_in(rest) {
+            post_caps = Some(c);
+        }
+    } else {
+        let text = reply.trim_start_matches("S4 ").to_string();
+        let upper = text.to_ascii_uppercase();
+        return Err(
+            if upper.contains("[UNAVAILABLE]")
+                || upper.contains("[INUSE]")
+                || upper.starts_with("BAD")
+            {
+                Error::Unavailable(text)
+            } else {
+                Error::Rejected(text)
+            },
+        );
+    }
+    let capabilities = match post_caps {
+        Some(c) => c,
+        None => {
+            send(s, b"S5 CAPABILITY\r\n", "post-login capability").await?;
+            let mut found = None;
+            tagged(s, lines, "S5", "post-login capability", &mut found).await?;
+            found.unwrap_or(caps)
+        }
+    };
+    Ok(capabilities)
+}
+
+async fn send<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    bytes: &[u8],
+    stage: &'static str,
+) -> Result<(), Error> {
+    s.write_all(bytes)
+        .await
+        .map_err(|source| Error::Io { stage, source })?;
+    s.flush()
+        .await
+        .map_err(|source| Error::Io { stage, source })
+}
+
+/// Reads until the `+` continuation of a non-SASL-IR AUTHENTICATE.
+async fn skip_to_continuation<S: AsyncRead + Unpin>(
+    s: &mut S,
+    lines: &mut Lines,
+) -> Result<(), Error> {
+    loop {
+        let line = lines.next(s, "login").await?;
+        if line.starts_with('+') {
+            return Ok(());
+        }
+        if line.starts_with("S4 ") {
+            return Err(Error::Rejected(line));
+        }
+    }
+}
+
+/// Reads lines up to the tagged reply for `tag`, noting any capabilities seen.
+async fn tagged<S: AsyncRead + Unpin>(
+    s: &mut S,
+    lines: &mut Lines,
+    tag: &str,
+    stage: &'static str,
+    caps: &mut Option<String>,
+) -> Result<String, Error> {
+    let prefix = format!("{tag} ");
+    loop {
+        let line = lines.next(s, stage).await?;
+        if line.starts_with(&prefix) {
+            return Ok(line);
+        }
+        if line.starts_with("* BYE") {
+            return Err(Error::Unavailable(line));
+        }
+        if let Some(c) = capability_in(&line) {
+            *caps = Some(c);
+        }
+    }
+}
+
+/// What [`replay_login`] ends with when the store let us in.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The post-login capabilities, as the client would get them.
+    pub capabilities: String,
+    /// What the store sent after its tagged OK (goes to the client first).
+    pub leftover: Vec<u8>,
+}
+
+/// Runs the proxy's login dialog (greeting, CAPABILITY, ID, login, post-login
+/// CAPABILITY) against a store whose every reply is in `replies`, sans I/O:
+/// what mailshift sends is discarded. `master` logs in as a master user
+/// (SASL PLAIN with an authorization identity) instead of the user. The fuzz
+/// target `backend_login` and its corpus replay test drive the real code
+/// through this.
+pub fn replay_login(replies: &[u8], master: bool) -> Result<Replayed, Error> {
+    let master_login = MasterLogin {
+        user: "admin".into(),
+        password: "adminpw".into(),
+        separator: None,
+    };
+    let creds = if master {
+        Credentials::Master { user: "alice" }
+    } else {
+        Credentials::User {
+            user: "alice",
+            password: b"p\"w\\",
+        }
+    };
+    let client = ClientInfo {
+        peer: SocketAddr::from(([192, 0, 2, 1], 50000)),
+        id: vec![("name".into(), Some("fuzz".into()))],
+    };
+    let mut io = tokio::io::join(replies, tokio::io::sink());
+    let dialog = async {
+        let mut lines = Lines { buf: Vec::new() };
+        let caps = greet(&mut io, &mut lines).await?;
+        let master = master.then_some(&master_login);
+        let capabilities =
+            authenticate(&mut io, &mut lines, caps, &creds, master, Some(&client)).await?;
+        Ok(Replayed {
+            capabilities,
+            leftover: lines.buf,
+        })
+    };
+    // A byte slice and a sink never wait: one poll runs the dialog to its end.
+    let mut dialog = std::pin::pin!(dialog);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(dialog.as_mut(), &mut cx) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(Error::Protocol {
+            stage: "replay",
+            what: "the dialog waited on an in-memory stream".into(),
+        }),
     }
 }
 

@@ -21,6 +21,8 @@ use crate::stream::Stream;
 const MAX_LINE: usize = 4 << 20;
 /// Largest literal accepted (a message).
 const MAX_LITERAL: usize = 1 << 30;
+/// Most UIDs one APPENDUID may name: a MULTIAPPEND batch is far smaller.
+const MAX_APPEND_UIDS: usize = 1_000_000;
 
 /// Why talking to a store failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,16 +137,105 @@ impl Reply {
             match part.split_once(':') {
                 Some((a, b)) => {
                     let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
-                    if b < a || b - a > 1_000_000 {
+                    // Bounded in total, not per range: a store repeating
+                    // "1:1000000" must not make us allocate without end.
+                    if b < a || (b - a) as usize + uids.len() > MAX_APPEND_UIDS {
                         return None;
                     }
                     uids.extend(a..=b);
                 }
                 None => uids.push(part.parse().ok()?),
             }
+            if uids.len() > MAX_APPEND_UIDS {
+                return None;
+            }
         }
         Some((validity, uids))
     }
+}
+
+/// Takes whole responses (lines plus literals) off `framer`, sans I/O, until
+/// the one tagged `tag`: that reply, with every untagged response collected
+/// in `untagged` on the way (they stay there when more bytes are needed, and
+/// `None` is returned). `* BYE` ends the connection; a line or literal past
+/// the framer's limits is a protocol error. [`Client::reply`] reads through
+/// this, and so does the `migrate_reply` fuzz target.
+pub fn next_reply(
+    framer: &mut Framer,
+    tag: &str,
+    untagged: &mut Vec<Vec<u8>>,
+    store: &str,
+) -> Result<Option<Reply>, Error> {
+    loop {
+        let raw = match framer.next_frame() {
+            Frame::Command(bytes) => bytes,
+            Frame::Incomplete | Frame::NeedContinuation => return Ok(None),
+            Frame::LineTooLong | Frame::LiteralTooLarge { .. } => {
+                return Err(Error::Protocol {
+                    store: store.to_string(),
+                    what: "response larger than mailshift accepts".into(),
+                })
+            }
+        };
+        if raw.starts_with(tag.as_bytes()) && raw.get(tag.len()) == Some(&b' ') {
+            let line = String::from_utf8_lossy(&raw[tag.len() + 1..]);
+            let text = line.trim_end_matches(['\r', '\n']).to_string();
+            let word = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            let status = match word.as_str() {
+                "OK" => Status::Ok,
+                "NO" => Status::No,
+                _ => Status::Bad,
+            };
+            return Ok(Some(Reply {
+                status,
+                text,
+                untagged: std::mem::take(untagged),
+            }));
+        }
+        if raw.starts_with(b"* BYE") {
+            return Err(Error::Io {
+                store: store.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    String::from_utf8_lossy(&raw).trim().to_string(),
+                ),
+            });
+        }
+        untagged.push(raw);
+    }
+}
+
+/// Reads the replies to `M1`, `M2`, ... from `script` as the sync engine
+/// does (framed under `max_line` / `max_literal`, bytes arriving in uneven
+/// chunks), decoding each reply's data, codes and APPENDUID as the engine
+/// would; the replies read, and the error that ended the script, if any.
+/// The `migrate_reply` fuzz target and its corpus replay test use this.
+pub fn replay_replies(
+    script: &[u8],
+    max_line: usize,
+    max_literal: usize,
+) -> (Vec<Reply>, Option<Error>) {
+    let mut framer = Framer::new(max_line, max_literal);
+    let mut replies = Vec::new();
+    let mut untagged = Vec::new();
+    let mut tag = String::from("M1");
+    for chunk in script.chunks(13) {
+        framer.push(chunk);
+        loop {
+            match next_reply(&mut framer, &tag, &mut untagged, "replay") {
+                Ok(Some(reply)) => {
+                    let _ = reply.data().count();
+                    let _ = reply.codes().count();
+                    let _ = reply.append_uids();
+                    replies.push(reply);
+                    tag = format!("M{}", replies.len() + 1);
+                }
+                Ok(None) => break,
+                Err(e) => return (replies, Some(e)),
+            }
+        }
+    }
+    (replies, None)
 }
 
 /// One logged-in connection to a store.
@@ -288,58 +379,19 @@ impl Client {
         res.map_err(|e| self.io(e))
     }
 
-    /// Reads one whole response.
-    async fn response(&mut self) -> Result<Vec<u8>, Error> {
+    /// Reads responses up to the reply tagged `tag`.
+    pub async fn reply(&mut self, tag: &str) -> Result<Reply, Error> {
+        let mut untagged = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match self.framer.next_frame() {
-                Frame::Command(bytes) => return Ok(bytes),
-                Frame::Incomplete | Frame::NeedContinuation => {}
-                Frame::LineTooLong | Frame::LiteralTooLarge { .. } => {
-                    return Err(Error::Protocol {
-                        store: self.store.clone(),
-                        what: "response larger than mailshift accepts".into(),
-                    })
-                }
+            if let Some(reply) = next_reply(&mut self.framer, tag, &mut untagged, &self.store)? {
+                return Ok(reply);
             }
             let n = self.stream.read(&mut buf).await.map_err(|e| self.io(e))?;
             if n == 0 {
                 return Err(self.io(std::io::ErrorKind::UnexpectedEof.into()));
             }
             self.framer.push(&buf[..n]);
-        }
-    }
-
-    /// Reads responses up to the reply tagged `tag`.
-    pub async fn reply(&mut self, tag: &str) -> Result<Reply, Error> {
-        let mut untagged = Vec::new();
-        loop {
-            let raw = self.response().await?;
-            if raw.starts_with(tag.as_bytes()) && raw.get(tag.len()) == Some(&b' ') {
-                let line = String::from_utf8_lossy(&raw[tag.len() + 1..]);
-                let text = line.trim_end_matches(['\r', '\n']).to_string();
-                let word = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
-                let status = match word.as_str() {
-                    "OK" => Status::Ok,
-                    "NO" => Status::No,
-                    _ => Status::Bad,
-                };
-                return Ok(Reply {
-                    status,
-                    text,
-                    untagged,
-                });
-            }
-            if raw.starts_with(b"* BYE") {
-                return Err(Error::Io {
-                    store: self.store.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        String::from_utf8_lossy(&raw).trim().to_string(),
-                    ),
-                });
-            }
-            untagged.push(raw);
         }
     }
 
