@@ -633,6 +633,24 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_id_does_not_stop_the_login() {
+        // ID and login go pipelined; a store that refuses the (large) ID
+        // still answers the login, and that answer alone decides.
+        let replies = b"* OK [CAPABILITY IMAP4rev1 ID SASL-IR AUTH=PLAIN] ready\r\n\
+            S3 BAD Error in IMAP command ID: Too long\r\n\
+            S4 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n";
+        let done = replay_login(replies, false).expect("login despite the refused ID");
+        assert_eq!(done.capabilities, "IMAP4rev1 IDLE");
+        let replies = b"* OK [CAPABILITY IMAP4rev1 ID SASL-IR AUTH=PLAIN] ready\r\n\
+            S3 NO Too many ID parameters\r\n\
+            S4 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n";
+        assert!(matches!(
+            replay_login(replies, true),
+            Err(Error::Rejected(r)) if r.contains("AUTHENTICATIONFAILED")
+        ));
+    }
+
+    #[test]
     fn astring_quotes_or_literals() {
         let mut out = Vec::new();
         assert!(astring(&mut out, b"pa\"ss", false));
