@@ -55,6 +55,9 @@ pub struct Framer {
     buf: Vec<u8>,
     max_line: usize,
     max_literal: usize,
+    /// Framing a server's responses, not a client's commands: see
+    /// [`Framer::for_responses`].
+    responses: bool,
     /// Offset of the literal we already sent `+` for, so it is sent once.
     continued_at: Option<usize>,
 }
@@ -85,6 +88,20 @@ fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
     Some((n, sync))
 }
 
+/// Whether `line`, the first line of a response, is one that never holds a
+/// literal: a tagged response (always a status, RFC 9051 `response-tagged`),
+/// a continuation request, or an untagged `OK`/`NO`/`BAD`/`BYE`/`PREAUTH`.
+/// Only untagged data (`* LIST`, `* 1 FETCH`, `* ID` ...) carries literals.
+fn is_status_response(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"* ") else {
+        return true;
+    };
+    let word = rest.split(|&b| b == b' ').next().unwrap_or(rest);
+    [&b"OK"[..], b"NO", b"BAD", b"BYE", b"PREAUTH"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+}
+
 /// The tag at the start of a command, if it looks like one.
 pub fn tag_of(bytes: &[u8]) -> Option<String> {
     let end = bytes
@@ -106,7 +123,21 @@ impl Framer {
             buf: Vec::new(),
             max_line,
             max_literal,
+            responses: false,
             continued_at: None,
+        }
+    }
+
+    /// A framer for a server's responses. A tagged response, an untagged
+    /// status (`* NO ...`, `* BYE ...`) or a continuation request (`+ ...`)
+    /// is one line whatever it ends with: its text carries no literals
+    /// (RFC 9051 `resp-text`), so a text that happens to end in `{6}` must
+    /// not swallow the next six bytes of the stream (found by the
+    /// `migrate_reply` fuzz target: a tagged reply then held a CRLF).
+    pub fn for_responses(max_line: usize, max_literal: usize) -> Framer {
+        Framer {
+            responses: true,
+            ..Framer::new(max_line, max_literal)
         }
     }
 
@@ -151,7 +182,12 @@ impl Framer {
             }
             let line = &self.buf[at..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            match literal_announcement(line) {
+            let announced = if self.responses && at == 0 && is_status_response(line) {
+                None
+            } else {
+                literal_announcement(line)
+            };
+            match announced {
                 None => {
                     let command: Vec<u8> = self.buf.drain(..=end).collect();
                     self.continued_at = None;
@@ -248,6 +284,35 @@ mod tests {
         let mut f = framer();
         f.push(&[b'x'; 101]);
         assert_eq!(f.next_frame(), Frame::LineTooLong);
+    }
+
+    #[test]
+    fn status_responses_end_at_their_line() {
+        let mut f = Framer::for_responses(100, 10);
+        f.push(b"M1 OK done {6}\r\n* 3 EXISTS\r\n* OK [ALERT] x {2}\r\n+ go {1}\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"M1 OK done {6}\r\n".to_vec())
+        );
+        assert_eq!(f.next_frame(), Frame::Command(b"* 3 EXISTS\r\n".to_vec()));
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"* OK [ALERT] x {2}\r\n".to_vec())
+        );
+        assert_eq!(f.next_frame(), Frame::Command(b"+ go {1}\r\n".to_vec()));
+        // Data responses still carry literals.
+        f.push(b"* LIST () \".\" {5}\r\nINBOX\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"* LIST () \".\" {5}\r\nINBOX\r\n".to_vec())
+        );
+        // A client's command framer is unchanged.
+        let mut f = framer();
+        f.push(b"a OK {2+}\r\nxy\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"a OK {2+}\r\nxy\r\n".to_vec())
+        );
     }
 
     #[test]

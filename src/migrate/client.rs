@@ -215,7 +215,7 @@ pub fn replay_replies(
     max_line: usize,
     max_literal: usize,
 ) -> (Vec<Reply>, Option<Error>) {
-    let mut framer = Framer::new(max_line, max_literal);
+    let mut framer = Framer::for_responses(max_line, max_literal);
     let mut replies = Vec::new();
     let mut untagged = Vec::new();
     let mut tag = String::from("M1");
@@ -273,7 +273,7 @@ impl Client {
                 store: store.clone(),
                 source,
             })?;
-        let mut framer = Framer::new(MAX_LINE, MAX_LITERAL);
+        let mut framer = Framer::for_responses(MAX_LINE, MAX_LITERAL);
         framer.push(&logged_in.leftover);
         let caps = logged_in
             .capabilities
