@@ -136,7 +136,7 @@ fn migrate_reply_corpus() {
 fn smtp_replies(data: &[u8]) -> (Vec<mailshift::smtp::relay::Reply>, bool) {
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    for chunk in data.chunks(5) {
+    for chunk in data.chunks(509) {
         buf.extend_from_slice(chunk);
         loop {
             match take_reply(&mut buf, "replay") {

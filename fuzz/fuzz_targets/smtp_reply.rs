@@ -8,7 +8,7 @@ use mailshift::smtp::relay::take_reply;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = Vec::new();
-    for chunk in data.chunks(5) {
+    for chunk in data.chunks(509) {
         buf.extend_from_slice(chunk);
         loop {
             match take_reply(&mut buf, "fuzz") {
