@@ -178,6 +178,7 @@ fn smtp_reply_corpus() {
         "too-many-lines",
         "long-line",
         "nul-and-short",
+        "crash-code-with-leading-zero",
     ] {
         let (_, err) = smtp_replies(&files[broken]);
         assert!(err, "{broken} accepted");

@@ -92,7 +92,7 @@ impl Reply {
             if i > 0 {
                 out.push_str("\r\n");
             }
-            out.push_str(&format!("{}{sep}{text}", self.code));
+            out.push_str(&format!("{:03}{sep}{text}", self.code));
         }
         out
     }
@@ -105,8 +105,9 @@ impl Reply {
 
 /// Takes one whole (possibly multi-line) reply off the front of `buf`, sans
 /// I/O; `None` when its last line has not arrived yet (nothing is taken then).
-/// A malformed line (no three-digit code, codes that change within a reply,
-/// more than 100 lines) or a line past [`MAX_REPLY_BYTES`] is an error at once.
+/// A malformed line (no three-digit code from 200 to 599, codes that change
+/// within a reply, more than 100 lines) or a line past [`MAX_REPLY_BYTES`] is
+/// an error at once.
 /// The store leg reads through this, and so does the `smtp_reply` fuzz target.
 pub fn take_reply(buf: &mut Vec<u8>, stage: &'static str) -> Result<Option<Reply>, Error> {
     let mut lines = Vec::new();
@@ -137,6 +138,11 @@ pub fn take_reply(buf: &mut Vec<u8>, stage: &'static str) -> Result<Option<Reply
             return Err(bad());
         }
         let this: u16 = text[..3].parse().map_err(|_| bad())?;
+        // RFC 5321 4.2: a reply code starts with 2 to 5. "024" would reach the
+        // client as "24 ..." (found by the smtp_reply fuzz target).
+        if !(200..600).contains(&this) {
+            return Err(bad());
+        }
         if code != 0 && this != code {
             return Err(bad());
         }
