@@ -41,7 +41,8 @@ echo "== certificates"
 echo "== slapd on ldap://127.0.0.1:$LDAP_PORT"
 mkdir -p "$LAB_DIR/slapd/data"
 render "$here/slapd.conf.in" "$LAB_DIR/slapd/slapd.conf" \
-	DIR="$LAB_DIR/slapd" SCHEMA_DIR="$repo/deploy/ldap" ROOT_PW="$ADMIN_PW" SYNCPROV=""
+	DIR="$LAB_DIR/slapd" SCHEMA_DIR="$repo/deploy/ldap" ROOT_PW="$ADMIN_PW" SYNCPROV="" \
+	STATUS_SCHEMA="$repo/deploy/ldap/mailuserstatus.schema"
 # Without -d, slapd daemonizes and writes slapd.pid; -d 256 would keep it in front.
 slapd -f "$LAB_DIR/slapd/slapd.conf" -h "ldap://127.0.0.1:$LDAP_PORT/" \
 	-s 0 >"$LAB_DIR/slapd/slapd.log" 2>&1 \

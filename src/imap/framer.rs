@@ -7,6 +7,27 @@
 //! yet: a handoff forwards what the client pipelined after LOGIN, and STARTTLS
 //! discards it.
 
+/// Longest `ID` command accepted, lines and literals together, whatever the
+/// line limit. RFC 2971 allows 30 field/value pairs, fields up to 30 octets
+/// and values up to 1024; quoted with every octet escaped that is
+/// 30 × (2 + 60 + 1 + 2 + 2048 + 1) = 63,420 octets, plus tag, `ID (`, `)` and
+/// CRLF: under 64 KiB. Clients (Dovecot's ImapTest among them) do send that
+/// much, and the store accepts it, so a transparent proxy must too. Only ID
+/// gets it: every other command keeps the line limit.
+pub const MAX_ID_COMMAND: usize = 64 * 1024;
+
+/// Whether the command starting `bytes` is `ID`: a tag, a space, `ID` and a
+/// space, in any case (RFC 2971's `"ID" SP id-params-list`).
+fn is_id_command(bytes: &[u8]) -> bool {
+    let Some(sp) = bytes.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    tag_of(bytes).is_some()
+        && bytes
+            .get(sp + 1..sp + 4)
+            .is_some_and(|id| id.eq_ignore_ascii_case(b"ID "))
+}
+
 /// What the next bytes are.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -34,6 +55,9 @@ pub struct Framer {
     buf: Vec<u8>,
     max_line: usize,
     max_literal: usize,
+    /// Framing a server's responses, not a client's commands: see
+    /// [`Framer::for_responses`].
+    responses: bool,
     /// Offset of the literal we already sent `+` for, so it is sent once.
     continued_at: Option<usize>,
 }
@@ -51,11 +75,31 @@ fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
         digits = d;
         sync = false;
     }
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    // A count too large for u64 is still a literal announcement (just larger
+    // than any limit): read as a line end, the bytes after it would be framed
+    // as commands or responses of their own.
+    let n = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(u64::MAX);
     Some((n, sync))
+}
+
+/// Whether `line`, the first line of a response, is one that never holds a
+/// literal: a tagged response (always a status, RFC 9051 `response-tagged`),
+/// a continuation request, or an untagged `OK`/`NO`/`BAD`/`BYE`/`PREAUTH`.
+/// Only untagged data (`* LIST`, `* 1 FETCH`, `* ID` ...) carries literals.
+fn is_status_response(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"* ") else {
+        return true;
+    };
+    let word = rest.split(|&b| b == b' ').next().unwrap_or(rest);
+    [&b"OK"[..], b"NO", b"BAD", b"BYE", b"PREAUTH"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
 }
 
 /// The tag at the start of a command, if it looks like one.
@@ -79,7 +123,21 @@ impl Framer {
             buf: Vec::new(),
             max_line,
             max_literal,
+            responses: false,
             continued_at: None,
+        }
+    }
+
+    /// A framer for a server's responses. A tagged response, an untagged
+    /// status (`* NO ...`, `* BYE ...`) or a continuation request (`+ ...`)
+    /// is one line whatever it ends with: its text carries no literals
+    /// (RFC 9051 `resp-text`), so a text that happens to end in `{6}` must
+    /// not swallow the next six bytes of the stream (found by the
+    /// `migrate_reply` fuzz target: a tagged reply then held a CRLF).
+    pub fn for_responses(max_line: usize, max_literal: usize) -> Framer {
+        Framer {
+            responses: true,
+            ..Framer::new(max_line, max_literal)
         }
     }
 
@@ -99,23 +157,37 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Whether the command being framed outgrew its limit: `line_len` octets
+    /// in its current line, `total` from the command's start (the buffer's).
+    fn too_long(&self, line_len: usize, total: usize) -> bool {
+        // Cheap test first: the ID check only runs once a line is past the
+        // ordinary limit.
+        line_len > self.max_line
+            && !(is_id_command(&self.buf) && total <= MAX_ID_COMMAND.max(self.max_line))
+    }
+
     /// Frames the next command.
     pub fn next_frame(&mut self) -> Frame {
         let mut at = 0; // start of the line being examined
         loop {
             let Some(nl) = self.buf[at..].iter().position(|&b| b == b'\n') else {
-                if self.buf.len() - at > self.max_line {
+                if self.too_long(self.buf.len() - at, self.buf.len()) {
                     return Frame::LineTooLong;
                 }
                 return Frame::Incomplete;
             };
             let end = at + nl; // index of '\n'
-            if end - at > self.max_line {
+            if self.too_long(end - at, end) {
                 return Frame::LineTooLong;
             }
             let line = &self.buf[at..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            match literal_announcement(line) {
+            let announced = if self.responses && at == 0 && is_status_response(line) {
+                None
+            } else {
+                literal_announcement(line)
+            };
+            match announced {
                 None => {
                     let command: Vec<u8> = self.buf.drain(..=end).collect();
                     self.continued_at = None;
@@ -202,13 +274,45 @@ mod tests {
         );
         assert_eq!(f.next_frame(), Frame::Command(b"b NOOP\r\n".to_vec()));
         f.push(b"c LOGIN {99999999999999999999+}\r\n");
-        assert!(matches!(
+        assert_eq!(
             f.next_frame(),
-            Frame::LiteralTooLarge { sync: false, .. } | Frame::Command(_)
-        ));
+            Frame::LiteralTooLarge {
+                tag: Some("c".into()),
+                sync: false
+            }
+        );
         let mut f = framer();
         f.push(&[b'x'; 101]);
         assert_eq!(f.next_frame(), Frame::LineTooLong);
+    }
+
+    #[test]
+    fn status_responses_end_at_their_line() {
+        let mut f = Framer::for_responses(100, 10);
+        f.push(b"M1 OK done {6}\r\n* 3 EXISTS\r\n* OK [ALERT] x {2}\r\n+ go {1}\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"M1 OK done {6}\r\n".to_vec())
+        );
+        assert_eq!(f.next_frame(), Frame::Command(b"* 3 EXISTS\r\n".to_vec()));
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"* OK [ALERT] x {2}\r\n".to_vec())
+        );
+        assert_eq!(f.next_frame(), Frame::Command(b"+ go {1}\r\n".to_vec()));
+        // Data responses still carry literals.
+        f.push(b"* LIST () \".\" {5}\r\nINBOX\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"* LIST () \".\" {5}\r\nINBOX\r\n".to_vec())
+        );
+        // A client's command framer is unchanged.
+        let mut f = framer();
+        f.push(b"a OK {2+}\r\nxy\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Command(b"a OK {2+}\r\nxy\r\n".to_vec())
+        );
     }
 
     #[test]

@@ -684,6 +684,93 @@ mod tests {
         assert_eq!(p.poll(), Some(Action::Close));
     }
 
+    /// An ID the size of ImapTest's `id` script, RFC 2971's limits: 30 pairs,
+    /// 30-octet field names, 1024-octet values. `literal` sends the values as
+    /// literals (`+` for non-synchronizing ones).
+    fn rfc2971_id(tag: &str, literal: Option<&str>) -> Vec<u8> {
+        let mut out = format!("{tag} ID (").into_bytes();
+        for i in 0..30 {
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.extend_from_slice(format!("\"{:0>30}\" ", format!("field{i}")).as_bytes());
+            let value = format!("{i:02}").repeat(512);
+            match literal {
+                Some(plus) => out.extend_from_slice(format!("{{1024{plus}}}\r\n").as_bytes()),
+                None => out.push(b'"'),
+            }
+            out.extend_from_slice(value.as_bytes());
+            if literal.is_none() {
+                out.push(b'"');
+            }
+        }
+        out.extend_from_slice(b")\r\n");
+        out
+    }
+
+    #[test]
+    fn rfc2971_sized_id_is_accepted_quoted_or_literal() {
+        for literal in [None, Some("+"), Some("")] {
+            let mut p = session(false);
+            let id = rfc2971_id("i1", literal);
+            if literal.is_none() {
+                assert!(
+                    id.len() > Options::default().max_line,
+                    "not past the line limit"
+                );
+            }
+            let mut out = String::new();
+            // Sent the way a client does: whole, then LOGIN after the reply.
+            for chunk in id.chunks(1000) {
+                out.push_str(&written(&run(&mut p, chunk)));
+            }
+            assert!(
+                out.ends_with("i1 OK ID completed.\r\n"),
+                "{literal:?}: {out}"
+            );
+            assert!(!p.is_closed());
+            let id = p.client_id();
+            assert_eq!(id.len(), 30, "{literal:?}");
+            assert_eq!(id[0].0, format!("{:0>30}", "field0"));
+            assert_eq!(id[29].1.as_deref(), Some("29".repeat(512).as_str()));
+            let a = run(&mut p, b"l1 LOGIN alice pw\r\n");
+            assert_eq!(login_of(&a).expect("login").user, "alice");
+        }
+        // Escaped quotes in every octet still fit.
+        let mut p = session(false);
+        let value = "\\\"".repeat(1024);
+        let mut id = b"e ID (".to_vec();
+        for i in 0..30 {
+            id.extend_from_slice(format!("\"k{i}\" \"{value}\" ").as_bytes());
+        }
+        id.pop();
+        id.extend_from_slice(b")\r\n");
+        assert!(id.len() > 60_000);
+        assert!(written(&run(&mut p, &id)).ends_with("e OK ID completed.\r\n"));
+    }
+
+    #[test]
+    fn other_commands_keep_the_line_limit() {
+        let mut p = session(false);
+        let long = format!("a LOGIN alice {}\r\n", "x".repeat(9000));
+        let a = run(&mut p, long.as_bytes());
+        assert!(written(&a).contains("* BYE Command line too long."));
+        assert!(a.contains(&Action::Close));
+        // A tag that merely starts with ID, or IDLE, is no ID.
+        for cmd in ["a IDLE ", "a IDENTIFY ", "ID x ", "a NOOP ID "] {
+            let mut p = session(false);
+            let a = run(&mut p, format!("{cmd}{}", "x".repeat(9000)).as_bytes());
+            assert!(a.contains(&Action::Close), "{cmd}");
+        }
+        // An ID past what RFC 2971 allows is still cut off.
+        let mut p = session(false);
+        let a = run(
+            &mut p,
+            format!("a ID (\"k\" \"{}", "x".repeat(70_000)).as_bytes(),
+        );
+        assert!(written(&a).contains("* BYE Command line too long."));
+    }
+
     #[test]
     fn password_is_redacted_in_debug() {
         let l = Login {

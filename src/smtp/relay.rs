@@ -92,7 +92,7 @@ impl Reply {
             if i > 0 {
                 out.push_str("\r\n");
             }
-            out.push_str(&format!("{}{sep}{text}", self.code));
+            out.push_str(&format!("{:03}{sep}{text}", self.code));
         }
         out
     }
@@ -100,6 +100,62 @@ impl Reply {
     /// All lines in one, for logs.
     pub fn text(&self) -> String {
         format!("{} {}", self.code, self.lines.join(" / "))
+    }
+}
+
+/// Takes one whole (possibly multi-line) reply off the front of `buf`, sans
+/// I/O; `None` when its last line has not arrived yet (nothing is taken then).
+/// A malformed line (no three-digit code from 200 to 599, codes that change
+/// within a reply, more than 100 lines) or a line past [`MAX_REPLY_BYTES`] is
+/// an error at once.
+/// The store leg reads through this, and so does the `smtp_reply` fuzz target.
+pub fn take_reply(buf: &mut Vec<u8>, stage: &'static str) -> Result<Option<Reply>, Error> {
+    let mut lines = Vec::new();
+    let mut code = 0u16;
+    let mut at = 0;
+    loop {
+        let Some(nl) = buf[at..].iter().position(|&b| b == b'\n') else {
+            if buf.len() - at > MAX_REPLY_BYTES {
+                return Err(Error::Protocol {
+                    stage,
+                    what: "reply too long".into(),
+                });
+            }
+            return Ok(None);
+        };
+        let raw = &buf[at..at + nl + 1];
+        at += nl + 1;
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let bad = || Error::Protocol {
+            stage,
+            what: format!(
+                "malformed reply {:?}",
+                text.chars().take(80).collect::<String>()
+            ),
+        };
+        if text.len() < 3 || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        let this: u16 = text[..3].parse().map_err(|_| bad())?;
+        // RFC 5321 4.2: a reply code starts with 2 to 5. "024" would reach the
+        // client as "24 ..." (found by the smtp_reply fuzz target).
+        if !(200..600).contains(&this) {
+            return Err(bad());
+        }
+        if code != 0 && this != code {
+            return Err(bad());
+        }
+        code = this;
+        let sep = text.as_bytes().get(3).copied();
+        lines.push(text.get(4..).unwrap_or("").to_string());
+        if lines.len() > 100 {
+            return Err(bad());
+        }
+        if sep != Some(b'-') {
+            buf.drain(..at);
+            return Ok(Some(Reply { code, lines }));
+        }
     }
 }
 
@@ -365,57 +421,23 @@ impl Conn {
     }
 
     async fn read_reply_inner(&mut self, stage: &'static str) -> Result<Reply, Error> {
-        let mut lines = Vec::new();
-        let mut code = 0u16;
         loop {
-            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
-                if self.buf.len() > MAX_REPLY_BYTES {
-                    return Err(Error::Protocol {
-                        stage,
-                        what: "reply too long".into(),
-                    });
-                }
-                let mut tmp = [0u8; 4096];
-                let n = self
-                    .stream
-                    .read(&mut tmp)
-                    .await
-                    .map_err(|source| Error::Io { stage, source })?;
-                if n == 0 {
-                    return Err(Error::Io {
-                        stage,
-                        source: std::io::ErrorKind::UnexpectedEof.into(),
-                    });
-                }
-                self.buf.extend_from_slice(&tmp[..n]);
-                continue;
-            };
-            let raw: Vec<u8> = self.buf.drain(..=nl).collect();
-            let text = String::from_utf8_lossy(&raw);
-            let text = text.trim_end_matches(['\r', '\n']);
-            let bad = || Error::Protocol {
-                stage,
-                what: format!(
-                    "malformed reply {:?}",
-                    text.chars().take(80).collect::<String>()
-                ),
-            };
-            if text.len() < 3 || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-                return Err(bad());
+            if let Some(reply) = take_reply(&mut self.buf, stage)? {
+                return Ok(reply);
             }
-            let this: u16 = text[..3].parse().map_err(|_| bad())?;
-            if code != 0 && this != code {
-                return Err(bad());
+            let mut tmp = [0u8; 4096];
+            let n = self
+                .stream
+                .read(&mut tmp)
+                .await
+                .map_err(|source| Error::Io { stage, source })?;
+            if n == 0 {
+                return Err(Error::Io {
+                    stage,
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                });
             }
-            code = this;
-            let sep = text.as_bytes().get(3).copied();
-            lines.push(text.get(4..).unwrap_or("").to_string());
-            if lines.len() > 100 {
-                return Err(bad());
-            }
-            if sep != Some(b'-') {
-                return Ok(Reply { code, lines });
-            }
+            self.buf.extend_from_slice(&tmp[..n]);
         }
     }
 

@@ -22,6 +22,14 @@ impl Slapd {
     /// Starts slapd with the base entries loaded; `syncprov` enables the
     /// RFC 4533 provider overlay (mailshift's refreshAndPersist cache).
     pub fn start(syncprov: bool) -> Slapd {
+        let status = super::repo_dir().join("deploy/ldap/mailuserstatus.schema");
+        Slapd::start_with_status_schema(syncprov, &status)
+    }
+
+    /// Like [`Slapd::start`], with `status_schema` as the file that defines
+    /// `mailUserStatus` (a directory's own, e.g. a Sun-style schema) in place
+    /// of `deploy/ldap/mailuserstatus.schema`; panics if slapd refuses it.
+    pub fn start_with_status_schema(syncprov: bool, status_schema: &Path) -> Slapd {
         let mut last_err = String::new();
         for _ in 0..3 {
             let dir = super::shared_tempdir("mailshift-slapd-");
@@ -35,6 +43,7 @@ impl Slapd {
                         "SCHEMA_DIR",
                         super::repo_dir().join("deploy/ldap").display().to_string(),
                     ),
+                    ("STATUS_SCHEMA", status_schema.display().to_string()),
                     ("ROOT_PW", ADMIN_PASSWORD.to_string()),
                     ("SYNCPROV", if syncprov { "" } else { "# " }.to_string()),
                 ],

@@ -262,19 +262,15 @@ impl Client {
             .map_err(|e| self.fail(e))
     }
 
-    /// Reads one whole response.
-    async fn response(&mut self) -> Result<Response, StoreError> {
+    /// Reads responses up to the reply tagged `tag`.
+    pub async fn reply(&mut self, tag: &str) -> Result<Reply, StoreError> {
+        let mut untagged = Vec::new();
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            match self.reader.next_response() {
-                Ok(Some(r)) => return Ok(r),
+            match next_reply(&mut self.reader, tag, &mut untagged) {
+                Ok(Some(reply)) => return Ok(reply),
                 Ok(None) => {}
-                Err(e) => {
-                    return Err(self.fail(Error::Protocol {
-                        stage: "response",
-                        what: e.to_string(),
-                    }))
-                }
+                Err(e) => return Err(self.fail(e)),
             }
             let n = match self.stream.read(&mut buf).await {
                 Ok(n) => n,
@@ -292,28 +288,6 @@ impl Client {
                 }));
             }
             self.reader.push(&buf[..n]);
-        }
-    }
-
-    /// Reads responses up to the reply tagged `tag`.
-    pub async fn reply(&mut self, tag: &str) -> Result<Reply, StoreError> {
-        let mut untagged = Vec::new();
-        loop {
-            match self.response().await? {
-                Response::Tagged(t) if t.tag == tag => {
-                    return Ok(Reply {
-                        status: t.status,
-                        text: t.text,
-                        untagged,
-                    })
-                }
-                // An earlier pipelined command's reply, already accounted for.
-                Response::Tagged(_) | Response::Continue(_) => {}
-                Response::Untagged(u) if u.is_bye() => {
-                    return Err(self.fail(Error::Unavailable(u.text())));
-                }
-                Response::Untagged(u) => untagged.push(u),
-            }
         }
     }
 
@@ -347,6 +321,69 @@ impl Client {
     pub async fn logout(mut self) {
         let _ = self.run_status(b"LOGOUT").await;
     }
+}
+
+/// Collects responses from `reader` up to the one tagged `tag`, sans I/O:
+/// `Ok(None)` when more bytes are needed (the untagged ones so far stay in
+/// `untagged`). Replies tagged otherwise (earlier pipelined commands already
+/// accounted for) and continuations are skipped; `* BYE` ends the connection.
+pub fn next_reply(
+    reader: &mut Reader,
+    tag: &str,
+    untagged: &mut Vec<Untagged>,
+) -> Result<Option<Reply>, Error> {
+    loop {
+        let response = reader.next_response().map_err(|e| Error::Protocol {
+            stage: "response",
+            what: e.to_string(),
+        })?;
+        match response {
+            None => return Ok(None),
+            Some(Response::Tagged(t)) if t.tag == tag => {
+                return Ok(Some(Reply {
+                    status: t.status,
+                    text: t.text,
+                    untagged: std::mem::take(untagged),
+                }))
+            }
+            Some(Response::Tagged(_) | Response::Continue(_)) => {}
+            Some(Response::Untagged(u)) if u.is_bye() => return Err(Error::Unavailable(u.text())),
+            Some(Response::Untagged(u)) => untagged.push(u),
+        }
+    }
+}
+
+/// Reads a whole script of store responses as replies to `M1`, `M2`, ...
+/// (fed in small chunks, as a network delivers them), decoding every reply's
+/// data, codes and APPENDUID: the fuzz target `migrate_reply` and its corpus
+/// replay drive the real reader through this. Returns the replies and the
+/// error that ended the script, if any.
+pub fn replay_replies(
+    script: &[u8],
+    max_line: usize,
+    max_literal: usize,
+) -> (Vec<Reply>, Option<Error>) {
+    let mut reader = Reader::new(max_line, max_literal);
+    let mut replies = Vec::new();
+    let mut untagged = Vec::new();
+    let mut tag = String::from("M1");
+    for chunk in script.chunks(13) {
+        reader.push(chunk);
+        loop {
+            match next_reply(&mut reader, &tag, &mut untagged) {
+                Ok(Some(reply)) => {
+                    let _ = reply.data().count();
+                    let _ = reply.codes().count();
+                    let _ = reply.append_uids();
+                    replies.push(reply);
+                    tag = format!("M{}", replies.len() + 1);
+                }
+                Ok(None) => break,
+                Err(e) => return (replies, Some(e)),
+            }
+        }
+    }
+    (replies, None)
 }
 
 async fn send(s: &mut Stream, bytes: &[u8], stage: &'static str) -> Result<(), Error> {

@@ -176,7 +176,7 @@ impl Reader {
     /// A reader with limits on a line and on a literal.
     pub fn new(max_line: usize, max_literal: usize) -> Reader {
         Reader {
-            framer: Framer::new(max_line, max_literal),
+            framer: Framer::for_responses(max_line, max_literal),
             max_line,
             max_literal,
         }
