@@ -42,6 +42,8 @@ pub struct UserPlan {
     pub messages: u64,
     /// Bytes on the old store.
     pub bytes: u64,
+    /// The new store's APPENDLIMIT, where it announces one.
+    pub appendlimit: Option<u64>,
     /// Messages the sync state records as copied already.
     pub synced_messages: u64,
     /// How sizes were read: `STATUS=SIZE` or `FETCH RFC822.SIZE`.
@@ -186,6 +188,7 @@ async fn plan_user(engine: &Engine, user: &str) -> Result<UserPlan, anyhow::Erro
         }
         .into(),
         refused_folders: refused_names(&pairs),
+        appendlimit: limit,
         ..UserPlan::default()
     };
     for p in &pairs {

@@ -172,7 +172,10 @@ impl LdapDirectory {
                 vec![self.cfg.login_attribute.clone()],
             )
             .await
-            .map_err(|e| Error::Unavailable(format!("search {filter}: {e}")))?;
+            .map_err(|e| match e {
+                ldap3::LdapError::FilterParsing => Error::BadFilter(filter.to_string()),
+                e => Error::Unavailable(format!("search {filter}: {e}")),
+            })?;
         let (entries, _) = res
             .success()
             .map_err(|e| Error::Server(format!("search {filter}: {e}")))?;
