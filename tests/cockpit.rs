@@ -173,7 +173,7 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, Strin
         .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut out = String::new();
@@ -447,10 +447,7 @@ impl Browser {
             .and_then(|p| p["webSocketDebuggerUrl"].as_str())
             .expect("a page target")
             .to_string();
-        let path = url
-            .split_once(&format!("127.0.0.1:{port}"))
-            .expect("ws url")
-            .1;
+        let path = &url[url.find("/devtools/").expect("ws url")..];
         let mut ws = TcpStream::connect(("127.0.0.1", port)).expect("ws connect");
         ws.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
