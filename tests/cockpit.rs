@@ -676,3 +676,58 @@ fn cockpit_in_a_real_browser() {
         "{entry}"
     );
 }
+
+/// Speed with 10,000 users in LDAP: `mailshift status --json` and the
+/// cockpit's overview (page, script and the overview API). Prints the
+/// timings; run with
+/// `cargo test --release --test cockpit fleet_of_10000 -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement: loads 10,000 entries into slapd"]
+fn fleet_of_10000_users_speed() {
+    let s = setup();
+    let states = ["queued", "syncing", "done", "failed", "rolled-back"];
+    let mut ldif = String::new();
+    for i in 0..10_000 {
+        let state = states[i % states.len()];
+        ldif.push_str(&format!(
+            "dn: uid=g{i:05},ou=people,dc=example,dc=org\nchangetype: add\nobjectClass: inetOrgPerson\n\
+             objectClass: inetLocalMailRecipient\nobjectClass: mailshiftUser\nuid: g{i:05}\ncn: g{i:05}\nsn: g{i:05}\n\
+             mailHost: {OLD_HOST}\nmailUserStatus: active\nmailshiftMigrationState: {state}\n\
+             mailshiftMigrationProgress: {} 100 {} 1000000 1700000000 1700000100\n{}\n",
+            i % 100,
+            (i % 100) * 10_000,
+            if state == "done" { "mailshiftMigrationHold: 850\n" } else { "" }
+        ));
+    }
+    let t = Instant::now();
+    s.lab.ldap.modify(&ldif);
+    println!("loaded 10,000 entries in {:.1}s", t.elapsed().as_secs_f64());
+
+    for run in 0..3 {
+        let t = Instant::now();
+        let st = cli(&s, &["status", "--json"]);
+        let secs = t.elapsed().as_secs_f64();
+        assert!(st.status.success(), "{}", text(&st));
+        let v = last_json(&st);
+        assert_eq!(v["users"].as_u64(), Some(10_005), "{}", v["counts"]);
+        println!("run {run}: status --json for 10,005 users: {secs:.3}s");
+    }
+    let proxy = Mailshift::start(&s.serve_config);
+    let port = proxy.admin_port();
+    for run in 0..3 {
+        // A fresh LDAP read each time: wait out the cache.
+        std::thread::sleep(Duration::from_millis(2100));
+        let t = Instant::now();
+        let (c1, _) = http(port, "GET", "/", None);
+        let (c2, _) = http(port, "GET", "/ui/app.js", None);
+        let (c3, body) = http(port, "GET", "/api/v1/overview", None);
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!((c1, c2, c3), (200, 200, 200), "{body}");
+        let (c4, _) = http(port, "GET", "/api/v1/users?state=done", None);
+        let all = t.elapsed().as_secs_f64();
+        assert_eq!(c4, 200);
+        println!(
+            "run {run}: overview (page + script + overview API, uncached): {secs:.3}s; with the first users page: {all:.3}s"
+        );
+    }
+}
