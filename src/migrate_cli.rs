@@ -519,26 +519,9 @@ pub fn verify(
 /// `mailshift status`: what the sync state records.
 pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<bool> {
     let cfg = load(config)?;
-    let queue = cfg.smtp.as_ref().map(|s| smtp_queue(&s.queue_dir));
-    if let Some(q) = &queue {
-        if json {
-            println!("{}", serde_json::json!({"smtp_queue": q}));
-        } else {
-            println!("SMTP retry queue: {} messages", q.len());
-            for e in q {
-                println!(
-                    "  {} from <{}> to {} (attempt {}): {}",
-                    e["id"].as_str().unwrap_or("?"),
-                    e["from"].as_str().unwrap_or(""),
-                    e["rcpts"],
-                    e["attempts"],
-                    e["last_error"].as_str().unwrap_or("")
-                );
-            }
-        }
-    }
+    let queue = print_smtp_queue(&cfg, json);
     let Some(m) = cfg.migration.as_ref() else {
-        if queue.is_some() {
+        if queue {
             return Ok(true);
         }
         bail!("the config has no [migration] table");
@@ -600,4 +583,27 @@ fn smtp_queue(dir: &Path) -> Vec<serde_json::Value> {
         .collect();
     out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     out
+}
+
+/// Prints the SMTP retry queue when the config has `[smtp]`; whether it did.
+pub fn print_smtp_queue(cfg: &Config, json: bool) -> bool {
+    let Some(q) = cfg.smtp.as_ref().map(|s| smtp_queue(&s.queue_dir)) else {
+        return false;
+    };
+    if json {
+        println!("{}", serde_json::json!({"smtp_queue": q}));
+    } else {
+        println!("SMTP retry queue: {} messages", q.len());
+        for e in &q {
+            println!(
+                "  {} from <{}> to {} (attempt {}): {}",
+                e["id"].as_str().unwrap_or("?"),
+                e["from"].as_str().unwrap_or(""),
+                e["rcpts"],
+                e["attempts"],
+                e["last_error"].as_str().unwrap_or("")
+            );
+        }
+    }
+    true
 }
