@@ -532,8 +532,13 @@ impl Mover {
             }
         }
         self.release(&e).await;
-        if result.is_ok() && forward {
-            self.keep_report(user, &report).await;
+        // The report is a record, not part of the move: a shutdown skips it
+        // rather than spend the grace on it.
+        if result.is_ok() && forward && !self.stop.is_cancelled() {
+            tokio::select! {
+                () = self.keep_report(user, &report) => {}
+                () = self.stop.cancelled() => {}
+            }
         }
         result.map(|()| report)
     }
