@@ -724,11 +724,15 @@ impl Mover {
             e.mailhost.iter().cloned().collect(),
         ));
         mods.push(Mod::Replace(TO.to_string(), set(target)));
-        // The hold as the fleet view shows it: up to the flip's own write.
-        let hold_ms = held.elapsed().as_millis().to_string();
-        mods.push(Mod::Replace(crate::fleet::HOLD.to_string(), set(&hold_ms)));
         self.apply(e, mods, "flip").await?;
         report.hold_seconds = held.elapsed().as_secs_f64();
+        // For the fleet view; a write of its own, so a directory that lacks
+        // the attribute (schema not reloaded yet) never fails a flip.
+        let hold_ms = ((report.hold_seconds * 1000.0) as u64).to_string();
+        let hold = vec![Mod::Replace(crate::fleet::HOLD.to_string(), set(&hold_ms))];
+        if let Err(err) = self.ldap.modify(&e.dn, hold).await {
+            tracing::debug!(user, error = %err, "hold time not published");
+        }
         report.mailhost = target.to_string();
         METRICS.cutover_hold.observe(report.hold_seconds);
         tracing::info!(
