@@ -375,8 +375,6 @@ fn plan_migrate_status_report_and_api_errors() {
     assert_eq!(code, 200);
     let o: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(o["counts"]["done"], 3, "{o}");
-    // The session log names each event once per state change.
-    assert!(proxy.log().contains("admin HTTP listening"));
 }
 
 // ---------------------------------------------------------------------------
