@@ -1,185 +1,152 @@
-//! Admin HTTP: `/metrics`, `/healthz`, `/api/v1/users/{login}` and its actions,
-//! and a small status page. Bound to loopback by default; anything that changes
-//! state needs `Authorization: Bearer TOKEN`.
+//! Admin HTTP: the web cockpit at `/`, the JSON API under `/api/v1/`,
+//! `/metrics` and `/healthz`. Bound to loopback by default; anything that
+//! changes state needs `Authorization: Bearer TOKEN` (else 401).
+//!
+//! - [`api`]: the JSON API (fleet overview, users, events, reports, actions).
+//! - [`ui`]: the cockpit's page and script, embedded in the binary (no build
+//!   step, no outside network).
+//!
+//! Nothing here is on the proxy path: the fleet view is read from LDAP when
+//! someone asks (cached for [`api::FLEET_TTL`]), never sampled in the
+//! background.
 
-use std::convert::Infallible;
+mod api;
+mod ui;
+
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::imap::Shared;
 use crate::metrics::METRICS;
 
-fn reply(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", ctype)
-        .body(Full::new(body.into()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+/// What the admin handlers share.
+pub(crate) struct Admin {
+    shared: Arc<Shared>,
+    fleet: api::FleetCache,
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
-    reply(status, "application/json", value.to_string())
+/// An API error: an HTTP status and a sentence, as `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, why: impl Into<String>) -> ApiError {
+        ApiError(status, why.into())
+    }
 }
 
-fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
-    let Some(token) = token else { return false };
-    let Some(given) = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            axum::Json(serde_json::json!({"error": self.1, "status": self.0.as_u16()})),
+        )
+            .into_response()
+    }
+}
+
+impl From<crate::directory::Error> for ApiError {
+    fn from(e: crate::directory::Error) -> ApiError {
+        match e {
+            crate::directory::Error::BadFilter(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer TOKEN` against the configured token; with no
+/// token configured every action is refused.
+fn authorize(headers: &HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
+    let refused = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Authorization: Bearer TOKEN required (admin.token)",
+        )
+    };
+    let token = token.ok_or_else(refused)?;
+    let given = headers
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
+        .ok_or_else(refused)?;
     // Constant-time compare: the token must not leak through timing.
-    given.len() == token.len()
+    let same = given.len() == token.len()
         && given
             .bytes()
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-async fn user_info(shared: &Shared, login: &str) -> Response<Full<Bytes>> {
-    match shared.directory.lookup(login).await {
-        Ok(Some(user)) => {
-            let route = shared.router.route(&user);
-            json(
-                StatusCode::OK,
-                serde_json::json!({
-                    "login": user.login,
-                    "dn": user.dn,
-                    "mailhost": user.mailhost,
-                    "status": format!("{:?}", user.status).to_lowercase(),
-                    "backend": route.as_ref().ok().map(|b| b.name().to_string()),
-                    "route_error": route.as_ref().err().map(|e| e.to_string()),
-                    "sessions": shared.sessions.of(login),
-                }),
-            )
-        }
-        Ok(None) => json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": "no such user"}),
-        ),
-        Err(e) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"error": e.to_string()}),
-        ),
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(refused())
     }
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    let token = shared
-        .config
-        .admin
-        .as_ref()
-        .and_then(|a| a.token.as_deref());
-    let path = req.uri().path().to_string();
-    let user_path = path
-        .strip_prefix("/api/v1/users/")
-        .map(|rest| rest.split('/').collect::<Vec<_>>());
-    match (req.method(), path.as_str(), user_path.as_deref()) {
-        (&Method::GET, "/metrics", _) => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            METRICS.render(),
-        ),
-        (&Method::GET, "/healthz", _) => reply(StatusCode::OK, "text/plain", "ok\n"),
-        (&Method::GET, "/", _) => {
-            let sync = METRICS.directory_sync_up.get() == 1;
-            let page = format!(
-                "<!doctype html><title>mailshift</title><h1>mailshift</h1>\
-                 <p>open IMAP sessions: {}</p><p>LDAP change follower: {}</p>\
-                 <p><a href=\"/metrics\">metrics</a></p>",
-                shared.sessions.total(),
-                if sync {
-                    "live"
-                } else {
-                    "off (cache TTL applies)"
-                }
-            );
-            reply(StatusCode::OK, "text/html; charset=utf-8", page)
-        }
-        (&Method::GET, _, Some([login])) if !login.is_empty() => {
-            user_info(&shared, &percent_decode(login)).await
-        }
-        (&Method::POST, _, Some([login, action])) => {
-            if !authorized(&req, token) {
-                return json(
-                    StatusCode::UNAUTHORIZED,
-                    serde_json::json!({"error": "Authorization: Bearer TOKEN required"}),
-                );
-            }
-            let login = percent_decode(login);
-            match *action {
-                "kick" => {
-                    let n = shared.sessions.kick(&login, None);
-                    METRICS
-                        .imap_kicks
-                        .with_label_values(&["admin"])
-                        .inc_by(n as u64);
-                    tracing::info!(user = %login, sessions = n, "kicked by admin");
-                    json(StatusCode::OK, serde_json::json!({"kicked": n}))
-                }
-                "migrate" => match &shared.scheduler {
-                    Some(s) => {
-                        if s.start(&login, None) {
-                            tracing::info!(user = %login, "migration requested by admin");
-                            json(StatusCode::ACCEPTED, serde_json::json!({"started": true}))
-                        } else {
-                            json(
-                                StatusCode::CONFLICT,
-                                serde_json::json!({"error": "already migrating on this instance"}),
-                            )
-                        }
-                    }
-                    None => json(
-                        StatusCode::NOT_IMPLEMENTED,
-                        serde_json::json!({"error": "no [migration] table with an LDAP directory in this config"}),
-                    ),
-                },
-                _ => json(
-                    StatusCode::NOT_FOUND,
-                    serde_json::json!({"error": "no such action"}),
-                ),
-            }
-        }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": "not found"}),
-        ),
-    }
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(),
+    )
+        .into_response()
 }
 
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found")
+}
+
+fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/style.css", get(ui::style))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/overview", get(api::overview))
+        .route("/api/v1/users", get(api::users))
+        .route("/api/v1/users/{login}", get(api::user))
+        .route("/api/v1/users/{login}/events", get(api::events))
+        .route("/api/v1/users/{login}/report", get(api::report))
+        .route("/api/v1/users/{login}/report.html", get(api::report_html))
+        .route("/api/v1/users/{login}/{action}", post(api::action))
+        .fallback(not_found)
+        .with_state(admin)
 }
 
 /// Serves the admin API until cancelled.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((tcp, _)) = accepted else { continue };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(handle(req, shared).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
+    let cancel = shared.cancel.clone();
+    let admin = Arc::new(Admin {
+        shared,
+        fleet: api::FleetCache::default(),
+    });
+    let app = router(admin);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+    {
+        tracing::warn!(error = %e, "admin HTTP stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_need_the_exact_token() {
+        let mut h = HeaderMap::new();
+        assert!(authorize(&h, Some("t0k")).is_err());
+        h.insert(header::AUTHORIZATION, "Bearer t0k".parse().expect("header"));
+        assert!(authorize(&h, Some("t0k")).is_ok());
+        assert!(authorize(&h, Some("t0K")).is_err());
+        assert!(authorize(&h, None).is_err(), "no token configured: refuse");
     }
 }

@@ -36,6 +36,9 @@ pub enum Error {
     /// The directory answered with an error.
     #[error("directory error: {0}")]
     Server(String),
+    /// An LDAP filter that does not parse (RFC 4515).
+    #[error("LDAP filter does not parse: {0}")]
+    BadFilter(String),
     /// One login matched more than one entry: the filter is too wide.
     #[error("login {login:?} matches {count} directory entries; check directory.user_filter")]
     Ambiguous {

@@ -11,7 +11,7 @@
 //!           imap::backend (connect, TLS, ID, login) ─► imap::relay (bytes both ways)
 //!
 //!  directory::sync (RFC 4533) ─► Change ─► server::kick_moved ─► sessions.kick
-//!  admin (HTTP) ─► metrics, users, kick
+//!  admin (HTTP, web cockpit) ─► metrics, fleet (LDAP), events, report, actions
 //! ```
 //!
 //! Dependencies point one way: `imap` → `route` → `directory`.
@@ -20,9 +20,12 @@ pub mod admin;
 pub mod config;
 pub mod directory;
 pub mod duration;
+pub mod events;
+pub mod fleet;
 pub mod imap;
 pub mod metrics;
 pub mod migrate;
+pub mod report;
 pub mod route;
 pub mod server;
 pub mod sessions;

@@ -68,8 +68,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what the migration state holds: per user, or per folder of one user
-    /// (messages copied, messages that failed and why).
+    /// The whole migration from LDAP, across every instance: users by state,
+    /// running moves with progress and ETA, last errors, recent cutovers with
+    /// their hold times. With --user (or --local): what this state_dir holds,
+    /// per folder (messages copied, messages that failed and why).
     Status {
         /// The TOML config file.
         #[arg(long, short, value_name = "FILE")]
@@ -77,6 +79,12 @@ enum Command {
         /// One user's detail.
         #[arg(long, value_name = "LOGIN")]
         user: Option<String>,
+        /// Only users matching this LDAP filter (plus those with a state).
+        #[arg(long, value_name = "LDAPFILTER", conflicts_with = "user")]
+        filter: Option<String>,
+        /// What the local state_dir holds instead of the fleet view.
+        #[arg(long, conflicts_with = "filter")]
+        local: bool,
         /// As JSON.
         #[arg(long)]
         json: bool,
@@ -93,7 +101,35 @@ enum Command {
         /// The result as JSON.
         #[arg(long)]
         json: bool,
+        /// Also write the per-user report here (FILE.json or FILE.html).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
+    /// Plan a group before moving it: messages and bytes per user on the old
+    /// store, what is synced already, what will not fit, the largest users,
+    /// and an estimate of the first pass and the final window.
+    Plan {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        users: GroupSelection,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which users a plan covers.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct GroupSelection {
+    /// Every user matching an LDAP filter.
+    #[arg(long, value_name = "LDAPFILTER")]
+    filter: Option<String>,
+    /// One login per line.
+    #[arg(long, value_name = "FILE")]
+    users_file: Option<PathBuf>,
 }
 
 /// Which users a migration covers.
@@ -114,6 +150,7 @@ struct UserSelection {
 /// EX_USAGE from sysexits.h: the config is wrong, not the machine.
 const EX_USAGE: u8 = 64;
 
+mod cli;
 mod migrate_cli;
 
 fn exit(result: anyhow::Result<bool>) -> ExitCode {
@@ -189,13 +226,47 @@ fn main() -> ExitCode {
             init_logging("warn");
             exit(migrate_cli::rollback(&config, &user, json))
         }
-        Command::Status { config, user, json } => {
+        Command::Status {
+            config,
+            user,
+            filter,
+            local,
+            json,
+        } => {
             init_logging("warn");
+            if user.is_none() && !local {
+                match cli::fleet::status(&config, filter.as_deref(), json) {
+                    Ok(Some(ok)) => return exit(Ok(ok)),
+                    Ok(None) => {}
+                    Err(e) => return exit(Err(e)),
+                }
+            }
             exit(migrate_cli::status(&config, user.as_deref(), json))
         }
-        Command::Verify { config, user, json } => {
+        Command::Verify {
+            config,
+            user,
+            json,
+            report,
+        } => {
             init_logging("warn");
-            exit(migrate_cli::verify(&config, &user, json))
+            exit(migrate_cli::verify(&config, &user, json, report.as_deref()))
+        }
+        Command::Plan {
+            config,
+            users,
+            json,
+        } => {
+            init_logging("warn");
+            exit(cli::plan::plan(
+                &config,
+                migrate_cli::Selection {
+                    user: None,
+                    filter: users.filter,
+                    users_file: users.users_file,
+                },
+                json,
+            ))
         }
         Command::Serve { config } => {
             init_logging("info");

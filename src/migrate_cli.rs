@@ -179,7 +179,8 @@ impl Reporter for Progress {
     }
 }
 
-fn human(bytes: u64) -> String {
+/// Bytes for people: `1.2 MB`.
+pub fn human(bytes: u64) -> String {
     let b = bytes as f64;
     if b >= 1e9 {
         format!("{:.2} GB", b / 1e9)
@@ -192,7 +193,8 @@ fn human(bytes: u64) -> String {
     }
 }
 
-async fn select_users(cfg: &Config, sel: &Selection) -> anyhow::Result<Vec<String>> {
+/// The logins of a selection.
+pub async fn select_users(cfg: &Config, sel: &Selection) -> anyhow::Result<Vec<String>> {
     if let Some(u) = &sel.user {
         return Ok(vec![u.clone()]);
     }
@@ -217,7 +219,8 @@ fn load(config: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(config)?)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// A multi-threaded runtime for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -460,11 +463,28 @@ pub fn migrate(
     })
 }
 
-/// `mailshift verify`; `Ok(true)` when nothing is missing.
-pub fn verify(config: &Path, user: &str, json: bool) -> anyhow::Result<bool> {
+/// `mailshift verify`; `Ok(true)` when nothing is missing. With `report`,
+/// the per-user report (JSON or HTML by the file's extension) is written
+/// there and kept under `state_dir/reports/` for the admin API.
+pub fn verify(
+    config: &Path,
+    user: &str,
+    json: bool,
+    report: Option<&Path>,
+) -> anyhow::Result<bool> {
     let cfg = load(config)?;
     runtime()?.block_on(async move {
         let engine = Engine::from_config(&cfg)?;
+        if let Some(path) = report {
+            let r = mailshift::report::UserReport::build(&engine, user, "verify").await?;
+            r.write_to(path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            if let Some(m) = &cfg.migration {
+                r.keep(&m.state_dir).with_context(|| {
+                    format!("keeping the report under {}", m.state_dir.display())
+                })?;
+            }
+        }
         let v = verify::verify(&engine, user, None).await?;
         if json {
             println!("{}", serde_json::to_string(&v)?);
@@ -499,26 +519,9 @@ pub fn verify(config: &Path, user: &str, json: bool) -> anyhow::Result<bool> {
 /// `mailshift status`: what the sync state records.
 pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<bool> {
     let cfg = load(config)?;
-    let queue = cfg.smtp.as_ref().map(|s| smtp_queue(&s.queue_dir));
-    if let Some(q) = &queue {
-        if json {
-            println!("{}", serde_json::json!({"smtp_queue": q}));
-        } else {
-            println!("SMTP retry queue: {} messages", q.len());
-            for e in q {
-                println!(
-                    "  {} from <{}> to {} (attempt {}): {}",
-                    e["id"].as_str().unwrap_or("?"),
-                    e["from"].as_str().unwrap_or(""),
-                    e["rcpts"],
-                    e["attempts"],
-                    e["last_error"].as_str().unwrap_or("")
-                );
-            }
-        }
-    }
+    let queue = print_smtp_queue(&cfg, json);
     let Some(m) = cfg.migration.as_ref() else {
-        if queue.is_some() {
+        if queue {
             return Ok(true);
         }
         bail!("the config has no [migration] table");
@@ -580,4 +583,27 @@ fn smtp_queue(dir: &Path) -> Vec<serde_json::Value> {
         .collect();
     out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     out
+}
+
+/// Prints the SMTP retry queue when the config has `[smtp]`; whether it did.
+pub fn print_smtp_queue(cfg: &Config, json: bool) -> bool {
+    let Some(q) = cfg.smtp.as_ref().map(|s| smtp_queue(&s.queue_dir)) else {
+        return false;
+    };
+    if json {
+        println!("{}", serde_json::json!({"smtp_queue": q}));
+    } else {
+        println!("SMTP retry queue: {} messages", q.len());
+        for e in &q {
+            println!(
+                "  {} from <{}> to {} (attempt {}): {}",
+                e["id"].as_str().unwrap_or("?"),
+                e["from"].as_str().unwrap_or(""),
+                e["rcpts"],
+                e["attempts"],
+                e["last_error"].as_str().unwrap_or("")
+            );
+        }
+    }
+    true
 }

@@ -172,7 +172,10 @@ impl LdapDirectory {
                 vec![self.cfg.login_attribute.clone()],
             )
             .await
-            .map_err(|e| Error::Unavailable(format!("search {filter}: {e}")))?;
+            .map_err(|e| match e {
+                ldap3::LdapError::FilterParsing => Error::BadFilter(filter.to_string()),
+                e => Error::Unavailable(format!("search {filter}: {e}")),
+            })?;
         let (entries, _) = res
             .success()
             .map_err(|e| Error::Server(format!("search {filter}: {e}")))?;
@@ -183,6 +186,48 @@ impl LdapDirectory {
             .collect();
         out.sort();
         let _ = ldap.unbind().await;
+        Ok(out)
+    }
+
+    /// Every entry matching `filter` with the named attributes (names
+    /// lower-cased), in pages, so a directory's size limit for ordinary binds
+    /// (slapd: 500) does not cut a fleet listing short. A filter that does not
+    /// parse is [`Error::BadFilter`].
+    pub async fn search_all(
+        &self,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<Vec<(String, HashMap<String, Vec<String>>)>, Error> {
+        use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+        let mut ldap = self.connect(true).await?;
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(1000)),
+        ];
+        let attrs: Vec<String> = attrs.iter().map(|a| a.to_string()).collect();
+        let fail = |e: ldap3::LdapError| match e {
+            ldap3::LdapError::FilterParsing => Error::BadFilter(filter.to_string()),
+            e => Error::Unavailable(format!("search {filter}: {e}")),
+        };
+        let mut stream = ldap
+            .with_timeout(self.cfg.timeout * 10)
+            .streaming_search_with(adapters, &self.cfg.base_dn, Scope::Subtree, filter, attrs)
+            .await
+            .map_err(fail)?;
+        let mut out = Vec::new();
+        while let Some(entry) = stream.next().await.map_err(fail)? {
+            let e = SearchEntry::construct(entry);
+            let attrs = e
+                .attrs
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+            out.push((e.dn, attrs));
+        }
+        let res = stream.finish().await;
+        let _ = ldap.unbind().await;
+        res.success()
+            .map_err(|e| Error::Server(format!("search {filter}: {e}")))?;
         Ok(out)
     }
 

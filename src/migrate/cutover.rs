@@ -149,6 +149,9 @@ pub struct Mover {
     /// Cancelled at shutdown: presyncs stop, a final pass gets part of the grace.
     stop: CancellationToken,
     grace: Duration,
+    /// Per-user event lists and reports live here.
+    state_dir: std::path::PathBuf,
+    events: crate::events::EventLog,
 }
 
 /// What [`Mover::resolve_hold`] did with a hold left behind.
@@ -183,6 +186,8 @@ impl Mover {
             lease: m.lease,
             stop: CancellationToken::new(),
             grace: cfg.shutdown_grace,
+            state_dir: m.state_dir.clone(),
+            events: crate::events::EventLog::new(&m.state_dir, &m.instance_id),
         })
     }
 
@@ -192,6 +197,11 @@ impl Mover {
     pub fn stop_on(&mut self, stop: CancellationToken, grace: Duration) {
         self.stop = stop;
         self.grace = grace;
+    }
+
+    /// The per-user event lists this mover writes.
+    pub fn events(&self) -> &crate::events::EventLog {
+        &self.events
     }
 
     /// This instance's name in leases.
@@ -273,6 +283,11 @@ impl Mover {
             Ok(target) => {
                 let done = direction.map(|d| d.2).unwrap_or("done");
                 let _ = self.record(&e, done, None).await;
+                self.events.record(
+                    user,
+                    done,
+                    serde_json::json!({"resolved_hold": true, "mailhost": target}),
+                );
                 Resolved::Finished(target)
             }
             Err(err) => {
@@ -281,6 +296,8 @@ impl Mover {
                 self.undo_if_held(user).await;
                 let why = format!("left in hold by a stopped instance; undone: {err}");
                 let _ = self.record(&e, "failed", Some(&why)).await;
+                self.events
+                    .record(user, "failed", serde_json::json!({"error": why}));
                 Resolved::Undone(err.to_string())
             }
         };
@@ -487,6 +504,12 @@ impl Mover {
         match &result {
             Ok(()) => {
                 let _ = self.record(&e, done, None).await;
+                let kind = if forward { "flipped" } else { "rolled_back" };
+                self.events.record(
+                    user,
+                    kind,
+                    serde_json::json!({"state": done, "mailhost": report.mailhost, "hold_ms": (report.hold_seconds * 1000.0) as u64}),
+                );
             }
             Err(err) => {
                 // Never leave a user stuck in hold, whatever stopped the move.
@@ -501,10 +524,38 @@ impl Mover {
                     _ => "failed",
                 };
                 let _ = self.record(&e, state, Some(&text)).await;
+                self.events.record(
+                    user,
+                    "failed",
+                    serde_json::json!({"state": state, "error": text}),
+                );
             }
         }
         self.release(&e).await;
+        // The report is a record, not part of the move: a shutdown skips it
+        // rather than spend the grace on it.
+        if result.is_ok() && forward && !self.stop.is_cancelled() {
+            tokio::select! {
+                () = self.keep_report(user, &report) => {}
+                () = self.stop.cancelled() => {}
+            }
+        }
         result.map(|()| report)
+    }
+
+    /// The report after a cutover, kept under `state_dir/reports/`: a
+    /// verification of its own, so the report proves what the pass claimed.
+    async fn keep_report(&self, user: &str, report: &CutoverReport) {
+        match crate::report::UserReport::build(&self.forward, user, "cutover").await {
+            Ok(mut r) => {
+                r.hold_seconds = Some(report.hold_seconds);
+                r.mailhost = Some(report.mailhost.clone());
+                if let Err(e) = r.keep(&self.state_dir) {
+                    tracing::warn!(user, error = %e, "report not written");
+                }
+            }
+            Err(e) => tracing::warn!(user, error = %e, "no report after the cutover"),
+        }
     }
 
     /// Renews the lease every third of its length; returns only when it could
@@ -547,12 +598,22 @@ impl Mover {
         report: &mut CutoverReport,
     ) -> Result<(), Error> {
         self.record(e, "syncing", None).await?;
-        for _ in 0..MAX_PRESYNCS {
+        for n in 0..MAX_PRESYNCS {
+            self.events
+                .record(user, "pass_started", serde_json::json!({"pass": n + 1}));
+            let publisher =
+                crate::fleet::Publisher::new(Arc::clone(&self.ldap), &e.dn, Arc::clone(&reporter));
             let pass = tokio::select! {
-                p = engine.pass(user, password, Arc::clone(&reporter)) => p?,
+                p = engine.pass(user, password, publisher.clone()) => p?,
                 _ = self.stop.cancelled() => return Err(Error::Incomplete(STOPPED.into())),
             };
+            publisher.flush().await;
             let (complete, copied) = (pass.complete(), pass.copied());
+            self.events.record(
+                user,
+                "pass_ended",
+                serde_json::json!({"pass": n + 1, "copied": copied, "bytes": pass.bytes(), "failed": pass.failed(), "complete": complete, "seconds": pass.seconds}),
+            );
             let errors = pass.errors.join("; ");
             report.presyncs.push(pass);
             if !complete {
@@ -582,7 +643,7 @@ impl Mover {
         // Give that a moment so the final pass sees what those commands stored;
         // anything later still reaching the old INBOX is for the sweep.
         tokio::time::sleep(KICK_GRACE).await;
-        tracing::info!(user, "hold set; final pass");
+        self.events.record(user, "hold_set", serde_json::json!({}));
         self.final_and_flip(
             e,
             user,
@@ -665,6 +726,13 @@ impl Mover {
         mods.push(Mod::Replace(TO.to_string(), set(target)));
         self.apply(e, mods, "flip").await?;
         report.hold_seconds = held.elapsed().as_secs_f64();
+        // For the fleet view; a write of its own, so a directory that lacks
+        // the attribute (schema not reloaded yet) never fails a flip.
+        let hold_ms = ((report.hold_seconds * 1000.0) as u64).to_string();
+        let hold = vec![Mod::Replace(crate::fleet::HOLD.to_string(), set(&hold_ms))];
+        if let Err(err) = self.ldap.modify(&e.dn, hold).await {
+            tracing::debug!(user, error = %err, "hold time not published");
+        }
         report.mailhost = target.to_string();
         METRICS.cutover_hold.observe(report.hold_seconds);
         tracing::info!(

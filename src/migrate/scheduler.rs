@@ -244,6 +244,41 @@ impl Scheduler {
         true
     }
 
+    /// The mover this instance's migrations run on (its engines and events).
+    pub fn mover(&self) -> &Arc<Mover> {
+        &self.mover
+    }
+
+    /// Runs an admin's action on `user` (rollback, a presync pass) as one of
+    /// this instance's moves: one at a time per user, waited for at shutdown.
+    /// `false` when this instance is already working on the user.
+    pub fn run_action<F, Fut>(self: &Arc<Self>, user: &str, action: F) -> bool
+    where
+        F: FnOnce(Arc<Mover>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let key = user.to_lowercase();
+        if self.stop.is_cancelled() {
+            return false;
+        }
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(&key) {
+                return false;
+            }
+            running.insert(key.clone(), Instant::now());
+        }
+        let me = Arc::clone(self);
+        self.tracker.spawn(async move {
+            action(Arc::clone(&me.mover)).await;
+            me.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
+        true
+    }
+
     /// Whether the user waits for a retry that is not due yet.
     fn waiting(&self, user: &str) -> bool {
         self.retry
