@@ -3,18 +3,35 @@
 //! # Layout and data flow
 //!
 //! ```text
-//!  client ─► imap::session ─► imap::preauth (sans-I/O) ─► Login
-//!                 │                                        │
-//!                 │        directory (cache ─► LDAP/file) ◄┘
-//!                 │        route (mailHost ─► backend)
-//!                 ▼
-//!           imap::backend (connect, TLS, ID, login) ─► imap::relay (bytes both ways)
+//!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry)
+//!        │
+//!        ▼
+//!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file) ─► Router (mailHost ─► Store)
+//!        │
+//!        ▼
+//!  store: Store per [backends.NAME]; imap::{response, login} (sans-I/O) under imap::Client;
+//!         connect (one TLS connector); Error with the Side that failed
 //!
-//!  directory::sync (RFC 4533) ─► Change ─► server::kick_moved ─► sessions.kick
-//!  admin (HTTP, web cockpit) ─► metrics, fleet (LDAP), events, report, actions
+//!  migrate: sync (engine) ─► store::imap::Client; state (redb cache, intents); cutover; scheduler
+//!  admin (HTTP on axum, web cockpit) ─► metrics, fleet (LDAP), events, report, actions
+//!  server (serve: build, listen, drain, SIGHUP) ─► front ends, scheduler, admin
 //! ```
 //!
-//! Dependencies point one way: `imap` → `route` → `directory`.
+//! - A login: `imap::session` frames and parses pre-auth commands with
+//!   `imap::preauth`, `route::resolve` looks the user up (waiting out a hold)
+//!   and picks the [`store::Store`], `store::imap::Client::connect` logs in
+//!   (ID with the client's address), `imap::relay` moves bytes both ways.
+//! - A delivery: `smtp::driver` runs `smtp::session`; each RCPT is resolved by
+//!   `route::resolve`; DATA streams to one leg per store (`smtp::relay`);
+//!   the mixed outcome goes to `smtp::queue`, retried by `smtp::retry`
+//!   (resolving again).
+//! - A migration: `migrate::sync::Engine::pass` plans folders, then per folder
+//!   recognises what is there (fingerprints, intents of batches in flight),
+//!   copies in source UID order through `store::imap::Client`, pushes flags;
+//!   `migrate::cutover` holds, runs the final pass, flips `mailHost`.
+//!
+//! Dependencies point one way: front ends and migrate → `route` → `store`,
+//! `directory` → `config`.
 
 pub mod admin;
 pub mod config;

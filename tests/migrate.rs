@@ -726,12 +726,15 @@ fn a_copy_landing_after_the_settle_time_is_removed_by_the_next_pass() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The relay stalls with the batch inside it until the rerun is over.
+    relay.pause();
     child.kill().expect("kill -9");
     let _ = child.wait();
 
     // The rerun goes straight to the store and does not wait for the relay.
     let rerun = migrate(&s, &[]);
     assert!(rerun.status.success(), "{}", text(&rerun));
+    relay.resume();
     assert!(
         relay.wait_idle(Duration::from_secs(120)),
         "the relay did not drain"

@@ -57,7 +57,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared:
         Listener::Tls => {
             let Some(tls) = &shared.tls else { return };
             match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
-                Ok(Ok(s)) => Stream::Server(Box::new(s)),
+                Ok(Ok(s)) => Stream::ClientTls(Box::new(s)),
                 Ok(Err(e)) => {
                     tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
                     return;
@@ -131,7 +131,7 @@ async fn preauth(
                     };
                     let tls = shared.tls.as_ref()?;
                     match tls.acceptor().accept(tcp).await {
-                        Ok(s) => stream = Stream::Server(Box::new(s)),
+                        Ok(s) => stream = Stream::ClientTls(Box::new(s)),
                         Err(e) => {
                             tracing::debug!(client = %peer, error = %e, "STARTTLS handshake failed");
                             return None;

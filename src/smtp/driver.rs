@@ -317,7 +317,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                     match tokio::time::timeout(cfg.command_timeout, tls.acceptor().accept(tcp))
                         .await
                     {
-                        Ok(Ok(s)) => stream = Stream::Server(Box::new(s)),
+                        Ok(Ok(s)) => stream = Stream::ClientTls(Box::new(s)),
                         Ok(Err(e)) => {
                             tracing::debug!(client = %peer, error = %e, "STARTTLS handshake failed");
                             return;

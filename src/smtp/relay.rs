@@ -236,7 +236,7 @@ impl Delivery {
                 stage: "tls",
                 source,
             })?;
-        Ok(Stream::Client(Box::new(s)))
+        Ok(Stream::StoreTls(Box::new(s)))
     }
 
     /// Connects, greets and introduces the client (XCLIENT or XFORWARD when

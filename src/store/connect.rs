@@ -73,6 +73,6 @@ impl Connector {
             .connect(name, tcp)
             .await
             .map_err(|source| Error::Io { stage, source })?;
-        Ok(Stream::Client(Box::new(tls)))
+        Ok(Stream::StoreTls(Box::new(tls)))
     }
 }

@@ -20,6 +20,8 @@ struct Stats {
     /// Connections still open on either side.
     open: AtomicUsize,
     stop: AtomicBool,
+    /// Nothing is passed on while set (a relay that stalls).
+    paused: AtomicBool,
 }
 
 /// A forwarder listening on a loopback port.
@@ -65,6 +67,16 @@ impl Forwarder {
     /// Bytes accepted from clients but not yet passed to the store.
     pub fn pending(&self) -> u64 {
         self.stats.accepted.load(Ordering::SeqCst) - self.stats.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Stops passing bytes on to the store (it keeps accepting them).
+    pub fn pause(&self) {
+        self.stats.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Passes bytes on again.
+    pub fn resume(&self) {
+        self.stats.paused.store(false, Ordering::SeqCst);
     }
 
     /// Bytes accepted from clients so far.
@@ -129,6 +141,9 @@ fn connection(client: TcpStream, store: TcpStream, rate: u64, st: Arc<Stats>) {
         std::thread::spawn(move || {
             let slice = (rate / 20).max(1) as usize; // 50 ms worth
             loop {
+                while st.paused.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 let out: Vec<u8> = {
                     let mut g = pipe.buf.lock().unwrap_or_else(|p| p.into_inner());
                     while g.0.is_empty() && !g.1 {
