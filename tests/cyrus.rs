@@ -1,21 +1,454 @@
 //! Cyrus IMAP (a private 3.6, tests/support/cyrus.rs) as old store, as new
-//! store and behind the proxy.
+//! store and behind the proxy, through the real `mailshift` CLI.
+//!
+//! Cyrus here runs its default namespace (`INBOX.` prefix, `.` separator)
+//! while the Dovecots run without a prefix: every folder name is translated.
+//! Cyrus's junk folder is `Spam` (\Junk); Dovecot's is `Junk`.
 
 mod support;
 
-use support::{Cyrus, CyrusOpts, ImapClient};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::proxy::OLD_HOST;
+use support::{corpus, render_keep, Certs, Cyrus, CyrusOpts, Dovecot, DovecotOpts, ImapClient};
+use support::{MailFormat, Slapd};
+
+/// One side of a migration, as the test reaches it.
+enum Store<'a> {
+    Cyrus(&'a Cyrus),
+    Dovecot(&'a Dovecot),
+}
+
+impl Store<'_> {
+    fn port(&self) -> u16 {
+        match self {
+            Store::Cyrus(c) => c.imap_port(),
+            Store::Dovecot(d) => d.imap_port(),
+        }
+    }
+
+    /// Logs in as `user` through the store's master user.
+    fn login(&self, user: &str) -> ImapClient {
+        let mut c = ImapClient::connect(self.port());
+        match self {
+            Store::Cyrus(_) => {
+                let b64 = b64(format!("{user}\0admin\0adminpw").as_bytes());
+                let (_, tagged) = c.cmd(&format!("AUTHENTICATE PLAIN {b64}"));
+                assert!(tagged.contains(" OK"), "Cyrus master login: {tagged}");
+            }
+            Store::Dovecot(_) => c.login(&format!("{user}*admin"), "adminpw"),
+        }
+        c
+    }
+
+    /// A corpus folder (`/`-separated, Dovecot's names) as this store names it.
+    fn folder(&self, name: &str, dovecot_sep: char) -> String {
+        match self {
+            Store::Cyrus(c) if name == "Junk" => c.folder("Spam"),
+            Store::Cyrus(c) => c.folder(name),
+            Store::Dovecot(_) => name.replace('/', &dovecot_sep.to_string()),
+        }
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(T[((n >> (18 - 6 * k)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+const SPECIAL: [(&str, &str); 5] = [
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+];
+
+/// Loads the corpus into Cyrus with its own names and special-use
+/// attributes; returns the messages Cyrus accepted (it refuses bare LF).
+fn load_cyrus(cy: &Cyrus, msgs: Vec<corpus::Msg>) -> Vec<corpus::Msg> {
+    let store = Store::Cyrus(cy);
+    let mut c = store.login("alice");
+    for f in corpus::FOLDERS.iter().filter(|f| **f != "INBOX") {
+        let name = store.folder(f, '/');
+        let cmd = match SPECIAL.iter().find(|(n, _)| n == f) {
+            Some((_, u)) => format!("CREATE \"{name}\" (USE ({u}))"),
+            None => format!("CREATE \"{name}\""),
+        };
+        c.ok(&cmd);
+        c.ok(&format!("SUBSCRIBE \"{name}\""));
+    }
+    let mut kept = Vec::new();
+    for m in msgs {
+        let tag = c.send_literal(
+            &format!(
+                "APPEND \"{}\" ({}) \"{}\"",
+                store.folder(m.folder, '/'),
+                m.flags,
+                m.date
+            ),
+            &m.body,
+        );
+        let (_, tagged) = c.read_until_tagged(&tag);
+        if tagged.contains(" OK") {
+            kept.push(m);
+        } else {
+            assert!(tagged.contains("bare newlines"), "APPEND: {tagged}");
+        }
+    }
+    c.ok("LOGOUT");
+    kept
+}
+
+struct Setup {
+    // Drop order: the stores before the directory.
+    cyrus: Cyrus,
+    dovecot: Dovecot,
+    _ldap: Slapd,
+    config: PathBuf,
+    state: PathBuf,
+    cyrus_is_old: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn old(&self) -> Store<'_> {
+        if self.cyrus_is_old {
+            Store::Cyrus(&self.cyrus)
+        } else {
+            Store::Dovecot(&self.dovecot)
+        }
+    }
+    fn new(&self) -> Store<'_> {
+        if self.cyrus_is_old {
+            Store::Dovecot(&self.dovecot)
+        } else {
+            Store::Cyrus(&self.cyrus)
+        }
+    }
+}
+
+/// Cyrus old (over STARTTLS) and Dovecot new (sdbox, `.`, implicit TLS), or
+/// the other way round (then Cyrus is reached over implicit TLS only).
+fn setup(cyrus_is_old: bool, msgs: Vec<corpus::Msg>) -> Setup {
+    let certs = Certs::shared();
+    let ldap = Slapd::start(false);
+    ldap.add_user("alice", "alicepw", OLD_HOST);
+    let (cyrus, dovecot) = std::thread::scope(|s| {
+        let c = s.spawn(|| {
+            Cyrus::start(
+                if cyrus_is_old { "old" } else { "new" },
+                CyrusOpts::default(),
+            )
+        });
+        let d = s.spawn(|| {
+            let opts = if cyrus_is_old {
+                DovecotOpts {
+                    separator: '.',
+                    format: MailFormat::Sdbox,
+                    ..DovecotOpts::default()
+                }
+            } else {
+                DovecotOpts::default()
+            };
+            Dovecot::start(if cyrus_is_old { "new" } else { "old" }, &ldap, opts)
+        });
+        (
+            c.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            d.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
+    });
+    if cyrus_is_old {
+        load_cyrus(&cyrus, msgs);
+    } else {
+        corpus::load(dovecot.imap_port(), "alice", "admin", "adminpw", &msgs);
+    }
+    let (old_imap, old_lmtp, new_imaps, new_lmtp) = if cyrus_is_old {
+        (
+            cyrus.imap_port(),
+            cyrus.lmtp_port(),
+            dovecot.imaps_port(),
+            dovecot.lmtp_port(),
+        )
+    } else {
+        (
+            dovecot.imap_port(),
+            dovecot.lmtp_port(),
+            cyrus.imaps_port(),
+            cyrus.lmtp_port(),
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let p = |x: &Path| x.display().to_string();
+    let text = render_keep(
+        "mailshift.toml.in",
+        &[
+            ("LDAP_URL", ldap.url()),
+            ("ADMIN_DN", ldap.admin_dn().to_string()),
+            ("ADMIN_PASSWORD", ldap.admin_password().to_string()),
+            ("OLD_IMAP_PORT", old_imap.to_string()),
+            ("OLD_LMTP_PORT", old_lmtp.to_string()),
+            ("NEW_IMAPS_PORT", new_imaps.to_string()),
+            ("NEW_LMTP_PORT", new_lmtp.to_string()),
+            ("CA_FILE", p(&certs.ca_pem)),
+            ("MASTER_USER", "admin".into()),
+            ("MASTER_PASSWORD", "adminpw".into()),
+            ("TLS_CERT", p(&certs.cert_pem)),
+            ("TLS_KEY", p(&certs.key_pem)),
+        ],
+        &support::proxy::PROXY_PORTS,
+    )
+    .replace("@IMAP_PORT@", "1")
+    .replace("@IMAPS_PORT@", "2")
+    .replace("@ADMIN_PORT@", "3");
+    let text = format!(
+        "{text}\n[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\n",
+        state.display()
+    );
+    let config = dir.path().join("mailshift.toml");
+    std::fs::write(&config, text).expect("write config");
+    Setup {
+        cyrus,
+        dovecot,
+        _ldap: ldap,
+        config,
+        state,
+        cyrus_is_old,
+        _dir: dir,
+    }
+}
+
+fn mailshift(args: &[&str], config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailshift"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("mailshift runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn migrate(s: &Setup) -> Output {
+    mailshift(&["migrate", "--user", "alice", "--json"], &s.config)
+}
+
+/// Total `messages` over the `done` JSON lines.
+fn copied(o: &Output) -> u64 {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("\"event\":\"done\""))
+        .filter_map(|l| {
+            let i = l.find("\"messages\":")? + 11;
+            l[i..].split([',', '}']).next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Seconds since the epoch of an IMAP date-time (`dd-Mon-yyyy hh:mm:ss +zzzz`):
+/// stores print the same instant in different zones.
+fn instant(date: &str) -> i64 {
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let parts: Vec<&str> = date.split_whitespace().collect();
+    assert_eq!(parts.len(), 3, "date {date:?}");
+    let dmy: Vec<&str> = parts[0].split('-').collect();
+    let (d, y): (i64, i64) = (dmy[0].parse().expect("day"), dmy[2].parse().expect("year"));
+    let m = months.iter().position(|x| *x == dmy[1]).expect("month") as i64 + 1;
+    let hms: Vec<i64> = parts[1]
+        .split(':')
+        .map(|x| x.parse().expect("time"))
+        .collect();
+    let z: i64 = parts[2][1..].parse().expect("zone");
+    let zone = (z / 100 * 60 + z % 100) * 60 * if parts[2].starts_with('-') { -1 } else { 1 };
+    // Days from civil (Howard Hinnant).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2] - zone
+}
+
+/// Every message of a folder: (body, flags, INTERNALDATE instant), sorted.
+fn contents(store: &Store<'_>, folder: &str) -> Vec<(String, String, i64)> {
+    let mut c = store.login("alice");
+    let (_, tagged) = c.cmd(&format!("EXAMINE \"{folder}\""));
+    assert!(tagged.contains("OK"), "EXAMINE {folder}: {tagged}");
+    let (lines, tagged) = c.cmd("FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[])");
+    let mut out = Vec::new();
+    if tagged.contains(" OK") {
+        for l in lines.iter().filter(|l| l.contains(" FETCH (")) {
+            let flags = l
+                .split("FLAGS (")
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+                .unwrap_or("")
+                .split(' ')
+                .filter(|f| *f != "\\Recent" && !f.is_empty())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let date = l
+                .split("INTERNALDATE \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("");
+            let body = l
+                .split_once("}\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            out.push((body, flags, instant(date)));
+        }
+    }
+    out.sort();
+    c.ok("LOGOUT");
+    out
+}
+
+/// Folder name → its special use (or "") as the store lists them.
+fn folders(store: &Store<'_>) -> BTreeMap<String, String> {
+    let mut c = store.login("alice");
+    let lines = c.ok("LIST \"\" \"*\" RETURN (SPECIAL-USE)");
+    c.ok("LOGOUT");
+    let mut out = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.starts_with("* LIST ")) {
+        let attrs = l
+            .split('(')
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap_or("");
+        let special = SPECIAL
+            .iter()
+            .map(|(_, u)| *u)
+            .find(|u| attrs.split(' ').any(|a| a.eq_ignore_ascii_case(u)))
+            .unwrap_or("");
+        let name = match l.strip_suffix('"') {
+            Some(rest) => rest.rsplit_once(" \"").map(|(_, n)| n.to_string()),
+            None => l.rsplit_once(' ').map(|(_, n)| n.to_string()),
+        };
+        if let Some(n) = name {
+            out.insert(n, special.to_string());
+        }
+    }
+    out
+}
+
+fn count(store: &Store<'_>, folder: &str) -> usize {
+    let mut c = store.login("alice");
+    let lines = c.ok(&format!("EXAMINE \"{folder}\""));
+    c.ok("LOGOUT");
+    lines
+        .iter()
+        .find_map(|l| l.strip_suffix(" EXISTS")?.strip_prefix("* ")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// kill -9 in the middle of the first pass, rerun, then: every folder with
+/// its special use, counts, bytes, flags and INTERNALDATE equal; `verify`
+/// exits 0; another pass copies nothing.
+fn migrate_exactly(cyrus_is_old: bool) {
+    let mut msgs = corpus::generate(130, 13);
+    msgs.extend(corpus::generate_inbox(600, 14));
+    let s = setup(cyrus_is_old, msgs);
+    let dsep = if cyrus_is_old { '.' } else { '/' };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
+        .args(["migrate", "--user", "alice", "--json", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let inbox_new = s.new().folder("INBOX", dsep);
+    let mut waited = 0;
+    while waited < 1000 {
+        if let Ok(n) = std::panic::catch_unwind(|| count(&s.new(), "INBOX")) {
+            if n > 0 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let partial = count(&s.new(), &inbox_new);
+
+    let first = migrate(&s);
+    let want_total: usize = corpus::FOLDERS
+        .iter()
+        .map(|f| count(&s.old(), &s.old().folder(f, dsep)))
+        .sum();
+    assert!(first.status.success(), "{}", text(&first));
+    let v = mailshift(&["verify", "--user", "alice"], &s.config);
+    assert!(v.status.success(), "{}", text(&v));
+
+    let new_folders = folders(&s.new());
+    for f in corpus::FOLDERS {
+        let (a, b) = (s.old().folder(f, dsep), s.new().folder(f, dsep));
+        let want_use = SPECIAL
+            .iter()
+            .find(|(n, _)| n == f)
+            .map(|(_, u)| *u)
+            .unwrap_or("");
+        assert_eq!(
+            new_folders.get(&b).map(String::as_str),
+            Some(want_use),
+            "{a} → {b}: missing or wrong special use in {new_folders:?}"
+        );
+        let (x, y) = (contents(&s.old(), &a), contents(&s.new(), &b));
+        assert_eq!(
+            x.len(),
+            y.len(),
+            "{a} → {b}: count (had {partial} in INBOX at the kill)"
+        );
+        for (m, n) in x.iter().zip(&y) {
+            assert_eq!(m.0, n.0, "{a} → {b}: bytes differ");
+            assert_eq!(m.1, n.1, "{a} → {b}: flags differ");
+            assert_eq!(m.2, n.2, "{a} → {b}: INTERNALDATE differs");
+        }
+    }
+    let again = migrate(&s);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(copied(&again), 0, "{}", text(&again));
+    assert!(want_total > 600);
+    let _ = &s.state;
+}
 
 #[test]
-fn cyrus_starts_and_master_user_logs_in() {
-    let cy = Cyrus::start("smoke", CyrusOpts::default());
-    cy.deliver(
-        "alice",
-        &support::message("carol@example.net", "alice@example.org", "hello", "hi"),
-    );
-    let mut c = ImapClient::connect(cy.imap_port());
-    let (_, tagged) = c.cmd("LOGIN alice wrongpw");
-    assert!(tagged.contains("NO"), "wrong password accepted: {tagged}");
-    c.login("alice", "alicepw");
-    c.ok("SELECT INBOX");
-    c.ok("LOGOUT");
+fn cyrus_to_dovecot_exactly() {
+    migrate_exactly(true);
+}
+
+#[test]
+fn dovecot_to_cyrus_exactly() {
+    migrate_exactly(false);
 }

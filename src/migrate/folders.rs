@@ -4,7 +4,9 @@
 //! store speaks it): encoded segments never contain the hierarchy delimiter,
 //! so translating `INBOX.Sent` (`.`) into `Sent` (`/`) is a split and a join.
 //! SPECIAL-USE folders go to the destination's folder of the same use, whatever
-//! its name (`Sent Items` → `Sent`).
+//! its name (`Sent Items` → `Sent`); where the destination has none yet, to its
+//! conventional name (Cyrus's `Spam` with \Junk → `Junk`), created with the
+//! attribute where the store offers CREATE-SPECIAL-USE (RFC 6154).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,6 +26,21 @@ pub const SPECIAL_USES: [&str; 7] = [
     "\\All",
     "\\Flagged",
 ];
+
+/// The name a folder of each special use conventionally has (what Dovecot,
+/// Cyrus's `autocreate_inbox_folders` and most clients create).
+pub fn conventional_name(special: &str) -> Option<&'static str> {
+    Some(match special {
+        "\\Sent" => "Sent",
+        "\\Drafts" => "Drafts",
+        "\\Trash" => "Trash",
+        "\\Junk" => "Junk",
+        "\\Archive" => "Archive",
+        "\\All" => "All Mail",
+        "\\Flagged" => "Flagged",
+        _ => return None,
+    })
+}
 
 /// One folder as a store lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +177,9 @@ pub struct Pair {
     pub dst: Vec<u8>,
     /// Whether it must be created on the destination.
     pub create: bool,
+    /// The special use to create it with (the source's, where the
+    /// destination has no folder of that use yet).
+    pub create_special: Option<String>,
 }
 
 fn is_inbox(name: &[u8]) -> bool {
@@ -208,16 +228,42 @@ pub fn plan(
         .filter(|f| f.selectable)
         .map(|f| f.name.as_slice())
         .collect();
+    let src_selectable: Vec<&Folder> = src.iter().filter(|f| f.selectable).collect();
+    // Destination names some source folder takes by plain translation: a
+    // special-use folder must not be moved onto one of them (a source with
+    // both `Spam` (\Junk) and a plain `Junk` keeps them apart).
+    let translated: Vec<Vec<u8>> = src_selectable
+        .iter()
+        .filter(|f| f.special.is_none())
+        .map(|f| translate(&f.name, src_ns, dst_ns))
+        .collect();
+    let mut uses_given: Vec<&str> = Vec::new();
     let mut out = Vec::new();
-    for f in src.iter().filter(|f| f.selectable) {
+    for f in src_selectable {
         let shown = f.display();
         if rules.exclude.iter().any(|e| e == &shown) {
             continue;
         }
+        let mut create_special = None;
         let target = if let Some(to) = rules.rename.get(&shown) {
             to.as_bytes().to_vec()
         } else if let Some(d) = f.special.as_deref().and_then(|s| dst_by_use.get(s)) {
             d.name.clone()
+        } else if let Some((special, conv)) = f
+            .special
+            .as_deref()
+            .filter(|s| !uses_given.contains(s))
+            .and_then(|s| Some((s, conventional_name(s)?)))
+        {
+            let mut name = dst_ns.prefix.clone();
+            name.extend_from_slice(conv.as_bytes());
+            if translated.contains(&name) {
+                translate(&f.name, src_ns, dst_ns)
+            } else {
+                uses_given.push(special);
+                create_special = Some(special.to_string());
+                name
+            }
         } else {
             translate(&f.name, src_ns, dst_ns)
         };
@@ -228,6 +274,7 @@ pub fn plan(
             src: f.clone(),
             dst: target,
             create,
+            create_special: create_special.filter(|_| create),
         });
     }
     out
@@ -297,5 +344,51 @@ mod tests {
                 ("&AMk-t&AOk-".to_string(), true),
             ]
         );
+    }
+
+    #[test]
+    fn special_use_without_a_destination_folder_gets_the_conventional_name() {
+        let cyrus = Namespace {
+            prefix: b"INBOX.".to_vec(),
+            delimiter: b'.',
+        };
+        let dovecot = Namespace {
+            prefix: Vec::new(),
+            delimiter: b'/',
+        };
+        let src = vec![
+            folder("INBOX", None),
+            folder("INBOX.Spam", Some("\\Junk")),
+            folder("INBOX.Sent Items", Some("\\Sent")),
+            // A plain folder already called like the conventional name keeps it.
+            folder("INBOX.Archive", None),
+            folder("INBOX.Old", Some("\\Archive")),
+        ];
+        let dst = vec![folder("INBOX", None)];
+        let got: Vec<(String, Option<String>)> =
+            plan(&src, &cyrus, &dst, &dovecot, &Rules::default())
+                .into_iter()
+                .map(|p| {
+                    (
+                        String::from_utf8_lossy(&p.dst).into_owned(),
+                        p.create_special,
+                    )
+                })
+                .collect();
+        assert_eq!(
+            got,
+            [
+                ("INBOX".to_string(), None),
+                ("Junk".to_string(), Some("\\Junk".to_string())),
+                ("Sent".to_string(), Some("\\Sent".to_string())),
+                ("Archive".to_string(), None),
+                ("Old".to_string(), None),
+            ]
+        );
+        // Back into Cyrus: under its INBOX. prefix.
+        let src = vec![folder("Junk", Some("\\Junk"))];
+        let p = plan(&src, &dovecot, &[], &cyrus, &Rules::default());
+        assert_eq!(p[0].dst, b"INBOX.Junk");
+        assert_eq!(p[0].create_special.as_deref(), Some("\\Junk"));
     }
 }

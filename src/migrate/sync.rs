@@ -643,14 +643,14 @@ impl Engine {
         plan.sort_by_key(|p| std::cmp::Reverse(sizes.get(&p.src.name).copied().unwrap_or(0)));
         // Parents before children: a name sorts before every name it prefixes.
         if !self.opts.dry_run {
-            let mut missing: Vec<&[u8]> = plan
+            let mut missing: Vec<(&[u8], Option<&str>)> = plan
                 .iter()
                 .filter(|p| p.create)
-                .map(|p| p.dst.as_slice())
+                .map(|p| (p.dst.as_slice(), p.create_special.as_deref()))
                 .collect();
             missing.sort_unstable();
-            for name in missing {
-                create_folder(&mut first.dst, name).await?;
+            for (name, special) in missing {
+                create_folder(&mut first.dst, name, special).await?;
             }
         }
         reporter.event(Event::Planned {
@@ -1293,7 +1293,7 @@ async fn prepare_destination(dst: &mut Client, pair: &Pair) -> Result<(), Error>
     if pair.create {
         // ALREADYEXISTS from the pass's up-front creation or a concurrent
         // pass is fine; anything else shows at SELECT.
-        create_folder(dst, &pair.dst).await?;
+        create_folder(dst, &pair.dst, pair.create_special.as_deref()).await?;
     }
     if pair.src.subscribed {
         let mut cmd = b"SUBSCRIBE ".to_vec();
@@ -1303,7 +1303,18 @@ async fn prepare_destination(dst: &mut Client, pair: &Pair) -> Result<(), Error>
     Ok(())
 }
 
-async fn create_folder(dst: &mut Client, name: &[u8]) -> Result<(), Error> {
+/// CREATE, with `USE (special)` where the store offers CREATE-SPECIAL-USE; a
+/// store that refuses the attribute (Cyrus allows one folder per use) still
+/// gets the folder.
+async fn create_folder(dst: &mut Client, name: &[u8], special: Option<&str>) -> Result<(), Error> {
+    if let Some(special) = special.filter(|_| dst.has("CREATE-SPECIAL-USE")) {
+        let mut cmd = b"CREATE ".to_vec();
+        cmd.extend_from_slice(&quoted(name));
+        cmd.extend_from_slice(format!(" (USE ({special}))").as_bytes());
+        if dst.run_status(&cmd).await?.status == Status::Ok {
+            return Ok(());
+        }
+    }
     let mut cmd = b"CREATE ".to_vec();
     cmd.extend_from_slice(&quoted(name));
     let _ = dst.run_status(&cmd).await?;
