@@ -200,12 +200,14 @@ impl Cyrus {
         let conf = d.join("cyrus.conf").display().to_string();
         let pid = d.join("run/master.pid").display().to_string();
         let lib = lib_path();
-        Server::spawn_env(
-            "cyrus",
-            d,
-            &[&master, "-D", "-C", &imapd, "-M", &conf, "-p", &pid],
-            &[("LD_LIBRARY_PATH", &lib)],
-        )
+        let mut argv = vec![master.as_str(), "-D", "-C", &imapd, "-M", &conf, "-p", &pid];
+        // Cyrus logs only to syslog, which the lab lacks: to see why an imapd
+        // died, MAILSHIFT_CYRUS_STRACE=FILE runs the master under strace -f.
+        let trace = std::env::var("MAILSHIFT_CYRUS_STRACE").ok();
+        if let Some(t) = trace.as_deref() {
+            argv.splice(0..0, ["strace", "-f", "-s", "200", "-o", t]);
+        }
+        Server::spawn_env("cyrus", d, &argv, &[("LD_LIBRARY_PATH", &lib)])
     }
 
     /// Adds or changes a user in the private sasldb.
