@@ -14,7 +14,11 @@ use std::time::Duration;
 
 use support::proxy::OLD_HOST;
 use support::{corpus, render_keep, Certs, Cyrus, CyrusOpts, Dovecot, DovecotOpts, ImapClient};
-use support::{MailFormat, Slapd};
+use support::{message, MailFormat, Mailshift, Slapd};
+
+/// The Cyrus tests start two stores each and pipeline hundreds of APPENDs:
+/// on a 2-core CI machine they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// One side of a migration, as the test reaches it.
 enum Store<'a> {
@@ -124,20 +128,23 @@ struct Setup {
     dovecot: Dovecot,
     _ldap: Slapd,
     config: PathBuf,
+    /// The config with the proxy's own ports left for [`Mailshift::start`].
+    proxy_config: String,
     state: PathBuf,
     cyrus_is_old: bool,
     _dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Setup {
-    fn old(&self) -> Store<'_> {
+    fn source(&self) -> Store<'_> {
         if self.cyrus_is_old {
             Store::Cyrus(&self.cyrus)
         } else {
             Store::Dovecot(&self.dovecot)
         }
     }
-    fn new(&self) -> Store<'_> {
+    fn target(&self) -> Store<'_> {
         if self.cyrus_is_old {
             Store::Dovecot(&self.dovecot)
         } else {
@@ -149,6 +156,7 @@ impl Setup {
 /// Cyrus old (over STARTTLS) and Dovecot new (sdbox, `.`, implicit TLS), or
 /// the other way round (then Cyrus is reached over implicit TLS only).
 fn setup(cyrus_is_old: bool, msgs: Vec<corpus::Msg>) -> Setup {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let certs = Certs::shared();
     let ldap = Slapd::start(false);
     ldap.add_user("alice", "alicepw", OLD_HOST);
@@ -216,10 +224,12 @@ fn setup(cyrus_is_old: bool, msgs: Vec<corpus::Msg>) -> Setup {
             ("TLS_KEY", p(&certs.key_pem)),
         ],
         &support::proxy::PROXY_PORTS,
-    )
-    .replace("@IMAP_PORT@", "1")
-    .replace("@IMAPS_PORT@", "2")
-    .replace("@ADMIN_PORT@", "3");
+    );
+    let proxy_config = text.clone();
+    let text = text
+        .replace("@IMAP_PORT@", "1")
+        .replace("@IMAPS_PORT@", "2")
+        .replace("@ADMIN_PORT@", "3");
     let text = format!(
         "{text}\n[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\n",
         state.display()
@@ -231,9 +241,11 @@ fn setup(cyrus_is_old: bool, msgs: Vec<corpus::Msg>) -> Setup {
         dovecot,
         _ldap: ldap,
         config,
+        proxy_config,
         state,
         cyrus_is_old,
         _dir: dir,
+        _turn: turn,
     }
 }
 
@@ -389,10 +401,10 @@ fn migrate_exactly(cyrus_is_old: bool) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let inbox_new = s.new().folder("INBOX", dsep, false);
+    let inbox_new = s.target().folder("INBOX", dsep, false);
     let mut waited = 0;
     while waited < 1000 {
-        if let Ok(n) = std::panic::catch_unwind(|| count(&s.new(), "INBOX")) {
+        if let Ok(n) = std::panic::catch_unwind(|| count(&s.target(), "INBOX")) {
             if n > 0 {
                 break;
             }
@@ -402,20 +414,23 @@ fn migrate_exactly(cyrus_is_old: bool) {
     }
     child.kill().expect("kill -9");
     let _ = child.wait();
-    let partial = count(&s.new(), &inbox_new);
+    let partial = count(&s.target(), &inbox_new);
 
     let first = migrate(&s);
     let want_total: usize = corpus::FOLDERS
         .iter()
-        .map(|f| count(&s.old(), &s.old().folder(f, dsep, true)))
+        .map(|f| count(&s.source(), &s.source().folder(f, dsep, true)))
         .sum();
     assert!(first.status.success(), "{}", text(&first));
     let v = mailshift(&["verify", "--user", "alice"], &s.config);
     assert!(v.status.success(), "{}", text(&v));
 
-    let new_folders = folders(&s.new());
+    let new_folders = folders(&s.target());
     for f in corpus::FOLDERS {
-        let (a, b) = (s.old().folder(f, dsep, true), s.new().folder(f, dsep, false));
+        let (a, b) = (
+            s.source().folder(f, dsep, true),
+            s.target().folder(f, dsep, false),
+        );
         let want_use = SPECIAL
             .iter()
             .find(|(n, _)| n == f)
@@ -426,7 +441,7 @@ fn migrate_exactly(cyrus_is_old: bool) {
             Some(want_use),
             "{a} → {b}: missing or wrong special use in {new_folders:?}"
         );
-        let (x, y) = (contents(&s.old(), &a), contents(&s.new(), &b));
+        let (x, y) = (contents(&s.source(), &a), contents(&s.target(), &b));
         assert_eq!(
             x.len(),
             y.len(),
@@ -453,4 +468,49 @@ fn cyrus_to_dovecot_exactly() {
 #[test]
 fn dovecot_to_cyrus_exactly() {
     migrate_exactly(false);
+}
+
+/// The proxy in front of Cyrus: LOGIN and AUTHENTICATE PLAIN (the user's own
+/// password, checked by Cyrus) route to it, a wrong password does not, and
+/// IDLE reports a delivery.
+#[test]
+fn proxy_in_front_of_cyrus() {
+    let s = setup(true, Vec::new());
+    let proxy = Mailshift::start(&s.proxy_config);
+    s.cyrus.deliver(
+        "alice",
+        &message("x@example.net", "alice@example.org", "on-cyrus", "hi"),
+    );
+    let mut c = ImapClient::connect(proxy.imap_port());
+    c.login("alice", "alicepw");
+    c.ok("SELECT INBOX");
+    assert_eq!(c.subjects(), ["on-cyrus"]);
+    c.ok("LOGOUT");
+
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let (_, tagged) = c.cmd(&format!("AUTHENTICATE PLAIN {}", b64(b"\0alice\0alicepw")));
+    assert!(tagged.contains(" OK"), "{tagged}\n{}", proxy.log_tail());
+    let lines = c.ok("NAMESPACE");
+    assert!(
+        lines.iter().any(|l| l.contains("((\"INBOX.\" \".\"))")),
+        "not Cyrus's namespace: {lines:?}"
+    );
+    c.ok("SELECT INBOX");
+    let tag = c.send("IDLE");
+    let cont = c.read_response();
+    assert!(cont.starts_with('+'), "{cont}");
+    s.cyrus.deliver(
+        "alice",
+        &message("x@example.net", "alice@example.org", "while-idle", "hi"),
+    );
+    c.set_timeout(std::time::Duration::from_secs(15));
+    let exists = c.try_read_response().expect("IDLE update");
+    assert_eq!(exists, "* 2 EXISTS");
+    c.write_raw(b"DONE\r\n");
+    let (_, done) = c.read_until_tagged(&tag);
+    assert!(done.contains("OK"), "{done}");
+
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let (_, tagged) = c.cmd("LOGIN alice wrong");
+    assert!(tagged.contains(" NO"), "{tagged}");
 }

@@ -80,13 +80,7 @@ fn cyrus_user(id: &super::Identity) -> String {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     passwd
         .lines()
-        .filter_map(|l| {
-            l.split(':')
-                .collect::<Vec<_>>()
-                .into_iter()
-                .nth(0)
-                .map(String::from)
-        })
+        .filter_map(|l| l.split(':').next().map(String::from))
         .find(|n| n == "mailshiftlab")
         .unwrap_or_else(|| "nobody".into())
 }
