@@ -156,17 +156,16 @@ impl Setup {
 /// Cyrus old (over STARTTLS) and Dovecot new (sdbox, `.`, implicit TLS), or
 /// the other way round (then Cyrus is reached over implicit TLS only).
 fn setup(cyrus_is_old: bool, msgs: Vec<corpus::Msg>) -> Setup {
+    setup_opts(cyrus_is_old, msgs, CyrusOpts::default())
+}
+
+fn setup_opts(cyrus_is_old: bool, msgs: Vec<corpus::Msg>, cyrus_opts: CyrusOpts) -> Setup {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let certs = Certs::shared();
     let ldap = Slapd::start(false);
     ldap.add_user("alice", "alicepw", OLD_HOST);
     let (cyrus, dovecot) = std::thread::scope(|s| {
-        let c = s.spawn(|| {
-            Cyrus::start(
-                if cyrus_is_old { "old" } else { "new" },
-                CyrusOpts::default(),
-            )
-        });
+        let c = s.spawn(|| Cyrus::start(if cyrus_is_old { "old" } else { "new" }, cyrus_opts));
         let d = s.spawn(|| {
             let opts = if cyrus_is_old {
                 DovecotOpts {
@@ -513,4 +512,65 @@ fn proxy_in_front_of_cyrus() {
     let mut c = ImapClient::connect(proxy.imap_port());
     let (_, tagged) = c.cmd("LOGIN alice wrong");
     assert!(tagged.contains(" NO"), "{tagged}");
+}
+
+/// Cyrus as the new store with a quota too small for the mailbox and an
+/// APPENDLIMIT below the largest message: the pass fails up front, saying
+/// why, with nothing copied; with room, only the messages over the limit are
+/// left, each reported.
+#[test]
+fn quota_and_appendlimit_are_read_before_copying() {
+    let msgs = corpus::generate(30, 21);
+    let biggest = msgs.iter().map(|m| m.body.len()).max().unwrap_or(0);
+    let limit = 200_000;
+    let over: usize = msgs.iter().filter(|m| m.body.len() > limit).count();
+    assert!(
+        biggest > limit && over > 0,
+        "the corpus needs a message over {limit} bytes"
+    );
+    let s = setup_opts(
+        false,
+        msgs,
+        CyrusOpts {
+            extra: format!("maxmessagesize: {limit}\n"),
+            ..CyrusOpts::default()
+        },
+    );
+    s.cyrus.deliver(
+        "alice",
+        &message("x@example.net", "alice@example.org", "already-there", "hi"),
+    );
+    let mut admin = ImapClient::connect(s.cyrus.imap_port());
+    admin.login("admin", "adminpw");
+    admin.ok("SETQUOTA user.alice (STORAGE 100)");
+
+    let first = migrate(&s);
+    assert!(!first.status.success(), "{}", text(&first));
+    let out = text(&first);
+    assert!(out.contains("quota") && out.contains("KiB"), "{out}");
+    assert_eq!(
+        folders(&s.target()).len(),
+        1,
+        "folders created despite the quota"
+    );
+    assert_eq!(count(&s.target(), "INBOX"), 1);
+
+    admin.ok("SETQUOTA user.alice ()");
+    let second = migrate(&s);
+    let out = text(&second);
+    assert_eq!(
+        out.matches("over the destination's APPENDLIMIT of 200000")
+            .count(),
+        over,
+        "{out}"
+    );
+    let want: usize = corpus::FOLDERS
+        .iter()
+        .map(|f| count(&s.source(), &s.source().folder(f, '/', true)))
+        .sum();
+    let got: usize = corpus::FOLDERS
+        .iter()
+        .map(|f| count(&s.target(), &s.target().folder(f, '/', false)))
+        .sum();
+    assert_eq!(got, want + 1 - over, "{out}");
 }

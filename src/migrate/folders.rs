@@ -14,7 +14,7 @@ use imap_codec::imap_types::flag::FlagNameAttribute;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::Data;
 
-use super::client::{Client, Error};
+use super::client::{quoted, Client, Error, Status};
 
 /// RFC 6154 special uses that are mapped across stores.
 pub const SPECIAL_USES: [&str; 7] = [
@@ -157,6 +157,132 @@ pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error
         }
     }
     Ok((folders, ns))
+}
+
+/// Reads `* QUOTA root (... STORAGE used limit ...)`: (used, limit) in bytes
+/// (RFC 9208 counts STORAGE in units of 1024 octets).
+fn parse_quota(raw: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let rest = text.strip_prefix("* QUOTA ")?;
+    let list = rest.split_once('(')?.1.split(')').next()?;
+    let words: Vec<&str> = list.split_ascii_whitespace().collect();
+    let i = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("STORAGE"))?;
+    let used: u64 = words.get(i + 1)?.parse().ok()?;
+    let limit: u64 = words.get(i + 2)?.parse().ok()?;
+    Some((used.saturating_mul(1024), limit.saturating_mul(1024)))
+}
+
+/// The storage quota of the user's INBOX on a store, as (used, limit) in
+/// bytes; `None` where the store has no QUOTA or no storage limit.
+pub async fn quota(client: &mut Client) -> Result<Option<(u64, u64)>, Error> {
+    if !client.has("QUOTA") {
+        return Ok(None);
+    }
+    let reply = client.run_status(b"GETQUOTAROOT INBOX").await?;
+    if reply.status != Status::Ok {
+        return Ok(None);
+    }
+    Ok(reply.untagged.iter().find_map(|r| parse_quota(r)))
+}
+
+/// The largest message a store accepts (`APPENDLIMIT=n`, RFC 7889).
+pub async fn append_limit(client: &mut Client) -> Result<Option<u64>, Error> {
+    if client.has("APPENDLIMIT") {
+        // Without a value the limit is per folder; not worth a STATUS each.
+        return Ok(None);
+    }
+    let reply = client.run_status(b"CAPABILITY").await?;
+    Ok(reply.untagged.iter().find_map(|r| {
+        std::str::from_utf8(r)
+            .ok()?
+            .split_ascii_whitespace()
+            .find_map(|w| {
+                w.get(..12)?
+                    .eq_ignore_ascii_case("APPENDLIMIT=")
+                    .then(|| w[12..].parse().ok())?
+            })
+    }))
+}
+
+/// The bytes a folder holds (0 if it cannot be examined): STATUS SIZE where
+/// offered (RFC 8438), else the sum of RFC822.SIZE.
+pub async fn folder_bytes(client: &mut Client, name: &[u8]) -> Result<u64, Error> {
+    let mut cmd = if client.has("STATUS=SIZE") {
+        b"STATUS ".to_vec()
+    } else {
+        b"EXAMINE ".to_vec()
+    };
+    cmd.extend_from_slice(&quoted(name));
+    if client.has("STATUS=SIZE") {
+        cmd.extend_from_slice(b" (SIZE)");
+        let reply = client.run_status(&cmd).await?;
+        return Ok(reply
+            .untagged
+            .iter()
+            .find_map(|r| number_after(r, "SIZE "))
+            .unwrap_or(0));
+    }
+    let reply = client.run_status(&cmd).await?;
+    if reply.status != Status::Ok {
+        return Ok(0);
+    }
+    let exists = reply.untagged.iter().any(|r| {
+        std::str::from_utf8(r)
+            .ok()
+            .and_then(|t| t.strip_prefix("* "))
+            .and_then(|t| t.trim_end().strip_suffix(" EXISTS"))
+            .is_some_and(|n| n != "0")
+    });
+    if !exists {
+        return Ok(0);
+    }
+    let reply = client.run_status(b"FETCH 1:* (RFC822.SIZE)").await?;
+    Ok(reply
+        .untagged
+        .iter()
+        .filter_map(|r| number_after(r, "RFC822.SIZE "))
+        .sum())
+}
+
+fn number_after(raw: &[u8], key: &str) -> Option<u64> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let i = text.to_ascii_uppercase().find(key)? + key.len();
+    let digits: String = text[i..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Whether the destination's storage quota holds what the plan still has to
+/// copy: `Err(message)` for the operator, before a single message is copied,
+/// rather than a pass that fails half-way with OVERQUOTA.
+pub async fn check_quota(
+    src: &mut Client,
+    dst: &mut Client,
+    plan: &[Pair],
+) -> Result<Result<(), String>, Error> {
+    let Some((used, limit)) = quota(dst).await? else {
+        return Ok(Ok(()));
+    };
+    let mut need = 0u64;
+    for p in plan {
+        let have = if p.create {
+            0
+        } else {
+            folder_bytes(dst, &p.dst).await?
+        };
+        need += folder_bytes(src, &p.src.name).await?.saturating_sub(have);
+    }
+    if used.saturating_add(need) > limit {
+        return Ok(Err(format!(
+            "the destination quota has {} KiB free of {} KiB and the mailbox needs {} KiB more: \
+             nothing copied; raise the quota and run again",
+            limit.saturating_sub(used) / 1024,
+            limit / 1024,
+            need.div_ceil(1024)
+        )));
+    }
+    Ok(Ok(()))
 }
 
 /// Operator rules for folders the defaults don't cover.
@@ -390,5 +516,18 @@ mod tests {
         let p = plan(&src, &dovecot, &[], &cyrus, &Rules::default());
         assert_eq!(p[0].dst, b"INBOX.Junk");
         assert_eq!(p[0].create_special.as_deref(), Some("\\Junk"));
+    }
+
+    #[test]
+    fn quota_line() {
+        assert_eq!(
+            parse_quota(b"* QUOTA user.alice (STORAGE 10 512 MESSAGE 3 100)\r\n"),
+            Some((10 * 1024, 512 * 1024))
+        );
+        assert_eq!(parse_quota(b"* QUOTA \"\" (MESSAGE 3 100)\r\n"), None);
+        assert_eq!(
+            number_after(b"* STATUS INBOX (SIZE 4711)", "SIZE "),
+            Some(4711)
+        );
     }
 }

@@ -335,6 +335,8 @@ struct CopyCtx<'a> {
     any_keyword: bool,
     binary: bool,
     multi: bool,
+    /// The destination's APPENDLIMIT: larger messages are reported, not sent.
+    append_limit: Option<u64>,
 }
 
 /// A batch written to the destination whose replies are still to be read.
@@ -352,6 +354,16 @@ fn append_args(
 ) -> Option<(String, bool)> {
     let (flags, refused) = storable(&m.flags, ctx.perm, ctx.any_keyword);
     report.refused_flags.extend(refused);
+    if let Some(limit) = ctx.append_limit.filter(|l| m.body.len() as u64 > *l) {
+        report.failed.push(Failed {
+            uid: m.uid,
+            reason: format!(
+                "{} bytes, over the destination's APPENDLIMIT of {limit}",
+                m.body.len()
+            ),
+        });
+        return None;
+    }
     let nul = m.body.contains(&0);
     if nul && !ctx.binary {
         report.failed.push(Failed {
@@ -641,6 +653,9 @@ impl Engine {
             }
         }
         plan.sort_by_key(|p| std::cmp::Reverse(sizes.get(&p.src.name).copied().unwrap_or(0)));
+        if let Err(why) = folders::check_quota(&mut first.src, &mut first.dst, &plan).await? {
+            return Err(Error::Capacity(format!("{user}: {why}")));
+        }
         // Parents before children: a name sorts before every name it prefixes.
         if !self.opts.dry_run {
             let mut missing: Vec<(&[u8], Option<&str>)> = plan
@@ -837,6 +852,7 @@ impl Engine {
             any_keyword: dst_sel.any_keyword,
             binary: c.dst.has("BINARY"),
             multi: c.dst.has("MULTIAPPEND"),
+            append_limit: folders::append_limit(&mut c.dst).await?,
         };
         for chunk in fresh.chunks(BATCH_MESSAGES) {
             let reply = c
@@ -956,6 +972,7 @@ impl Engine {
             any_keyword: dst_sel.any_keyword,
             binary: c.dst.has("BINARY"),
             multi: c.dst.has("MULTIAPPEND"),
+            append_limit: folders::append_limit(&mut c.dst).await?,
         };
         self.copy_messages(
             &folder,
