@@ -574,3 +574,41 @@ fn quota_and_appendlimit_are_read_before_copying() {
         .sum();
     assert_eq!(got, want + 1 - over, "{out}");
 }
+
+/// A folder Cyrus cannot hold (a `"` in its name) is reported for the user
+/// with the way out, the rest is copied; `folder_map` then places it.
+#[test]
+fn refused_folder_is_reported_and_mapped_by_folder_map() {
+    let s = setup(false, corpus::generate(13, 5));
+    let mut c = Store::Dovecot(&s.dovecot).login("alice");
+    c.ok("CREATE \"Odd\\\"Name\"");
+    for i in 0..2 {
+        let body = message(
+            "x@example.net",
+            "alice@example.org",
+            &format!("odd {i}"),
+            "hi",
+        );
+        let tag = c.send_literal("APPEND \"Odd\\\"Name\" (\\Seen)", &body);
+        let (_, tagged) = c.read_until_tagged(&tag);
+        assert!(tagged.contains(" OK"), "{tagged}");
+    }
+    c.ok("LOGOUT");
+
+    let first = migrate(&s);
+    let out = text(&first);
+    assert!(!first.status.success(), "{out}");
+    assert!(
+        out.contains("refused to create") && out.contains("folder_map"),
+        "{out}"
+    );
+    // Everything else arrived.
+    assert_eq!(count(&s.target(), "INBOX.Projects.2024.Q1"), 1, "{out}");
+
+    let mut cfg = std::fs::read_to_string(&s.config).expect("read config");
+    cfg.push_str("folder_map = { \"Odd\\\"Name\" = \"INBOX.Odd Name\" }\n");
+    std::fs::write(&s.config, cfg).expect("write config");
+    let second = migrate(&s);
+    assert!(second.status.success(), "{}", text(&second));
+    assert_eq!(count(&s.target(), "INBOX.Odd Name"), 2);
+}

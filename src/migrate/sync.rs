@@ -665,7 +665,8 @@ impl Engine {
                 .collect();
             missing.sort_unstable();
             for (name, special) in missing {
-                create_folder(&mut first.dst, name, special).await?;
+                // Refusals are reported per folder when it is synced.
+                let _ = create_folder(&mut first.dst, name, special).await?;
             }
         }
         reporter.event(Event::Planned {
@@ -1309,8 +1310,21 @@ async fn examine_source(src: &mut Client, pair: &Pair) -> Result<Selected, Error
 async fn prepare_destination(dst: &mut Client, pair: &Pair) -> Result<(), Error> {
     if pair.create {
         // ALREADYEXISTS from the pass's up-front creation or a concurrent
-        // pass is fine; anything else shows at SELECT.
-        create_folder(dst, &pair.dst, pair.create_special.as_deref()).await?;
+        // pass is fine; a folder the store cannot hold (name, depth, length)
+        // is this user's to map.
+        let reply = create_folder(dst, &pair.dst, pair.create_special.as_deref()).await?;
+        if reply.status != Status::Ok
+            && !reply.text.contains("ALREADYEXISTS")
+            && !folder_exists(dst, &pair.dst).await?
+        {
+            return Err(Error::Unsupported(format!(
+                "{} refused to create {:?} for {:?} ({}): give it a name the store takes with [migration] folder_map",
+                dst.store(),
+                String::from_utf8_lossy(&pair.dst),
+                pair.src.display(),
+                reply.text.trim_end()
+            )));
+        }
     }
     if pair.src.subscribed {
         let mut cmd = b"SUBSCRIBE ".to_vec();
@@ -1323,19 +1337,33 @@ async fn prepare_destination(dst: &mut Client, pair: &Pair) -> Result<(), Error>
 /// CREATE, with `USE (special)` where the store offers CREATE-SPECIAL-USE; a
 /// store that refuses the attribute (Cyrus allows one folder per use) still
 /// gets the folder.
-async fn create_folder(dst: &mut Client, name: &[u8], special: Option<&str>) -> Result<(), Error> {
+async fn create_folder(
+    dst: &mut Client,
+    name: &[u8],
+    special: Option<&str>,
+) -> Result<client::Reply, Error> {
     if let Some(special) = special.filter(|_| dst.has("CREATE-SPECIAL-USE")) {
         let mut cmd = b"CREATE ".to_vec();
         cmd.extend_from_slice(&quoted(name));
         cmd.extend_from_slice(format!(" (USE ({special}))").as_bytes());
-        if dst.run_status(&cmd).await?.status == Status::Ok {
-            return Ok(());
+        let reply = dst.run_status(&cmd).await?;
+        if reply.status == Status::Ok {
+            return Ok(reply);
         }
     }
     let mut cmd = b"CREATE ".to_vec();
     cmd.extend_from_slice(&quoted(name));
-    let _ = dst.run_status(&cmd).await?;
-    Ok(())
+    Ok(dst.run_status(&cmd).await?)
+}
+
+/// Whether a folder exists (a store may answer CREATE of an existing folder
+/// with a plain NO, without ALREADYEXISTS).
+async fn folder_exists(dst: &mut Client, name: &[u8]) -> Result<bool, Error> {
+    let mut cmd = b"LIST \"\" ".to_vec();
+    cmd.extend_from_slice(&quoted(name));
+    let reply = dst.run_status(&cmd).await?;
+    let found = reply.data().any(|d| matches!(d, Data::List { .. }));
+    Ok(found)
 }
 
 /// SELECT (read-write) the destination folder; UIDPLUS is required.
