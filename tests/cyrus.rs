@@ -10,6 +10,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::proxy::OLD_HOST;
@@ -126,7 +128,7 @@ struct Setup {
     // Drop order: the stores before the directory.
     cyrus: Cyrus,
     dovecot: Dovecot,
-    _ldap: Slapd,
+    ldap: Slapd,
     config: PathBuf,
     /// The config with the proxy's own ports left for [`Mailshift::start`].
     proxy_config: String,
@@ -162,7 +164,7 @@ fn setup(cyrus_is_old: bool, msgs: Vec<corpus::Msg>) -> Setup {
 fn setup_opts(cyrus_is_old: bool, msgs: Vec<corpus::Msg>, cyrus_opts: CyrusOpts) -> Setup {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let certs = Certs::shared();
-    let ldap = Slapd::start(false);
+    let ldap = Slapd::start(true);
     ldap.add_user("alice", "alicepw", OLD_HOST);
     let (cyrus, dovecot) = std::thread::scope(|s| {
         let c = s.spawn(|| Cyrus::start(if cyrus_is_old { "old" } else { "new" }, cyrus_opts));
@@ -224,21 +226,25 @@ fn setup_opts(cyrus_is_old: bool, msgs: Vec<corpus::Msg>, cyrus_opts: CyrusOpts)
         ],
         &support::proxy::PROXY_PORTS,
     );
-    let proxy_config = text.clone();
-    let text = text
-        .replace("@IMAP_PORT@", "1")
-        .replace("@IMAPS_PORT@", "2")
-        .replace("@ADMIN_PORT@", "3");
-    let text = format!(
-        "{text}\n[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\n",
+    // [migration] last: a test may append folder_map to it.
+    let proxy_config = format!(
+        "{text}\n[smtp]\nlisten = \"127.0.0.1:@SMTP_PORT@\"\ndomains = [\"example.org\"]\nqueue_dir = \"{}\"\n\
+         [migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"20s\"\n\
+         instance_id = \"test-cli\"\nsweep_interval = \"1s\"\n",
+        dir.path().join("queue").display(),
         state.display()
     );
+    let text = proxy_config
+        .replace("@IMAP_PORT@", "1")
+        .replace("@IMAPS_PORT@", "2")
+        .replace("@ADMIN_PORT@", "3")
+        .replace("@SMTP_PORT@", "4");
     let config = dir.path().join("mailshift.toml");
     std::fs::write(&config, text).expect("write config");
     Setup {
         cyrus,
         dovecot,
-        _ldap: ldap,
+        ldap,
         config,
         proxy_config,
         state,
@@ -611,4 +617,86 @@ fn refused_folder_is_reported_and_mapped_by_folder_map() {
     let second = migrate(&s);
     assert!(second.status.success(), "{}", text(&second));
     assert_eq!(count(&s.target(), "INBOX.Odd Name"), 2);
+}
+
+/// `migrate --cutover` from Cyrus to Dovecot while a sender delivers through
+/// mailshift's SMTP every ~100 ms: no 4xx, every message once on Dovecot,
+/// the user's mailHost flipped.
+#[test]
+fn cutover_from_cyrus_with_smtp_deliveries_loses_nothing() {
+    let s = setup(true, corpus::generate_inbox(300, 31));
+    let proxy = Mailshift::start(&s.proxy_config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let smtp_port = proxy.smtp_port();
+    let sender = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut sent = Vec::new();
+            let mut refused = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let subject = format!("smtp-{i}");
+                let mut c = support::smtp::SmtpClient::connect(smtp_port);
+                c.expect("EHLO sender.example.net", "250");
+                let reply = c.send_mail(
+                    "sender@example.net",
+                    &["alice@example.org"],
+                    &message("sender@example.net", "alice@example.org", &subject, "x"),
+                );
+                if reply.starts_with("250") {
+                    sent.push(subject);
+                } else {
+                    refused.push(format!("{subject}: {reply}"));
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (sent, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let out = mailshift(
+        &["migrate", "--user", "alice", "--cutover", "--json"],
+        &s.config,
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), proxy.log_tail());
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, refused) = sender.join().expect("sender");
+    assert!(
+        refused.is_empty(),
+        "SMTP refused during cutover: {refused:?}"
+    );
+    assert!(sent.len() > 5, "the sender barely sent: {sent:?}");
+    let host = s.ldap.search("(uid=alice)", &["mailHost"]);
+    assert!(host.contains("mailHost: new.example.org"), "{host}");
+
+    // The sweep moves what reached Cyrus during the final pass.
+    std::thread::sleep(Duration::from_millis(2500));
+    let subjects = |store: &Store<'_>| {
+        let mut c = store.login("alice");
+        c.ok("EXAMINE INBOX");
+        let v = c.subjects();
+        c.ok("LOGOUT");
+        v
+    };
+    let on_new = subjects(&s.target());
+    for subject in &sent {
+        let n = on_new.iter().filter(|x| *x == subject).count();
+        assert_eq!(n, 1, "{subject} is on the new store {n} times");
+    }
+    let on_old = subjects(&s.source());
+    for subject in on_old.iter().filter(|x| !x.starts_with("smtp-")) {
+        assert!(
+            on_new.contains(subject),
+            "{subject} missing on the new store"
+        );
+    }
+    let mail = |v: &[String]| v.iter().filter(|x| !x.starts_with("smtp-")).count();
+    assert_eq!(
+        mail(&on_new),
+        mail(&on_old),
+        "the old mailbox doubled or lost"
+    );
+    assert!(mail(&on_old) >= 250, "the corpus did not load");
 }
