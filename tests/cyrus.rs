@@ -1,8 +1,9 @@
 //! Cyrus IMAP (a private 3.6, tests/support/cyrus.rs) as old store, as new
 //! store and behind the proxy, through the real `mailshift` CLI.
 //!
-//! Cyrus here runs its default namespace (`INBOX.` prefix, `.` separator)
-//! while the Dovecots run without a prefix: every folder name is translated.
+//! Cyrus runs its default namespace (`INBOX.` prefix, `.` separator) as the
+//! old store and `altnamespace` with `unixhierarchysep` (`/`, folders beside
+//! INBOX) as the new one, while the Dovecots run without a prefix.
 //! Cyrus's junk folder is `Spam` (\Junk); Dovecot's is `Junk`.
 
 mod support;
@@ -394,10 +395,10 @@ fn count(store: &Store<'_>, folder: &str) -> usize {
 /// kill -9 in the middle of the first pass, rerun, then: every folder with
 /// its special use, counts, bytes, flags and INTERNALDATE equal; `verify`
 /// exits 0; another pass copies nothing.
-fn migrate_exactly(cyrus_is_old: bool) {
+fn migrate_exactly(cyrus_is_old: bool, cyrus_opts: CyrusOpts) {
     let mut msgs = corpus::generate(130, 13);
     msgs.extend(corpus::generate_inbox(600, 14));
-    let s = setup(cyrus_is_old, msgs);
+    let s = setup_opts(cyrus_is_old, msgs, cyrus_opts);
     let dsep = if cyrus_is_old { '.' } else { '/' };
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
         .args(["migrate", "--user", "alice", "--json", "--config"])
@@ -467,12 +468,20 @@ fn migrate_exactly(cyrus_is_old: bool) {
 
 #[test]
 fn cyrus_to_dovecot_exactly() {
-    migrate_exactly(true);
+    migrate_exactly(true, CyrusOpts::default());
 }
 
 #[test]
 fn dovecot_to_cyrus_exactly() {
-    migrate_exactly(false);
+    // The other Cyrus namespace: folders beside INBOX, `/` as separator.
+    migrate_exactly(
+        false,
+        CyrusOpts {
+            altnamespace: true,
+            unixhierarchysep: true,
+            ..CyrusOpts::default()
+        },
+    );
 }
 
 /// The proxy in front of Cyrus: LOGIN and AUTHENTICATE PLAIN (the user's own
