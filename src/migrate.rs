@@ -44,6 +44,9 @@ pub enum Error {
     /// A pass did not copy everything (so no cutover).
     #[error("{0}")]
     Incomplete(String),
+    /// The destination cannot take the mailbox (quota), found before copying.
+    #[error("{0}")]
+    Capacity(String),
 }
 
 impl Error {

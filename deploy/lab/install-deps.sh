@@ -55,3 +55,24 @@ if [ "$(id -u)" = 0 ]; then
 			--shell /usr/sbin/nologin mailshiftlab
 	fi
 fi
+
+# Cyrus IMAP as a second store. Debian's cyrus-imapd conflicts with
+# dovecot-imapd (both provide imap-server), so its binaries, and the
+# libraries only it needs, are unpacked into a private tree instead; the lab
+# and tests/support/cyrus.rs run them with LD_LIBRARY_PATH from there. Runs
+# as any user who may write CYRUS_ROOT's parent (apt-get download needs no root).
+CYRUS_ROOT=${MAILSHIFT_CYRUS_ROOT:-/var/cache/mailshift-lab/cyrus}
+CYRUS_DEBS="cyrus-imapd cyrus-common sasl2-bin libxapian30 libpcre3 libical3"
+if [ ! -x "$CYRUS_ROOT/usr/lib/cyrus/bin/master" ]; then
+	cache=$(dirname "$CYRUS_ROOT")/debs
+	mkdir -p "$cache"
+	# shellcheck disable=SC2086
+	(cd "$cache" && apt-get download $CYRUS_DEBS)
+	rm -rf "$CYRUS_ROOT.tmp"
+	mkdir -p "$CYRUS_ROOT.tmp"
+	for deb in "$cache"/*.deb; do
+		dpkg -x "$deb" "$CYRUS_ROOT.tmp"
+	done
+	rm -rf "$CYRUS_ROOT"
+	mv "$CYRUS_ROOT.tmp" "$CYRUS_ROOT"
+fi

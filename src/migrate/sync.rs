@@ -332,6 +332,8 @@ struct CopyCtx<'a> {
     any_keyword: bool,
     binary: bool,
     multi: bool,
+    /// The destination's APPENDLIMIT: larger messages are reported, not sent.
+    append_limit: Option<u64>,
 }
 
 /// A batch written to the destination whose replies are still to be read.
@@ -349,6 +351,16 @@ fn append_args(
 ) -> Option<(String, bool)> {
     let (flags, refused) = storable(&m.flags, ctx.perm, ctx.any_keyword);
     report.refused_flags.extend(refused);
+    if let Some(limit) = ctx.append_limit.filter(|l| m.body.len() as u64 > *l) {
+        report.failed.push(Failed {
+            uid: m.uid,
+            reason: format!(
+                "{} bytes, over the destination's APPENDLIMIT of {limit}",
+                m.body.len()
+            ),
+        });
+        return None;
+    }
     let nul = m.body.contains(&0);
     if nul && !ctx.binary {
         report.failed.push(Failed {
@@ -662,16 +674,20 @@ impl Engine {
             }
         }
         plan.sort_by_key(|p| std::cmp::Reverse(sizes.get(&p.src.name).copied().unwrap_or(0)));
+        if let Err(why) = folders::check_quota(&mut first.src, &mut first.dst, &plan).await? {
+            return Err(Error::Capacity(format!("{user}: {why}")));
+        }
         // Parents before children: a name sorts before every name it prefixes.
         if !self.opts.dry_run {
-            let mut missing: Vec<&[u8]> = plan
+            let mut missing: Vec<(&[u8], Option<&str>)> = plan
                 .iter()
                 .filter(|p| p.create)
-                .map(|p| p.dst.as_slice())
+                .map(|p| (p.dst.as_slice(), p.create_special.as_deref()))
                 .collect();
             missing.sort_unstable();
-            for name in missing {
-                create_folder(&mut first.dst, name).await?;
+            for (name, special) in missing {
+                // Refusals are reported per folder when it is synced.
+                let _ = create_folder(&mut first.dst, name, special).await?;
             }
         }
         reporter.event(Event::Planned {
@@ -879,6 +895,7 @@ impl Engine {
             any_keyword: dst_sel.any_keyword,
             binary: c.dst.has("BINARY"),
             multi: c.dst.has("MULTIAPPEND"),
+            append_limit: folders::append_limit(&mut c.dst).await?,
         };
         for chunk in fresh.chunks(BATCH_MESSAGES) {
             let reply = c
@@ -999,6 +1016,7 @@ impl Engine {
             any_keyword: dst_sel.any_keyword,
             binary: c.dst.has("BINARY"),
             multi: c.dst.has("MULTIAPPEND"),
+            append_limit: folders::append_limit(&mut c.dst).await?,
         };
         self.copy_messages(
             &folder,
@@ -1348,8 +1366,21 @@ async fn examine_source(src: &mut Client, pair: &Pair) -> Result<Selected, Error
 async fn prepare_destination(dst: &mut Client, pair: &Pair) -> Result<(), Error> {
     if pair.create {
         // ALREADYEXISTS from the pass's up-front creation or a concurrent
-        // pass is fine; anything else shows at SELECT.
-        create_folder(dst, &pair.dst).await?;
+        // pass is fine; a folder the store cannot hold (name, depth, length)
+        // is this user's to map.
+        let reply = create_folder(dst, &pair.dst, pair.create_special.as_deref()).await?;
+        if reply.status != Status::Ok
+            && !reply.text.contains("ALREADYEXISTS")
+            && !folder_exists(dst, &pair.dst).await?
+        {
+            return Err(Error::Unsupported(format!(
+                "{} refused to create {:?} for {:?} ({}): give it a name the store takes with [migration] folder_map",
+                dst.store(),
+                String::from_utf8_lossy(&pair.dst),
+                pair.src.display(),
+                reply.text.trim_end()
+            )));
+        }
     }
     if pair.src.subscribed {
         let mut cmd = b"SUBSCRIBE ".to_vec();
@@ -1359,11 +1390,36 @@ async fn prepare_destination(dst: &mut Client, pair: &Pair) -> Result<(), Error>
     Ok(())
 }
 
-async fn create_folder(dst: &mut Client, name: &[u8]) -> Result<(), Error> {
+/// CREATE, with `USE (special)` where the store offers CREATE-SPECIAL-USE; a
+/// store that refuses the attribute (Cyrus allows one folder per use) still
+/// gets the folder.
+async fn create_folder(
+    dst: &mut Client,
+    name: &[u8],
+    special: Option<&str>,
+) -> Result<Reply, Error> {
+    if let Some(special) = special.filter(|_| dst.has("CREATE-SPECIAL-USE")) {
+        let mut cmd = b"CREATE ".to_vec();
+        cmd.extend_from_slice(&quoted(name));
+        cmd.extend_from_slice(format!(" (USE ({special}))").as_bytes());
+        let reply = dst.run_status(&cmd).await?;
+        if reply.status == Status::Ok {
+            return Ok(reply);
+        }
+    }
     let mut cmd = b"CREATE ".to_vec();
     cmd.extend_from_slice(&quoted(name));
-    let _ = dst.run_status(&cmd).await?;
-    Ok(())
+    Ok(dst.run_status(&cmd).await?)
+}
+
+/// Whether a folder exists (a store may answer CREATE of an existing folder
+/// with a plain NO, without ALREADYEXISTS).
+async fn folder_exists(dst: &mut Client, name: &[u8]) -> Result<bool, Error> {
+    let mut cmd = b"LIST \"\" ".to_vec();
+    cmd.extend_from_slice(&quoted(name));
+    let reply = dst.run_status(&cmd).await?;
+    let found = reply.data().any(|d| matches!(d, Data::List { .. }));
+    Ok(found)
 }
 
 /// SELECT (read-write) the destination folder; UIDPLUS is required.

@@ -8,6 +8,7 @@
 
 pub mod certs;
 pub mod corpus;
+pub mod cyrus;
 pub mod dovecot;
 pub mod forwarder;
 pub mod imap;
@@ -18,6 +19,7 @@ pub mod proxy;
 pub mod smtp;
 
 pub use certs::Certs;
+pub use cyrus::{Cyrus, CyrusOpts};
 pub use dovecot::{Dovecot, DovecotOpts, MailFormat};
 pub use imap::ImapClient;
 pub use ldap::Slapd;
