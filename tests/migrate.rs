@@ -629,18 +629,11 @@ fn kill_with_a_batch_inside_a_slow_relay_then_an_immediate_rerun_doubles_nothing
         .spawn()
         .expect("spawn");
     // Past the first batches, with at least 256 KiB of a batch inside the relay.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !(relay.accepted() > 2_000_000 && relay.pending() > 256 * 1024) {
-        assert!(std::time::Instant::now() < deadline, "no batch in flight");
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the pass ended early"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    relay.catch_a_batch(2_000_000, 256 * 1024, &mut child, Duration::from_secs(120));
     child.kill().expect("kill -9");
     let _ = child.wait();
     let in_relay = relay.pending();
+    relay.resume();
 
     let rerun = mailshift(&["migrate", "--user", "alice", "--json"], &via_relay);
     assert!(rerun.status.success(), "{}", text(&rerun));
@@ -717,17 +710,8 @@ fn a_copy_landing_after_the_settle_time_is_removed_by_the_next_pass() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while relay.pending() < 128 * 1024 {
-        assert!(std::time::Instant::now() < deadline, "no batch in flight");
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the pass ended early"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
     // The relay stalls with the batch inside it until the rerun is over.
-    relay.pause();
+    relay.catch_a_batch(0, 128 * 1024, &mut child, Duration::from_secs(120));
     child.kill().expect("kill -9");
     let _ = child.wait();
 

@@ -84,6 +84,43 @@ impl Forwarder {
         self.stats.accepted.load(Ordering::SeqCst)
     }
 
+    /// Waits until the client has handed the relay a whole command that the
+    /// store has not got yet: at least `min_pending` bytes inside, then the
+    /// relay stalls and waits for the client to stop sending (it is waiting
+    /// for the reply). The relay is left paused; `child` must stay alive.
+    pub fn catch_a_batch(
+        &self,
+        min_accepted: u64,
+        min_pending: u64,
+        child: &mut std::process::Child,
+        timeout: Duration,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !(self.accepted() >= min_accepted && self.pending() >= min_pending) {
+            assert!(Instant::now() < deadline, "no batch in flight");
+            assert!(
+                child.try_wait().ok().flatten().is_none(),
+                "the pass ended early"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.pause();
+        let mut last = self.accepted();
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_millis(300) {
+            assert!(
+                Instant::now() < deadline,
+                "the client never stopped sending"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            let now = self.accepted();
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+        }
+    }
+
     /// Waits until everything accepted was delivered and every connection
     /// closed (or `timeout`).
     pub fn wait_idle(&self, timeout: Duration) -> bool {
