@@ -1433,7 +1433,17 @@ async fn select_destination(
     if dst.has("CONDSTORE") {
         cmd.extend_from_slice(b" (CONDSTORE)");
     }
-    let reply = dst.run_status(&cmd).await?;
+    let mut reply = dst.run_status(&cmd).await?;
+    // Dovecot creates an `auto = create` special-use mailbox on its first
+    // SELECT; when another session (a parallel worker) created it at the same
+    // moment, that SELECT fails with ALREADYEXISTS. The mailbox is there now.
+    for _ in 0..3 {
+        if reply.status == Status::Ok || !reply.text.contains("[ALREADYEXISTS]") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reply = dst.run_status(&cmd).await?;
+    }
     if reply.status != Status::Ok {
         return Err(StoreError {
             store: dst.store().to_string(),
