@@ -194,13 +194,15 @@ enum Refused {
 /// SIGHUP: reads the config file again and swaps in a new generation of the
 /// front end (directory, backends and routing, TLS, limits), and the
 /// scheduler's windows, filters and mode. Open sessions keep the generation
-/// they started with; nothing is dropped. Listener addresses, `[smtp]`,
+/// they started with; nothing is dropped. Inbound SMTP routes new recipients
+/// by the new directory and backends. Listener addresses, the `[smtp]` table,
 /// `[admin]` and the migration stores take effect at the next start.
 fn reload(
     path: &std::path::Path,
     current: &Current,
     generation: &mut CancellationToken,
     tracker: &TaskTracker,
+    smtp: Option<&crate::smtp::Shared>,
 ) -> Result<(), Refused> {
     let config = Config::load(path)?;
     let old = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
@@ -224,7 +226,14 @@ fn reload(
             tracing::warn!(key, "changed; takes effect at the next start");
         }
     }
-    let fresh = build(Arc::new(config), old.cancel.clone(), Some(&old))?;
+    let config = Arc::new(config);
+    let fresh = build(Arc::clone(&config), old.cancel.clone(), Some(&old))?;
+    // Inbound SMTP routes by the new backends and directory too (its
+    // listener, limits and queue stay as they started).
+    if let Some(smtp) = smtp {
+        smtp.reroute(&config, Arc::clone(&fresh.directory))
+            .map_err(|e| Refused::Build(Error::Smtp(e)))?;
+    }
     *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&fresh);
     if fresh.tls.is_some() {
         tracing::info!("certificate reloaded");
@@ -326,7 +335,7 @@ pub async fn run_from(
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => break,
             _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
                 match &path {
-                    Some(path) => match reload(path, &current, &mut generation, &tasks) {
+                    Some(path) => match reload(path, &current, &mut generation, &tasks, smtp.as_deref()) {
                         Ok(()) => tracing::info!(config = %path.display(), "SIGHUP: config reloaded"),
                         Err(e) => tracing::error!(config = %path.display(), "SIGHUP: new config refused; the old one stays:\n{e}"),
                     },

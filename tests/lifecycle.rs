@@ -479,7 +479,21 @@ fn sighup_reloads_the_config_and_refuses_a_broken_one() {
     let lab = Lab::start(true);
     lab.ldap.add_user("carol", "carolpw", "extra.example.org");
     let dir = tempfile::tempdir().expect("tempdir");
-    let proxy = Mailshift::start(&config(&lab, &dir.path().join("state"), None, ""));
+    let smtp = format!(
+        "[smtp]\nlisten = \"127.0.0.1:@SMTP_PORT@\"\ndomains = [\"example.org\"]\nqueue_dir = \"{}\"\n",
+        dir.path().join("queue").display()
+    );
+    let proxy = Mailshift::start(&config(&lab, &dir.path().join("state"), None, &smtp));
+    let carol_rcpt = || {
+        let mut c = SmtpClient::connect(proxy.smtp_port());
+        c.expect("EHLO client.example.net", "250");
+        c.expect("MAIL FROM:<x@example.net>", "250");
+        c.cmd("RCPT TO:<carol@example.org>")
+    };
+    assert!(
+        carol_rcpt().starts_with("451"),
+        "carol's mailHost has no backend yet"
+    );
     let pid = pid_of(&proxy);
     let mut open = ImapClient::connect(proxy.imap_port());
     open.login("bob", "bobpw");
@@ -502,6 +516,11 @@ fn sighup_reloads_the_config_and_refuses_a_broken_one() {
     kill(pid, "-HUP");
     wait_for("the reload", 10, || proxy.log().contains("config reloaded"));
     assert!(carol_login().contains("OK"), "{}", proxy.log_tail());
+    let rcpt = carol_rcpt();
+    assert!(
+        rcpt.starts_with("250"),
+        "SMTP routes by the new backends: {rcpt}"
+    );
     open.ok("NOOP");
     assert!(open
         .ok("EXAMINE INBOX")

@@ -41,10 +41,9 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// `[smtp]`.
     pub smtp: SmtpConfig,
-    /// The directory (shared with the IMAP front end).
-    pub directory: Arc<Directory>,
-    /// `mailHost` → store.
-    pub router: Router<Delivery>,
+    /// Directory and routing, swapped whole on SIGHUP (a transaction keeps
+    /// the generation it read).
+    routing: std::sync::RwLock<Arc<Routing>>,
     /// Where DSNs to outside senders go.
     pub bounce_relay: Option<Arc<Delivery>>,
     /// The certificate, if any (STARTTLS).
@@ -57,6 +56,27 @@ pub struct Shared {
     pub cancel: CancellationToken,
     per_ip: DashMap<IpAddr, u32>,
     slots: Arc<Semaphore>,
+}
+
+/// Where recipients are looked up and routed.
+pub struct Routing {
+    /// The directory (shared with the IMAP front end).
+    pub directory: Arc<Directory>,
+    /// `mailHost` → store.
+    pub router: Router<Delivery>,
+}
+
+impl Routing {
+    fn build(config: &Config, directory: Arc<Directory>, hostname: &str) -> Result<Routing, Error> {
+        let mut stores = Vec::new();
+        for b in &config.backends {
+            stores.push((b.clone(), Arc::new(Delivery::new(b.clone(), hostname)?)));
+        }
+        Ok(Routing {
+            directory,
+            router: Router::new(stores),
+        })
+    }
 }
 
 /// Why the SMTP front end could not be set up.
@@ -77,6 +97,19 @@ pub enum Error {
 }
 
 impl Shared {
+    /// The directory and routing in force.
+    pub fn routing(&self) -> Arc<Routing> {
+        Arc::clone(&self.routing.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// SIGHUP: routes new recipients (and retries) by `config`'s backends and
+    /// the reloaded `directory`; transactions under way keep what they read.
+    pub fn reroute(&self, config: &Config, directory: Arc<Directory>) -> Result<(), Error> {
+        let fresh = Routing::build(config, directory, &self.smtp.hostname)?;
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
     /// Builds the front end's state; opens (and loads) the retry queue.
     pub fn new(
         config: Arc<Config>,
@@ -87,13 +120,7 @@ impl Shared {
         let Some(smtp) = config.smtp.clone() else {
             return Ok(None);
         };
-        let mut stores = Vec::new();
-        for b in &config.backends {
-            stores.push((
-                b.clone(),
-                Arc::new(Delivery::new(b.clone(), &smtp.hostname)?),
-            ));
-        }
+        let routing = Routing::build(&config, directory, &smtp.hostname)?;
         let bounce_relay = match &smtp.bounce_relay {
             Some(ep) => Some(Arc::new(Delivery::relay(ep.clone(), &smtp.hostname)?)),
             None => None,
@@ -110,8 +137,7 @@ impl Shared {
         Ok(Some(Arc::new(Shared {
             slots: Arc::new(Semaphore::new(smtp.max_connections as usize)),
             smtp,
-            directory,
-            router: Router::new(stores),
+            routing: std::sync::RwLock::new(Arc::new(routing)),
             bounce_relay,
             tls,
             hold_wait,
@@ -433,9 +459,10 @@ async fn rcpt(
 ) -> String {
     let address = to.to_string();
     let count = |r: &str| METRICS.smtp_recipients.with_label_values(&[r]).inc();
+    let routing = shared.routing();
     let resolution = resolve(
-        &shared.directory,
-        &shared.router,
+        &routing.directory,
+        &routing.router,
         &address,
         Ask::Recipient,
         Some(shared.hold_wait),

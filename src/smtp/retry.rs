@@ -33,9 +33,10 @@ async fn target(shared: &Shared, rcpt: &str) -> Target {
             None => Target::Fail("550 5.7.1 no smtp.bounce_relay for outside senders".into()),
         };
     }
+    let routing = shared.routing();
     match resolve(
-        &shared.directory,
-        &shared.router,
+        &routing.directory,
+        &routing.router,
         rcpt,
         Ask::RecipientFresh,
         None,
