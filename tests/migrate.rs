@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use support::forwarder::Forwarder;
 use support::{corpus, message, ImapClient, Lab};
 
 struct Setup {
@@ -599,28 +600,24 @@ fn total_messages(port: u16, user: &str) -> usize {
     total
 }
 
-/// A store behind a relay (load balancer, TLS terminator): the relay has
-/// already accepted a batch when the process is killed, so the store commits
-/// it after the death, while the rerun is already listing the destination.
-/// Nothing may end up twice.
-#[test]
-fn kill_with_a_batch_inside_a_slow_relay_then_an_immediate_rerun_doubles_nothing() {
-    let s = setup(500, 7);
-    let relay = support::forwarder::Forwarder::start(s.lab.new.imaps_port(), 1_000_000);
-    let via_relay = s.config.with_file_name("via-relay.toml");
+/// The new store behind a relay the test controls (`rate` bytes/s towards the
+/// store): the relay, the config that goes through it, and a `migrate` pass
+/// started through it.
+fn through_relay(s: &Setup, rate: u64) -> (Forwarder, PathBuf, std::process::Child) {
+    let relay = Forwarder::start(s.lab.new.imaps_port(), rate);
     let text_cfg = std::fs::read_to_string(&s.config).expect("config");
     let from = format!(":{}", s.lab.new.imaps_port());
     assert!(
         text_cfg.contains(&from),
         "the new store's port is in the config"
     );
+    let via_relay = s.config.with_file_name("via-relay.toml");
     std::fs::write(
         &via_relay,
         text_cfg.replace(&from, &format!(":{}", relay.port())),
     )
     .expect("write config");
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
         .args(["migrate", "--user", "alice", "--json", "--config"])
         .arg(&via_relay)
         .stdin(Stdio::null())
@@ -628,6 +625,17 @@ fn kill_with_a_batch_inside_a_slow_relay_then_an_immediate_rerun_doubles_nothing
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
+    (relay, via_relay, child)
+}
+
+/// A store behind a relay (load balancer, TLS terminator): the relay has
+/// already accepted a batch when the process is killed, so the store commits
+/// it after the death, while the rerun is already listing the destination.
+/// Nothing may end up twice.
+#[test]
+fn kill_with_a_batch_inside_a_slow_relay_then_an_immediate_rerun_doubles_nothing() {
+    let s = setup(500, 7);
+    let (relay, via_relay, mut child) = through_relay(&s, 1_000_000);
     // Past the first batches, with at least 256 KiB of a batch inside the relay.
     relay.catch_a_batch(2_000_000, 256 * 1024, &mut child, Duration::from_secs(120));
     child.kill().expect("kill -9");
@@ -694,22 +702,7 @@ fn a_copy_landing_after_the_settle_time_is_removed_by_the_next_pass() {
     let s = setup(300, 9);
     let text_cfg = std::fs::read_to_string(&s.config).expect("config") + "settle = \"1s\"\n";
     std::fs::write(&s.config, &text_cfg).expect("write config");
-    let relay = support::forwarder::Forwarder::start(s.lab.new.imaps_port(), 150_000);
-    let via_relay = s.config.with_file_name("via-relay.toml");
-    let from = format!(":{}", s.lab.new.imaps_port());
-    std::fs::write(
-        &via_relay,
-        text_cfg.replace(&from, &format!(":{}", relay.port())),
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
-        .args(["migrate", "--user", "alice", "--json", "--config"])
-        .arg(&via_relay)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let (relay, _, mut child) = through_relay(&s, 150_000);
     // The relay stalls with the batch inside it until the rerun is over.
     relay.catch_a_batch(0, 128 * 1024, &mut child, Duration::from_secs(120));
     child.kill().expect("kill -9");
