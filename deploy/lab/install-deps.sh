@@ -67,7 +67,10 @@ if [ ! -x "$CYRUS_ROOT/usr/lib/cyrus/bin/master" ]; then
 	cache=$(dirname "$CYRUS_ROOT")/debs
 	mkdir -p "$cache"
 	# shellcheck disable=SC2086
-	(cd "$cache" && apt-get download $CYRUS_DEBS)
+	# Package lists may be missing or stale on a machine that had every
+	# other package already: refresh them once and try again.
+	(cd "$cache" && apt-get download $CYRUS_DEBS) ||
+		{ apt-get update -qq && (cd "$cache" && apt-get download $CYRUS_DEBS); }
 	rm -rf "$CYRUS_ROOT.tmp"
 	mkdir -p "$CYRUS_ROOT.tmp"
 	for deb in "$cache"/*.deb; do
