@@ -21,12 +21,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::imap::Shared;
+use crate::app::App;
 use crate::metrics::METRICS;
 
 /// What the admin handlers share.
 pub(crate) struct Admin {
-    shared: Arc<Shared>,
+    shared: Arc<App>,
     fleet: api::FleetCache,
 }
 
@@ -121,7 +121,7 @@ fn router(admin: Arc<Admin>) -> Router {
 }
 
 /// Serves the admin API until cancelled.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<App>) {
     let cancel = shared.cancel.clone();
     let admin = Arc::new(Admin {
         shared,

@@ -3,52 +3,19 @@
 //! - [`framer`] and [`preauth`]: sans-I/O; bytes in, actions out.
 //! - [`session`]: the async driver of one connection.
 //! - [`relay`]: bytes both ways after login.
-//! - [`throttle`]: growing delays for failed logins.
 
 pub mod framer;
 pub mod preauth;
 pub mod relay;
 pub mod session;
-pub mod throttle;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::directory::Directory;
-use crate::route::Router;
-use crate::sessions::Sessions;
-use crate::tls::ServerTls;
-
-/// What every session of the front end shares.
-pub struct Shared {
-    /// The config.
-    pub config: Arc<Config>,
-    /// The directory.
-    pub directory: Arc<Directory>,
-    /// `mailHost` → store.
-    pub router: Router<crate::store::Store>,
-    /// The certificate, if any.
-    pub tls: Option<Arc<ServerTls>>,
-    /// Open sessions, for kicks.
-    pub sessions: Arc<Sessions>,
-    /// Failed-login delays.
-    pub throttle: throttle::Throttle,
-    /// How long a login waits for a hold to end.
-    pub hold_wait: Duration,
-    /// Cancelled at shutdown.
-    pub cancel: CancellationToken,
-    /// Migrations run by this instance (with `[migration]` and LDAP).
-    pub scheduler: Option<Arc<crate::migrate::scheduler::Scheduler>>,
-}
-
-/// The front end as of the last (re)load: new connections take the current
-/// generation, open sessions keep the one they started with.
-pub type Current = std::sync::RwLock<Arc<Shared>>;
+pub use crate::app::Current;
 
 /// The open-file limit of this process (soft), if it can be read.
 pub fn fd_limit() -> Option<u64> {

@@ -15,6 +15,9 @@
 //!  migrate: sync (engine) ─► store::imap::Client; state (redb cache, intents); cutover; scheduler
 //!  admin (HTTP on axum, web cockpit) ─► metrics, fleet (LDAP), events, report, actions
 //!  server (serve: build, listen, drain, SIGHUP) ─► front ends, scheduler, admin
+//!  app: what a config generation built (directory, router, TLS, sessions, throttle),
+//!       App::admit = lookup + hold wait + password check + route for every front end
+//!  sasl (PLAIN, OAUTHBEARER, XOAUTH2 decoding), throttle (failed-login delays)
 //! ```
 //!
 //! - A login: `imap::session` frames and parses pre-auth commands with
@@ -34,6 +37,7 @@
 //! `directory` → `config`.
 
 pub mod admin;
+pub mod app;
 pub mod config;
 pub mod directory;
 pub mod duration;
@@ -44,11 +48,13 @@ pub mod metrics;
 pub mod migrate;
 pub mod report;
 pub mod route;
+pub mod sasl;
 pub mod server;
 pub mod sessions;
 pub mod smtp;
 pub mod store;
 pub mod stream;
+pub mod throttle;
 pub mod tls;
 
 pub use config::Config;

@@ -9,10 +9,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::{App, Current};
 use crate::config::Config;
 use crate::directory::{Change, Directory, UserStatus};
+use crate::imap;
 use crate::imap::session::Listener;
-use crate::imap::{self, Current, Shared};
 use crate::metrics::METRICS;
 use crate::migrate::scheduler::Scheduler;
 use crate::route::Router;
@@ -57,7 +58,7 @@ async fn bind(key: &'static str, addr: std::net::SocketAddr) -> Result<TcpListen
 }
 
 /// Builds the front end's shared state from a config.
-pub fn shared(config: Arc<Config>, cancel: CancellationToken) -> Result<Arc<Shared>, Error> {
+pub fn shared(config: Arc<Config>, cancel: CancellationToken) -> Result<Arc<App>, Error> {
     build(config, cancel, None)
 }
 
@@ -66,8 +67,8 @@ pub fn shared(config: Arc<Config>, cancel: CancellationToken) -> Result<Arc<Shar
 fn build(
     config: Arc<Config>,
     cancel: CancellationToken,
-    prev: Option<&Shared>,
-) -> Result<Arc<Shared>, Error> {
+    prev: Option<&App>,
+) -> Result<Arc<App>, Error> {
     let directory = Directory::new(&config.directory)?;
     let mut backends = Vec::new();
     for b in &config.backends {
@@ -118,7 +119,7 @@ fn build(
         .as_ref()
         .map(|m| m.hold_wait)
         .unwrap_or(Duration::from_secs(20));
-    Ok(Arc::new(Shared {
+    Ok(Arc::new(App {
         directory,
         router: Router::new(backends),
         tls,
@@ -126,7 +127,7 @@ fn build(
             || Arc::new(Sessions::default()),
             |p| Arc::clone(&p.sessions),
         ),
-        throttle: imap::throttle::Throttle::new(
+        throttle: crate::throttle::Throttle::new(
             config.imap.auth_failure_delay,
             config.imap.auth_failure_delay_max,
         ),
@@ -139,7 +140,7 @@ fn build(
 
 /// Closes sessions whose user moved: on a `mailHost` change, every session not
 /// on the new route; on hold, deletion or deactivation, all of them.
-async fn kick_moved(shared: Arc<Shared>, generation: CancellationToken) {
+async fn kick_moved(shared: Arc<App>, generation: CancellationToken) {
     let mut changes = shared.directory.subscribe();
     loop {
         let change: Change = tokio::select! {
@@ -173,7 +174,7 @@ async fn kick_moved(shared: Arc<Shared>, generation: CancellationToken) {
 
 /// Starts what follows one generation's directory: the change stream and the
 /// kicks it drives. Cancelling the returned token stops both.
-fn follow(shared: &Arc<Shared>, tracker: &TaskTracker) -> CancellationToken {
+fn follow(shared: &Arc<App>, tracker: &TaskTracker) -> CancellationToken {
     let generation = shared.cancel.child_token();
     shared.directory.spawn_follow(generation.clone());
     if shared.config.imap.kick_on_move {

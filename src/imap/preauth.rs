@@ -414,29 +414,29 @@ impl PreAuth {
         }
     }
 
-    /// `authzid \0 authcid \0 password` (RFC 4616). An authorization identity other
-    /// than the login itself would mean acting as someone else: refused.
+    /// `authzid \0 authcid \0 password` (RFC 4616), decoded by [`crate::sasl`].
+    /// An authorization identity other than the login would mean acting as
+    /// someone else: refused.
     fn sasl_plain(&mut self, tag: String, data: &[u8]) -> Option<Action> {
-        let mut parts = data.splitn(3, |&b| b == 0);
-        let (Some(authz), Some(authc), Some(pw)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Some(Action::Write(
-                format!("{tag} BAD Malformed PLAIN response.\r\n").into_bytes(),
-            ));
-        };
-        let Ok(user) = String::from_utf8(authc.to_vec()) else {
-            return Some(Action::Write(
-                format!("{tag} BAD Login is not UTF-8.\r\n").into_bytes(),
-            ));
-        };
-        if !authz.is_empty() && authz != authc {
-            let out = self.login_failed(
+        use crate::sasl::{Error, Secret};
+        match crate::sasl::plain(data) {
+            Ok(id) => {
+                let Secret::Password(pw) = id.secret else {
+                    return None;
+                };
+                Some(self.login(tag, id.user, Password(pw), "PLAIN"))
+            }
+            Err(Error::OtherAuthzid) => Some(Action::Write(self.login_failed(
                 &tag,
                 "NO [AUTHORIZATIONFAILED] Authorization identity not allowed.",
-            );
-            return Some(Action::Write(out));
+            ))),
+            Err(Error::NotUtf8) => Some(Action::Write(
+                format!("{tag} BAD Login is not UTF-8.\r\n").into_bytes(),
+            )),
+            Err(_) => Some(Action::Write(
+                format!("{tag} BAD Malformed PLAIN response.\r\n").into_bytes(),
+            )),
         }
-        Some(self.login(tag, user, Password(pw.to_vec()), "PLAIN"))
     }
 
     fn sasl_login_user(&mut self, tag: String, bytes: &[u8]) -> Option<Action> {

@@ -16,10 +16,10 @@ use tokio::net::TcpStream;
 
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::relay::{self, End};
-use super::Shared;
+use crate::app::App;
+use crate::app::Refusal;
 use crate::directory::User;
 use crate::metrics::METRICS;
-use crate::route::{resolve, Ask, Resolution};
 use crate::store::imap::{Client as StoreClient, ClientInfo};
 use crate::store::{Error as StoreFailure, Store};
 use crate::stream::Stream;
@@ -33,17 +33,9 @@ pub enum Listener {
     Tls,
 }
 
-/// Why a login did not get through, and what the client is told.
-enum Refusal {
-    /// Wrong password, unknown user, inactive account: all look the same.
-    AuthFailed,
-    /// Something temporary (directory, route, store, hold).
-    Unavailable(&'static str),
-}
-
 /// Serves one connection to the end. Never panics on client bytes; every
 /// failure is answered or the connection closed.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared: Arc<Shared>) {
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared: Arc<App>) {
     let _ = tcp.set_nodelay(true);
     let label = match listener {
         Listener::Plain => "plain",
@@ -105,7 +97,7 @@ async fn preauth(
     mut stream: Stream,
     peer: SocketAddr,
     opts: Options,
-    shared: &Arc<Shared>,
+    shared: &Arc<App>,
 ) -> Option<Handoff> {
     let started = Instant::now();
     let mut core = PreAuth::new(opts);
@@ -221,56 +213,17 @@ async fn preauth(
     }
 }
 
-/// Looks the user up, waits out a hold, checks the password when configured,
-/// routes, and logs in to the store.
+/// Admits the login (lookup, hold wait, password check, route; shared by
+/// every front end) and logs in to the store.
 async fn authenticate(
     login: &Login,
     client: &ClientInfo,
-    shared: &Arc<Shared>,
+    shared: &Arc<App>,
 ) -> Result<(User, Arc<Store>, StoreClient), Refusal> {
     let peer = client.peer;
-    let resolution = resolve(
-        &shared.directory,
-        &shared.router,
-        &login.user,
-        Ask::Login,
-        Some(shared.hold_wait),
-    )
-    .await;
-    let (user, target) = match resolution {
-        Resolution::Routed { user, store } => (user, Ok(store)),
-        Resolution::NoRoute { user, error } => (user, Err(error)),
-        Resolution::Unknown | Resolution::Disabled(_) => return Err(Refusal::AuthFailed),
-        Resolution::Held => {
-            return Err(Refusal::Unavailable(
-                "Mailbox is being moved, try again in a minute.",
-            ))
-        }
-        Resolution::DirectoryDown(e) => {
-            tracing::warn!(user = %login.user, client = %peer, error = %e, "directory lookup failed");
-            return Err(Refusal::Unavailable(
-                "Directory temporarily unavailable, try again.",
-            ));
-        }
-    };
-    match shared
-        .directory
-        .check_password(&user, &login.password.0)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return Err(Refusal::AuthFailed),
-        Err(e) => {
-            tracing::warn!(user = %login.user, client = %peer, error = %e, "password check failed");
-            return Err(Refusal::Unavailable(
-                "Directory temporarily unavailable, try again.",
-            ));
-        }
-    }
-    let target = target.map_err(|e| {
-        tracing::error!(user = %login.user, client = %peer, error = %e, "no route");
-        Refusal::Unavailable("Mailbox temporarily unavailable, try again.")
-    })?;
+    let (user, target) = shared
+        .admit(&login.user, Some(&login.password.0), peer)
+        .await?;
     let started = Instant::now();
     let creds = target.session_credentials(&login.user, &login.password.0);
     let result = StoreClient::connect(&target, &creds, Some(client)).await;
@@ -299,7 +252,7 @@ async fn authenticate(
     }
 }
 
-async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<Shared>) {
+async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
     let Handoff {
         mut client,
         backend: logged_in,
