@@ -143,6 +143,10 @@ pub struct BackendConfig {
     pub tls_server_name: Option<String>,
     /// Limit for connect, greeting, TLS and login.
     pub connect_timeout: Duration,
+    /// For a store without a master user (Courier, UW-IMAP): `login:password`
+    /// lines the migration logs in with, read at each connection (so an admin
+    /// can add users without a reload).
+    pub passwords_file: Option<PathBuf>,
 }
 
 /// How mailshift logs in to a store for a proxied session.
@@ -401,6 +405,7 @@ struct RawBackend {
     ca_file: Option<PathBuf>,
     tls_server_name: Option<String>,
     connect_timeout: Option<String>,
+    passwords_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -901,6 +906,9 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
     if let Some(ca) = &b.ca_file {
         p.readable(&key("ca_file"), ca);
     }
+    if let Some(f) = &b.passwords_file {
+        p.readable(&key("passwords_file"), f);
+    }
     BackendConfig {
         name: name.to_string(),
         mailhosts: b.mailhost,
@@ -915,6 +923,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             b.connect_timeout.as_deref(),
             Duration::from_secs(10),
         ),
+        passwords_file: b.passwords_file,
     }
 }
 

@@ -30,7 +30,7 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] state::Error),
     /// No way to log in as the user.
-    #[error("backends.{0} has no master_user, and no password was given for the user")]
+    #[error("backends.{0} has no master_user, and no password was given for the user (log in through the proxy in lazy mode, or list it in backends.{0}.passwords_file)")]
     Credentials(String),
     /// A store lacks something the engine needs.
     #[error("{0}")]

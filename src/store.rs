@@ -55,4 +55,39 @@ impl Store {
             BackendLogin::Master => Credentials::Master { user },
         }
     }
+
+    /// The user's password from `passwords_file`, for a store without a master
+    /// user. `Ok(None)` when no file is configured or the user is not in it.
+    pub fn listed_password(&self, user: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let Some(path) = &self.cfg.passwords_file else {
+            return Ok(None);
+        };
+        Ok(find_password(&std::fs::read_to_string(path)?, user))
+    }
+}
+
+/// `login:password` lines; the first `:` splits (passwords may hold colons);
+/// blank lines and `#` comments are skipped.
+fn find_password(text: &str, user: &str) -> Option<Vec<u8>> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .find(|(login, _)| login.trim() == user)
+        .map(|(_, pw)| pw.as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_file_lines() {
+        let text = "# site dump\nalice:s3:cr:et\n\nbob:pw\r\n";
+        assert_eq!(
+            super::find_password(text, "alice"),
+            Some(b"s3:cr:et".to_vec())
+        );
+        assert_eq!(super::find_password(text, "bob"), Some(b"pw".to_vec()));
+        assert_eq!(super::find_password(text, "carol"), None);
+        assert_eq!(super::find_password(text, "# site dump"), None);
+    }
 }

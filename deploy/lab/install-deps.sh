@@ -79,3 +79,25 @@ if [ ! -x "$CYRUS_ROOT/usr/lib/cyrus/bin/master" ]; then
 	rm -rf "$CYRUS_ROOT"
 	mv "$CYRUS_ROOT.tmp" "$CYRUS_ROOT"
 fi
+
+# Courier-IMAP as an old store, the same way. Its authentication library has
+# its config (/etc/courier), module directory (/usr/lib/courier-authlib) and
+# socket (/run/courier) compiled in: tests/support/courier.rs runs each
+# instance in a mount namespace of its own (`unshare -m`, root) with private
+# directories bound over those paths, so it never touches the host's.
+COURIER_ROOT=${MAILSHIFT_COURIER_ROOT:-/var/cache/mailshift-lab/courier}
+COURIER_DEBS="courier-imap courier-base courier-authlib courier-authdaemon courier-authlib-userdb libcourier-unicode4 libgamin0 libidn12 libltdl7 libpcre3"
+if [ ! -x "$COURIER_ROOT/usr/bin/imapd" ]; then
+	cache=$(dirname "$COURIER_ROOT")/courier-debs
+	mkdir -p "$cache"
+	# shellcheck disable=SC2086
+	(cd "$cache" && apt-get download $COURIER_DEBS) ||
+		{ apt-get update -qq && (cd "$cache" && apt-get download $COURIER_DEBS); }
+	rm -rf "$COURIER_ROOT.tmp"
+	mkdir -p "$COURIER_ROOT.tmp"
+	for deb in "$cache"/*.deb; do
+		dpkg -x "$deb" "$COURIER_ROOT.tmp"
+	done
+	rm -rf "$COURIER_ROOT"
+	mv "$COURIER_ROOT.tmp" "$COURIER_ROOT"
+fi

@@ -599,12 +599,30 @@ impl Engine {
     /// Connects one pair as the user (master user where configured, else the
     /// given password).
     pub async fn connect(&self, user: &str, password: Option<&[u8]>) -> Result<Pair2, Error> {
-        let creds = |b: &Store| match (&b.cfg.master, password) {
-            (Some(_), _) => Ok(Credentials::Master { user }),
-            (None, Some(password)) => Ok(Credentials::User { user, password }),
-            (None, None) => Err(Error::Credentials(b.name().to_string())),
+        // A store without a master user takes the given password, else the
+        // one its `passwords_file` lists for the user.
+        let listed = |b: &Store| match (&b.cfg.master, password) {
+            (None, None) => b
+                .listed_password(user)
+                .map_err(|e| Error::Unsupported(format!("{}.passwords_file: {e}", b.name()))),
+            _ => Ok(None),
         };
-        let (sc, dc) = (creds(&self.from)?, creds(&self.to)?);
+        let (from_listed, to_listed) = (listed(&self.from)?, listed(&self.to)?);
+        fn creds<'a>(
+            b: &Store,
+            user: &'a str,
+            password: Option<&'a [u8]>,
+        ) -> Result<Credentials<'a>, Error> {
+            match (&b.cfg.master, password) {
+                (Some(_), _) => Ok(Credentials::Master { user }),
+                (None, Some(password)) => Ok(Credentials::User { user, password }),
+                (None, None) => Err(Error::Credentials(b.name().to_string())),
+            }
+        }
+        let (sc, dc) = (
+            creds(&self.from, user, password.or(from_listed.as_deref()))?,
+            creds(&self.to, user, password.or(to_listed.as_deref()))?,
+        );
         let slot = Arc::clone(&self.slots)
             .acquire_owned()
             .await

@@ -208,6 +208,7 @@ impl Delivery {
             ca_file: None,
             tls_server_name: None,
             connect_timeout: Duration::from_secs(30),
+            passwords_file: None,
         };
         Delivery::new(cfg, hostname)
     }

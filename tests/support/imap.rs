@@ -76,6 +76,22 @@ impl ImapClient {
         tag
     }
 
+    /// Sends `TAG command {N}` with a synchronizing literal (for servers
+    /// without LITERAL+, such as Courier) and returns the tagged reply.
+    pub fn cmd_sync_literal(&mut self, command: &str, literal: &[u8]) -> String {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        self.write_raw(format!("{tag} {command} {{{}}}\r\n", literal.len()).as_bytes());
+        let go = self.read_response();
+        if !go.starts_with('+') {
+            return go;
+        }
+        let mut out = literal.to_vec();
+        out.extend_from_slice(b"\r\n");
+        self.write_raw(&out);
+        self.read_until_tagged(&tag).1
+    }
+
     pub fn write_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("IMAP write");
     }

@@ -8,17 +8,20 @@
 
 pub mod certs;
 pub mod corpus;
+pub mod courier;
 pub mod cyrus;
 pub mod dovecot;
 pub mod forwarder;
 pub mod imap;
 pub mod ldap;
+pub mod mailbox;
 pub mod ports;
 pub mod postfix;
 pub mod proxy;
 pub mod smtp;
 
 pub use certs::Certs;
+pub use courier::Courier;
 pub use cyrus::{Cyrus, CyrusOpts};
 pub use dovecot::{Dovecot, DovecotOpts, MailFormat};
 pub use imap::ImapClient;

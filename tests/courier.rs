@@ -1,0 +1,205 @@
+//! Courier-IMAP (a private 5.0, tests/support/courier.rs) as the old store,
+//! migrated to Dovecot through the real `mailshift` CLI.
+//!
+//! Courier is the plainest IMAP server mailshift meets: `INBOX.` prefix with
+//! `.`, no SPECIAL-USE, no LIST-EXTENDED, no MULTIAPPEND, LITERAL+ or
+//! CONDSTORE, no UIDNEXT in SELECT, and no master user (mailshift logs in with
+//! the user's password from `passwords_file`).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::proxy::OLD_HOST;
+use support::{corpus, mailbox, Certs, Courier, Dovecot, DovecotOpts, ImapClient, Slapd};
+
+struct Setup {
+    // Drop order: the stores before the directory.
+    courier: Courier,
+    dovecot: Dovecot,
+    _ldap: Slapd,
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn courier_login(s: &Setup) -> ImapClient {
+    let mut c = ImapClient::connect(s.courier.imap_port());
+    c.login("alice", "alicepw");
+    c
+}
+
+fn dovecot_login(s: &Setup) -> ImapClient {
+    let mut c = ImapClient::connect(s.dovecot.imap_port());
+    c.login("alice*admin", "adminpw");
+    c
+}
+
+/// A corpus folder (`/`-separated) as Courier names it.
+fn courier_folder(name: &str) -> String {
+    if name == "INBOX" {
+        name.to_string()
+    } else {
+        format!("INBOX.{}", name.replace('/', "."))
+    }
+}
+
+fn setup(msgs: &[corpus::Msg]) -> Setup {
+    let certs = Certs::shared();
+    let ldap = Slapd::start(false);
+    ldap.add_user("alice", "alicepw", OLD_HOST);
+    let courier = Courier::start("old", &[("alice", "alicepw")]);
+    let dovecot = Dovecot::start("new", &ldap, DovecotOpts::default());
+    let mut c = ImapClient::connect(courier.imap_port());
+    c.login("alice", "alicepw");
+    for f in corpus::FOLDERS.iter().filter(|f| **f != "INBOX") {
+        c.ok(&format!("CREATE \"{}\"", courier_folder(f)));
+        c.ok(&format!("SUBSCRIBE \"{}\"", courier_folder(f)));
+    }
+    for m in msgs {
+        let append = |c: &mut ImapClient, flags: &str| {
+            c.cmd_sync_literal(
+                &format!(
+                    "APPEND \"{}\" ({flags}) \"{}\"",
+                    courier_folder(m.folder),
+                    m.date
+                ),
+                &m.body,
+            )
+        };
+        let tagged = append(&mut c, m.flags);
+        assert!(
+            tagged.contains(" OK"),
+            "APPEND to Courier: {tagged} ({})",
+            m.flags
+        );
+    }
+    c.ok("LOGOUT");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passwords = dir.path().join("courier-passwords");
+    std::fs::write(&passwords, "# users of the Courier store\nalice:alicepw\n").expect("write");
+    let config = dir.path().join("mailshift.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\nkind = \"ldap\"\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\n\
+             base_dn = \"ou=people,dc=example,dc=org\"\n\
+             user_filter = \"(&(objectClass=inetOrgPerson)(uid=%u))\"\npassword_check = \"backend\"\n\
+             [backends.old]\nmailhost = [\"old.example.org\"]\nimap = \"imap://127.0.0.1:{}\"\n\
+             passwords_file = \"{}\"\n\
+             [backends.new]\nmailhost = [\"new.example.org\"]\nimap = \"imaps://127.0.0.1:{}\"\n\
+             ca_file = \"{}\"\nmaster_user = \"admin\"\nmaster_password = \"adminpw\"\n\
+             [migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\n",
+            ldap.url(),
+            ldap.admin_dn(),
+            ldap.admin_password(),
+            courier.imap_port(),
+            passwords.display(),
+            dovecot.imaps_port(),
+            certs.ca_pem.display(),
+            dir.path().join("state").display(),
+        ),
+    )
+    .expect("write config");
+    Setup {
+        courier,
+        dovecot,
+        _ldap: ldap,
+        config,
+        _dir: dir,
+    }
+}
+
+fn mailshift(args: &[&str], config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailshift"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run mailshift")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Courier → Dovecot, killed with -9 in the middle of the first pass and run
+/// again: every folder (Courier's `INBOX.` names arrive without the prefix),
+/// every message's bytes, flags and keywords, and INTERNALDATE equal;
+/// `verify` exits 0; another pass copies nothing.
+#[test]
+fn courier_to_dovecot_exactly() {
+    let mut msgs = corpus::generate(130, 21);
+    msgs.extend(corpus::generate_inbox(400, 22));
+    let s = setup(&msgs);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailshift"))
+        .args(["migrate", "--user", "alice", "--json", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill as soon as the first messages are on the new store.
+    for _ in 0..2000 {
+        let landed = std::panic::catch_unwind(|| {
+            let mut c = dovecot_login(&s);
+            mailbox::count(&mut c, "INBOX")
+        });
+        if matches!(landed, Ok(n) if n > 0) || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+
+    let first = mailshift(&["migrate", "--user", "alice", "--json"], &s.config);
+    assert!(first.status.success(), "{}", text(&first));
+    let v = mailshift(&["verify", "--user", "alice"], &s.config);
+    assert!(v.status.success(), "{}", text(&v));
+
+    let mut total = 0;
+    for f in corpus::FOLDERS {
+        let (old, new) = (courier_folder(f), f.to_string());
+        let x = mailbox::contents(&mut courier_login(&s), &old);
+        let y = mailbox::contents(&mut dovecot_login(&s), &new);
+        assert_eq!(x.len(), y.len(), "{old} → {new}: count");
+        for (m, n) in x.iter().zip(&y) {
+            assert_eq!(m.0, n.0, "{old} → {new}: bytes differ");
+            assert_eq!(m.1, n.1, "{old} → {new}: flags differ");
+            assert_eq!(m.2, n.2, "{old} → {new}: INTERNALDATE differs");
+        }
+        total += x.len();
+    }
+    assert_eq!(total, msgs.len(), "Courier kept every message loaded");
+    let again = mailshift(&["migrate", "--user", "alice", "--json"], &s.config);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(mailbox::copied(&again.stdout), 0, "{}", text(&again));
+    // Courier's folders arrived subscribed, under their own names.
+    let lsub = dovecot_login(&s).ok("LSUB \"\" \"*\"");
+    for f in ["Projects/2024/Q1", "Lists/rust-users"] {
+        assert!(
+            lsub.iter()
+                .any(|l| l.ends_with(&format!("\"{f}\"")) || l.ends_with(f)),
+            "{f} not subscribed: {lsub:?}"
+        );
+    }
+}
+
+/// Without a password for the user (no master user, not in
+/// `passwords_file`), the pass fails for that user, saying what to do.
+#[test]
+fn courier_user_without_password_is_a_clear_failure() {
+    let s = setup(&[]);
+    std::fs::write(s._dir.path().join("courier-passwords"), "bob:bobpw\n").expect("write");
+    let out = mailshift(&["migrate", "--user", "alice"], &s.config);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("passwords_file"), "{t}");
+}
