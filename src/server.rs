@@ -180,7 +180,55 @@ fn follow(shared: &Arc<App>, tracker: &TaskTracker) -> CancellationToken {
     if shared.config.imap.kick_on_move {
         tracker.spawn(kick_moved(Arc::clone(shared), generation.clone()));
     }
+    if let Some(s) = &shared.scheduler {
+        tracker.spawn(learn_own_moves(
+            Arc::clone(shared),
+            s.mover().subscribe_changes(),
+            generation.clone(),
+        ));
+    }
     generation
+}
+
+/// This instance's own holds, flips and rollbacks reach its directory cache
+/// (and the kicks) at once, as a directory that reports changes (syncprov)
+/// would deliver them: without one, the cache would route the user to the old
+/// store for up to its TTL after the flip, and leave sessions open on the
+/// old store through the hold.
+async fn learn_own_moves(
+    shared: Arc<App>,
+    mut moved: tokio::sync::broadcast::Receiver<String>,
+    generation: CancellationToken,
+) {
+    loop {
+        let login = tokio::select! {
+            _ = generation.cancelled() => return,
+            m = moved.recv() => match m {
+                Ok(login) => login,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed some: forget everything rather than serve a stale route.
+                    shared.directory.flush_cache();
+                    continue;
+                }
+                Err(_) => return,
+            },
+        };
+        // A shutdown does not wait for the directory.
+        let fresh = tokio::select! {
+            _ = generation.cancelled() => return,
+            f = shared.directory.lookup_fresh(&login) => f,
+        };
+        match fresh {
+            Ok(user) => shared.directory.apply_change(crate::directory::Change {
+                login: crate::directory::canonical(&login),
+                user,
+            }),
+            Err(e) => {
+                tracing::warn!(user = %login, error = %e, "re-reading a moved user failed; dropping the cache");
+                shared.directory.flush_cache();
+            }
+        }
+    }
 }
 
 /// Why a reload was refused (the old config stays).

@@ -13,14 +13,18 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::proxy::OLD_HOST;
-use support::{corpus, mailbox, Certs, Courier, Dovecot, DovecotOpts, ImapClient, Slapd};
+use support::{
+    corpus, mailbox, Certs, Courier, Dovecot, DovecotOpts, ImapClient, Mailshift, Slapd,
+};
 
 struct Setup {
     // Drop order: the stores before the directory.
     courier: Courier,
     dovecot: Dovecot,
-    _ldap: Slapd,
     config: std::path::PathBuf,
+    /// The same config with `[imap]` on ports left for [`Mailshift::start`].
+    proxy_config: String,
+    ldap: Slapd,
     _dir: tempfile::TempDir,
 }
 
@@ -79,10 +83,7 @@ fn setup(msgs: &[corpus::Msg]) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let passwords = dir.path().join("courier-passwords");
     std::fs::write(&passwords, "# users of the Courier store\nalice:alicepw\n").expect("write");
-    let config = dir.path().join("mailshift.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let text = format!(
             "[directory]\nkind = \"ldap\"\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\n\
              base_dn = \"ou=people,dc=example,dc=org\"\n\
              user_filter = \"(&(objectClass=inetOrgPerson)(uid=%u))\"\npassword_check = \"backend\"\n\
@@ -99,14 +100,19 @@ fn setup(msgs: &[corpus::Msg]) -> Setup {
             dovecot.imaps_port(),
             certs.ca_pem.display(),
             dir.path().join("state").display(),
-        ),
-    )
-    .expect("write config");
+        );
+    let config = dir.path().join("mailshift.toml");
+    std::fs::write(&config, &text).expect("write config");
+    let proxy_config = format!(
+        "{text}lease = \"3s\"\nhold_wait = \"20s\"\n\
+         [imap]\nlisten = \"127.0.0.1:@IMAP_PORT@\"\n[admin]\nlisten = \"127.0.0.1:@ADMIN_PORT@\"\n"
+    );
     Setup {
         courier,
         dovecot,
-        _ldap: ldap,
         config,
+        proxy_config,
+        ldap,
         _dir: dir,
     }
 }
@@ -202,4 +208,59 @@ fn courier_user_without_password_is_a_clear_failure() {
     assert!(!out.status.success(), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("passwords_file"), "{t}");
+}
+
+/// The proxy in front of Courier, in lazy mode, with no password file: the
+/// user logs in through mailshift (Courier checks the password), is migrated
+/// with the password of that login, and the next login reaches Dovecot with
+/// every message.
+#[test]
+fn lazy_mode_moves_a_courier_user_with_the_password_of_their_login() {
+    let msgs = corpus::generate(60, 23);
+    let s = setup(&msgs);
+    std::fs::write(s._dir.path().join("courier-passwords"), "").expect("write");
+    let proxy = Mailshift::start(&s.proxy_config.replace(
+        "[migration]\n",
+        "[migration]\nmode = \"lazy\"\nusers_filter = \"(uid=alice)\"\n",
+    ));
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let (_, tagged) = c.cmd("LOGIN alice wrong");
+    assert!(tagged.contains(" NO"), "{tagged}");
+    c.login("alice", "alicepw");
+    let ns = c.ok("NAMESPACE");
+    assert!(
+        ns.iter().any(|l| l.contains("\"INBOX.\"")),
+        "not Courier: {ns:?}"
+    );
+    c.ok("SELECT INBOX");
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let host = s
+            .ldap
+            .search("(uid=alice)", &["mailHost"])
+            .lines()
+            .find_map(|l| l.strip_prefix("mailHost: ").map(str::to_string))
+            .unwrap_or_default();
+        if host == support::proxy::NEW_HOST {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "alice not moved (mailHost {host})\n{}",
+            proxy.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut c = ImapClient::connect(proxy.imap_port());
+    c.login("alice", "alicepw");
+    let ns = c.ok("NAMESPACE");
+    assert!(
+        !ns.iter().any(|l| l.contains("\"INBOX.\"")),
+        "still Courier: {ns:?}"
+    );
+    let mut total = 0;
+    for f in corpus::FOLDERS {
+        total += mailbox::count(&mut c, f);
+    }
+    assert_eq!(total, msgs.len(), "{}", proxy.log_tail());
 }

@@ -67,6 +67,7 @@ pub struct CutoverReport {
 /// A user's entry as cutover sees it.
 #[derive(Debug, Clone)]
 struct Entry {
+    login: String,
     dn: String,
     mailhost: Option<String>,
     status: Option<String>,
@@ -152,6 +153,11 @@ pub struct Mover {
     /// Per-user event lists and reports live here.
     state_dir: std::path::PathBuf,
     events: crate::events::EventLog,
+    /// Logins whose entry this mover changed, for the process's own directory
+    /// cache: without a directory that reports changes (syncprov), the
+    /// instance that sets a hold or flips `mailHost` must not wait for its
+    /// cache TTL to see it.
+    changed: tokio::sync::broadcast::Sender<String>,
 }
 
 /// What [`Mover::resolve_hold`] did with a hold left behind.
@@ -188,7 +194,14 @@ impl Mover {
             grace: cfg.shutdown_grace,
             state_dir: m.state_dir.clone(),
             events: crate::events::EventLog::new(&m.state_dir, &m.instance_id),
+            changed: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// Logins whose directory entry this mover has just changed (hold, flip,
+    /// undo, rollback).
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changed.subscribe()
     }
 
     /// Makes moves honour `stop`: a presync is abandoned at once, a final pass
@@ -351,6 +364,7 @@ impl Mover {
                 .cloned()
         };
         Ok(Entry {
+            login: user.to_string(),
             dn,
             mailhost: first(&self.attrs.mailhost_attribute),
             status: first(&self.attrs.status_attribute),
@@ -367,7 +381,11 @@ impl Mover {
             mods.insert(0, Mod::Add("objectClass".into(), set("mailshiftUser")));
         }
         match self.ldap.modify(&e.dn, mods).await {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                // Nobody listening (the CLI) is fine.
+                let _ = self.changed.send(e.login.clone());
+                Ok(())
+            }
             Ok(false) => Err(Error::Conflict(format!(
                 "{what}: {} changed under us (another instance or an admin)",
                 e.dn
