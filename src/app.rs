@@ -56,6 +56,15 @@ pub enum Refusal {
 }
 
 impl App {
+    /// A login went through on any front end: lazy migration starts from
+    /// here (with the password, for stores without a master user). The front
+    /// ends call this instead of knowing about the scheduler.
+    pub fn logged_in(&self, login: &str, password: &[u8]) {
+        if let Some(s) = &self.scheduler {
+            s.on_login(login, password);
+        }
+    }
+
     /// The first half of every front end's login, the same for IMAP, POP3,
     /// submission and ManageSieve: look the user up (waiting out a hold up to
     /// `hold_wait`), check the password where the directory checks passwords

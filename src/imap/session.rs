@@ -140,9 +140,7 @@ async fn preauth(
                         Ok((user, target, backend)) => {
                             METRICS.imap_logins.with_label_values(&["ok"]).inc();
                             shared.throttle.succeeded(&login.user);
-                            if let Some(s) = &shared.scheduler {
-                                s.on_login(&user.login, &login.password.0);
-                            }
+                            shared.logged_in(&user.login, &login.password.0);
                             let ok = format!(
                                 "{} OK [CAPABILITY {}] Logged in\r\n",
                                 login.tag,
