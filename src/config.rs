@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use crate::duration;
 
+mod submission;
+
 /// Everything that is wrong with a config file, each problem naming its key.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -133,6 +135,8 @@ pub struct BackendConfig {
     pub imap: Endpoint,
     /// The store's delivery endpoint (SMTP or LMTP).
     pub delivery: Option<Endpoint>,
+    /// The store's submission service (`smtp+starttls://`, `smtps://`).
+    pub submission: Option<Endpoint>,
     /// Master user for logins on a user's behalf (proxy `login = "master"`, migration).
     pub master: Option<MasterLogin>,
     /// How proxied IMAP sessions log in.
@@ -393,6 +397,7 @@ struct RawBackend {
     mailhost: Vec<String>,
     imap: String,
     delivery: Option<String>,
+    submission: Option<String>,
     master_user: Option<String>,
     master_password: Option<String>,
     master_password_file: Option<PathBuf>,
@@ -861,6 +866,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             ],
         )
     });
+    let submission = submission::endpoint_of(p, &key("submission"), b.submission.as_deref());
     let password_given = b.master_password.is_some() || b.master_password_file.is_some();
     let master_password = p.secret(
         &key("master_password"),
@@ -906,6 +912,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
         mailhosts: b.mailhost,
         imap,
         delivery,
+        submission,
         master,
         login,
         ca_file: b.ca_file,

@@ -229,11 +229,10 @@ fn reload(
     }
     let config = Arc::new(config);
     let fresh = build(Arc::clone(&config), old.cancel.clone(), Some(&old))?;
-    // Inbound SMTP routes by the new backends and directory too (its
+    // Inbound SMTP routes by the new stores and directory too (its
     // listener, limits and queue stay as they started).
     if let Some(smtp) = smtp {
-        smtp.reroute(&config, Arc::clone(&fresh.directory))
-            .map_err(|e| Refused::Build(Error::Smtp(e)))?;
+        smtp.reroute(Arc::clone(&fresh));
     }
     *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&fresh);
     if fresh.tls.is_some() {
@@ -260,12 +259,7 @@ pub async fn run_from(
     let grace = config.shutdown_grace;
     let shared = shared(Arc::clone(&config), cancel.clone())?;
     let current: Arc<Current> = Arc::new(std::sync::RwLock::new(Arc::clone(&shared)));
-    let smtp = crate::smtp::Shared::new(
-        Arc::clone(&config),
-        Arc::clone(&shared.directory),
-        shared.tls.clone(),
-        cancel.clone(),
-    )?;
+    let smtp = crate::smtp::Shared::new(Arc::clone(&config), Arc::clone(&shared), cancel.clone())?;
     // Every task, sessions included, so a shutdown waits for them.
     let tasks = TaskTracker::new();
     let mut serving = false;
