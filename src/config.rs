@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::duration;
 
 mod submission;
+pub use submission::SubmissionConfig;
 
 /// Everything that is wrong with a config file, each problem naming its key.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// The inbound SMTP front end (validated; see the README for what is served).
     pub smtp: Option<SmtpConfig>,
+    /// The submission front end.
+    pub submission: Option<SubmissionConfig>,
     /// Certificate and key the front ends present.
     pub tls: Option<TlsConfig>,
     /// The admin HTTP listener.
@@ -362,6 +365,7 @@ struct RawConfig {
     #[serde(default)]
     imap: Option<RawImap>,
     smtp: Option<RawSmtp>,
+    submission: Option<submission::RawSubmission>,
     tls: Option<RawTls>,
     admin: Option<RawAdmin>,
     migration: Option<RawMigration>,
@@ -618,6 +622,9 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
     let smtp = raw
         .smtp
         .map(|s| validate_smtp(s, state_dir.as_deref(), &backends, p));
+    let submission = raw
+        .submission
+        .map(|s| submission::validate(s, tls.is_some(), &backends, p));
     let admin = raw.admin.map(|a| AdminConfig {
         listen: a
             .listen
@@ -643,6 +650,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         backends,
         imap,
         smtp,
+        submission,
         tls,
         admin,
         migration,

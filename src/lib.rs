@@ -57,6 +57,7 @@ pub mod sessions;
 pub mod smtp;
 pub mod store;
 pub mod stream;
+pub mod submission;
 pub mod throttle;
 pub mod tls;
 

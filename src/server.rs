@@ -47,7 +47,7 @@ pub enum Error {
     #[error(transparent)]
     Smtp(#[from] crate::smtp::driver::Error),
     /// No listener is configured.
-    #[error("nothing to serve: set imap.listen, imap.listen_tls and/or [smtp] listen")]
+    #[error("nothing to serve: set imap.listen, imap.listen_tls, [smtp] listen and/or [submission] listen")]
     NothingToServe,
 }
 
@@ -221,6 +221,14 @@ fn reload(
             "admin",
             format!("{:?}", old.config.admin) != format!("{:?}", config.admin),
         ),
+        (
+            "submission.listen",
+            old.config
+                .submission
+                .as_ref()
+                .map(|s| (s.listen, s.listen_tls))
+                != config.submission.as_ref().map(|s| (s.listen, s.listen_tls)),
+        ),
     ];
     for (key, changed) in restart_only {
         if changed {
@@ -305,6 +313,33 @@ pub async fn run_from(
         tasks.spawn(crate::smtp::accept_loop(l, Arc::clone(smtp), tasks.clone()));
         tasks.spawn(crate::smtp::retry::run(Arc::clone(smtp)));
         serving = true;
+    }
+    if let Some(sub) = &config.submission {
+        // Registered now, so /metrics lists them before the first session.
+        let _ = &crate::submission::metrics::SUBMISSION.logins;
+        for (key, addr, kind) in [
+            (
+                "submission.listen",
+                sub.listen,
+                crate::submission::Listener::Plain,
+            ),
+            (
+                "submission.listen_tls",
+                sub.listen_tls,
+                crate::submission::Listener::Tls,
+            ),
+        ] {
+            let Some(addr) = addr else { continue };
+            let l = bind(key, addr).await?;
+            tracing::info!(%addr, tls = (kind == crate::submission::Listener::Tls), "submission listening");
+            tasks.spawn(crate::submission::accept_loop(
+                l,
+                kind,
+                Arc::clone(&current),
+                tasks.clone(),
+            ));
+            serving = true;
+        }
     }
     if !serving {
         return Err(Error::NothingToServe);
