@@ -23,7 +23,6 @@ use crate::sasl::{self, Identity};
 
 /// Limits and switches for one pre-auth session.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct Options {
     /// Our name in the greeting and the EHLO reply.
     pub hostname: String,
@@ -447,8 +446,12 @@ fn valid_helo(arg: &str) -> bool {
 }
 
 /// Runs a whole client script through a session (TLS "handshakes" at once,
-/// every login fails), and returns everything it wrote: for tests and the
-/// fuzz corpus replay.
+/// every login fails), and returns everything it wrote: for tests, the
+/// `submission_preauth` fuzz target and its corpus replay.
+///
+/// # Panics
+/// When the core breaks its invariant: a login asked for while AUTH is not
+/// offered (before TLS where TLS is required).
 pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
     let mut core = PreAuth::new(opts);
     let mut out = core.greeting();
@@ -459,6 +462,7 @@ pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
                 Action::Write(b) => out.extend_from_slice(&b),
                 Action::StartTls => core.tls_started(),
                 Action::Login(_) => {
+                    assert!(core.auth_offered(), "login asked for before TLS");
                     let b = core.auth_failed("535 5.7.8 Authentication failed");
                     out.extend_from_slice(&b);
                 }
