@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::duration;
 
+mod submission;
+pub use submission::SubmissionConfig;
+
 /// Everything that is wrong with a config file, each problem naming its key.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +49,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// The inbound SMTP front end (validated; see the README for what is served).
     pub smtp: Option<SmtpConfig>,
+    /// The submission front end.
+    pub submission: Option<SubmissionConfig>,
     /// Certificate and key the front ends present.
     pub tls: Option<TlsConfig>,
     /// The admin HTTP listener.
@@ -133,6 +138,8 @@ pub struct BackendConfig {
     pub imap: Endpoint,
     /// The store's delivery endpoint (SMTP or LMTP).
     pub delivery: Option<Endpoint>,
+    /// The store's submission service (`smtp+starttls://`, `smtps://`).
+    pub submission: Option<Endpoint>,
     /// Master user for logins on a user's behalf (proxy `login = "master"`, migration).
     pub master: Option<MasterLogin>,
     /// How proxied IMAP sessions log in.
@@ -362,6 +369,7 @@ struct RawConfig {
     #[serde(default)]
     imap: Option<RawImap>,
     smtp: Option<RawSmtp>,
+    submission: Option<submission::RawSubmission>,
     tls: Option<RawTls>,
     admin: Option<RawAdmin>,
     migration: Option<RawMigration>,
@@ -397,6 +405,7 @@ struct RawBackend {
     mailhost: Vec<String>,
     imap: String,
     delivery: Option<String>,
+    submission: Option<String>,
     master_user: Option<String>,
     master_password: Option<String>,
     master_password_file: Option<PathBuf>,
@@ -618,6 +627,9 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
     let smtp = raw
         .smtp
         .map(|s| validate_smtp(s, state_dir.as_deref(), &backends, p));
+    let submission = raw
+        .submission
+        .map(|s| submission::validate(s, tls.is_some(), &backends, p));
     let admin = raw.admin.map(|a| AdminConfig {
         listen: a
             .listen
@@ -643,6 +655,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         backends,
         imap,
         smtp,
+        submission,
         tls,
         admin,
         migration,
@@ -866,6 +879,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             ],
         )
     });
+    let submission = submission::endpoint_of(p, &key("submission"), b.submission.as_deref());
     let password_given = b.master_password.is_some() || b.master_password_file.is_some();
     let master_password = p.secret(
         &key("master_password"),
@@ -914,6 +928,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
         mailhosts: b.mailhost,
         imap,
         delivery,
+        submission,
         master,
         login,
         ca_file: b.ca_file,

@@ -9,7 +9,9 @@
 //!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file) ─► Router (mailHost ─► Store)
 //!        │
 //!        ▼
-//!  store: Store per [backends.NAME]; imap::{response, login} (sans-I/O) under imap::Client;
+//!  store: Store per [backends.NAME] (IMAP, delivery, submission endpoints);
+//!         imap::{response, login} (sans-I/O) under imap::Client;
+//!         smtp::{reply, dialog} (sans-I/O) under smtp::Conn (delivery legs, retry, submission leg);
 //!         connect (one TLS connector); Error with the Side that failed
 //!
 //!  migrate: sync (engine) ─► store::imap::Client; state (redb cache, intents); cutover; scheduler
@@ -25,7 +27,8 @@
 //!   and picks the [`store::Store`], `store::imap::Client::connect` logs in
 //!   (ID with the client's address), `imap::relay` moves bytes both ways.
 //! - A delivery: `smtp::driver` runs `smtp::session`; each RCPT is resolved by
-//!   `route::resolve`; DATA streams to one leg per store (`smtp::relay`);
+//!   `route::resolve` over the one `Router<Store>`; DATA streams to one leg
+//!   per store (`store::smtp::Conn`, opened by `Store::delivery`);
 //!   the mixed outcome goes to `smtp::queue`, retried by `smtp::retry`
 //!   (resolving again).
 //! - A migration: `migrate::sync::Engine::pass` plans folders, then per folder
@@ -54,6 +57,7 @@ pub mod sessions;
 pub mod smtp;
 pub mod store;
 pub mod stream;
+pub mod submission;
 pub mod throttle;
 pub mod tls;
 

@@ -47,7 +47,7 @@ pub enum Error {
     #[error(transparent)]
     Smtp(#[from] crate::smtp::driver::Error),
     /// No listener is configured.
-    #[error("nothing to serve: set imap.listen, imap.listen_tls and/or [smtp] listen")]
+    #[error("nothing to serve: set imap.listen, imap.listen_tls, [smtp] listen and/or [submission] listen")]
     NothingToServe,
 }
 
@@ -269,6 +269,14 @@ fn reload(
             "admin",
             format!("{:?}", old.config.admin) != format!("{:?}", config.admin),
         ),
+        (
+            "submission.listen",
+            old.config
+                .submission
+                .as_ref()
+                .map(|s| (s.listen, s.listen_tls))
+                != config.submission.as_ref().map(|s| (s.listen, s.listen_tls)),
+        ),
     ];
     for (key, changed) in restart_only {
         if changed {
@@ -277,11 +285,10 @@ fn reload(
     }
     let config = Arc::new(config);
     let fresh = build(Arc::clone(&config), old.cancel.clone(), Some(&old))?;
-    // Inbound SMTP routes by the new backends and directory too (its
+    // Inbound SMTP routes by the new stores and directory too (its
     // listener, limits and queue stay as they started).
     if let Some(smtp) = smtp {
-        smtp.reroute(&config, Arc::clone(&fresh.directory))
-            .map_err(|e| Refused::Build(Error::Smtp(e)))?;
+        smtp.reroute(Arc::clone(&fresh));
     }
     *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&fresh);
     if fresh.tls.is_some() {
@@ -308,12 +315,7 @@ pub async fn run_from(
     let grace = config.shutdown_grace;
     let shared = shared(Arc::clone(&config), cancel.clone())?;
     let current: Arc<Current> = Arc::new(std::sync::RwLock::new(Arc::clone(&shared)));
-    let smtp = crate::smtp::Shared::new(
-        Arc::clone(&config),
-        Arc::clone(&shared.directory),
-        shared.tls.clone(),
-        cancel.clone(),
-    )?;
+    let smtp = crate::smtp::Shared::new(Arc::clone(&config), Arc::clone(&shared), cancel.clone())?;
     // Every task, sessions included, so a shutdown waits for them.
     let tasks = TaskTracker::new();
     let mut serving = false;
@@ -359,6 +361,33 @@ pub async fn run_from(
         tasks.spawn(crate::smtp::accept_loop(l, Arc::clone(smtp), tasks.clone()));
         tasks.spawn(crate::smtp::retry::run(Arc::clone(smtp)));
         serving = true;
+    }
+    if let Some(sub) = &config.submission {
+        // Registered now, so /metrics lists them before the first session.
+        let _ = &crate::submission::metrics::SUBMISSION.logins;
+        for (key, addr, kind) in [
+            (
+                "submission.listen",
+                sub.listen,
+                crate::submission::Listener::Plain,
+            ),
+            (
+                "submission.listen_tls",
+                sub.listen_tls,
+                crate::submission::Listener::Tls,
+            ),
+        ] {
+            let Some(addr) = addr else { continue };
+            let l = bind(key, addr).await?;
+            tracing::info!(%addr, tls = (kind == crate::submission::Listener::Tls), "submission listening");
+            tasks.spawn(crate::submission::accept_loop(
+                l,
+                kind,
+                Arc::clone(&current),
+                tasks.clone(),
+            ));
+            serving = true;
+        }
     }
     if !serving {
         return Err(Error::NothingToServe);

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  MTA ─► driver (socket, TLS, timeouts) ─► session (sans-I/O core) ─► command (parser)
-//!           │  RCPT: directory lookup ─► route ─► relay::Txn per store (opened on its first RCPT)
+//!           │  RCPT: directory lookup ─► route ─► a store leg (store::smtp::Conn) per store (opened on its first RCPT)
 //!           │  DATA: streamed to every store at once ─► replies ─► 250 / 451 / queue
 //!           ▼
 //!         queue (durable, fsync'd; only the "some delivered, some temp-failed" case) ─► retry ─► DSN
@@ -12,7 +12,6 @@
 pub mod command;
 pub mod driver;
 pub mod queue;
-pub mod relay;
 pub mod retry;
 pub mod session;
 

@@ -6,15 +6,21 @@
 //!   ([`imap::response`]) and login dialog ([`imap::login`]) under one
 //!   driver ([`imap::Client`]), used by the proxy's backend leg, the
 //!   migration engine, the cutover, verify, rollback and the sweep.
+//! - [`smtp`]: the SMTP/LMTP client (sans-I/O reply reader and session
+//!   opening under [`smtp::Conn`]): inbound delivery legs, the retry queue,
+//!   the submission leg.
 //! - [`Error`]: one error type that says which [`Side`] failed.
 
 pub mod connect;
 mod error;
 pub mod imap;
+pub mod smtp;
 
 pub use error::{Error, Side, StoreError};
 
-use crate::config::{BackendConfig, BackendLogin};
+use std::time::Duration;
+
+use crate::config::{BackendConfig, BackendLogin, Endpoint};
 use imap::login::{Credentials, Master};
 
 /// One store, as configured.
@@ -32,6 +38,80 @@ impl Store {
             connector: connect::Connector::new(&cfg)?,
             cfg,
         })
+    }
+
+    /// A relay that is no `[backends.NAME]` (`[smtp] bounce_relay`).
+    pub fn relay(endpoint: Endpoint) -> Result<Store, crate::tls::Error> {
+        Store::new(BackendConfig {
+            name: "bounce_relay".into(),
+            mailhosts: Vec::new(),
+            imap: endpoint.clone(),
+            delivery: Some(endpoint),
+            submission: None,
+            master: None,
+            login: BackendLogin::User,
+            ca_file: None,
+            tls_server_name: None,
+            connect_timeout: Duration::from_secs(30),
+            passwords_file: None,
+        })
+    }
+
+    /// A delivery leg: the store's `delivery` endpoint (SMTP or LMTP), greeted
+    /// as `hostname`, the sending client introduced where the store allows.
+    ///
+    /// # Errors
+    /// No `delivery` endpoint, or the store could not be reached or refused.
+    pub async fn delivery(
+        &self,
+        hostname: &str,
+        origin: Option<smtp::Origin>,
+        timeout: Duration,
+    ) -> Result<smtp::Conn, StoreError> {
+        let Some(ep) = &self.cfg.delivery else {
+            return Err(self.error(Error::Config("no delivery endpoint configured".into())));
+        };
+        let plan = smtp::Plan {
+            lmtp: false,
+            hostname: hostname.to_string(),
+            starttls: false,
+            origin,
+            auth: None,
+        };
+        smtp::Conn::open(self, ep, plan, timeout).await
+    }
+
+    /// A submission leg: the store's `submission` endpoint, the client
+    /// introduced (XCLIENT) where offered, authenticated by `auth`.
+    ///
+    /// # Errors
+    /// No `submission` endpoint, the store could not be reached, or it
+    /// refused the credentials ([`Error::Rejected`]).
+    pub async fn submission(
+        &self,
+        hostname: &str,
+        origin: smtp::Origin,
+        auth: smtp::Auth,
+        timeout: Duration,
+    ) -> Result<smtp::Conn, StoreError> {
+        let Some(ep) = &self.cfg.submission else {
+            return Err(self.error(Error::Config("no submission endpoint configured".into())));
+        };
+        let plan = smtp::Plan {
+            lmtp: false,
+            hostname: hostname.to_string(),
+            starttls: false,
+            origin: Some(origin),
+            auth: Some(auth),
+        };
+        smtp::Conn::open(self, ep, plan, timeout).await
+    }
+
+    fn error(&self, error: Error) -> StoreError {
+        StoreError {
+            store: self.name().to_string(),
+            error,
+        }
     }
 
     /// The `[backends.NAME]` name.

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use mailshift::smtp::relay::take_reply;
 use mailshift::store::imap::client::{replay_login, replay_replies};
 use mailshift::store::imap::Status;
+use mailshift::store::smtp::take_reply;
 use mailshift::store::Error as StoreError;
 
 /// Every file of `fuzz/corpus/NAME`, by file name.
@@ -147,7 +147,7 @@ fn migrate_reply_corpus() {
 
 /// Every reply in `data`, read as the store leg does, bytes arriving in
 /// small chunks; and whether an error ended it.
-fn smtp_replies(data: &[u8]) -> (Vec<mailshift::smtp::relay::Reply>, bool) {
+fn smtp_replies(data: &[u8]) -> (Vec<mailshift::store::smtp::Reply>, bool) {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     for chunk in data.chunks(509) {

@@ -65,13 +65,14 @@ ldapadd -x -H "$ldap_url" -D "$ADMIN_DN" -w "$ADMIN_PW" -f "$LAB_DIR/slapd/users
 mail_uid=$(id -u mailshiftlab)
 mail_gid=$(id -g mailshiftlab)
 
-# start_dovecot NAME IMAP IMAPS LMTP LOCATION SEPARATOR
+# start_dovecot NAME IMAP IMAPS LMTP LOCATION SEPARATOR SUBMISSION
 start_dovecot() {
 	local name=$1 dir="$LAB_DIR/$1"
 	mkdir -p "$dir/mail"
 	chown "$mail_uid:$mail_gid" "$dir/mail"
 	render "$here/dovecot.conf.in" "$dir/dovecot.conf" \
 		DIR="$dir" NAME="$name" IMAP_PORT="$2" IMAPS_PORT="$3" LMTP_PORT="$4" \
+		SUBMISSION_PORT="$7" SUBMISSION_RELAY_PORT=30025 \
 		SSL_CERT="$LAB_DIR/certs/server.pem" SSL_KEY="$LAB_DIR/certs/server.key" \
 		MAIL_HOME="$dir/mail/%n" MAIL_LOCATION="$5" SEPARATOR="$6" MAX_USERIP=50 \
 		MAIL_UID="$mail_uid" MAIL_GID="$mail_gid" \
@@ -82,13 +83,15 @@ start_dovecot() {
 		MASTER_USER="$MASTER_USER" MASTER_PASSWORD="$MASTER_PW"
 	# Read by the auth process (user dovecot); lab secrets only.
 	chmod 644 "$dir/dovecot-ldap.conf.ext" "$dir/master-users"
-	echo "== dovecot $name: IMAP $2, IMAPS $3, LMTP $4 ($5, separator '$6')"
+	echo "== dovecot $name: IMAP $2, IMAPS $3, LMTP $4, submission $7 ($5, separator '$6')"
 	dovecot -c "$dir/dovecot.conf" </dev/null >>"$dir/dovecot.log" 2>&1 || { tail -n 30 "$dir/dovecot.log" >&2; exit 1; }
 	wait_port "$2" "dovecot $name" "$dir/dovecot.log"
 	wait_port "$4" "dovecot $name lmtp" "$dir/dovecot.log"
 }
-start_dovecot old 31143 31993 31024 'maildir:~/Maildir' /
-start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' .
+# Submission relays to mailshift's inbound SMTP (30025), which delivers to
+# example.org users by their mailHost.
+start_dovecot old 31143 31993 31024 'maildir:~/Maildir' / 31587
+start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' . 32587
 
 echo "== sample mail"
 python3 "$here/deliver.py" 31024 old 1 40
@@ -100,12 +103,20 @@ render "$here/mailshift.toml.in" "$LAB_DIR/mailshift.toml" \
 	CA_FILE="$LAB_DIR/certs/ca.pem" MASTER_USER="$MASTER_USER" MASTER_PASSWORD="$MASTER_PW" \
 	TLS_CERT="$LAB_DIR/certs/server.pem" TLS_KEY="$LAB_DIR/certs/server.key" \
 	IMAP_PORT=30143 IMAPS_PORT=30993 ADMIN_PORT=30080
+# Each store's submission service, for the [submission] front end.
+sed -i -e '/^\[backends.old\]$/a submission = "smtp+starttls://127.0.0.1:31587"' \
+	-e '/^\[backends.new\]$/a submission = "smtp+starttls://127.0.0.1:32587"' \
+	"$LAB_DIR/mailshift.toml"
 # Inbound SMTP and migration, so the whole flow can be tried in the lab
 # (set LAB_EXTRA_TOML to replace this block).
 if [ -z "${LAB_EXTRA_TOML+set}" ]; then
 	LAB_EXTRA_TOML="[smtp]
 listen = \"127.0.0.1:30025\"
 domains = [\"example.org\"]
+
+[submission]
+listen = \"127.0.0.1:30587\"
+listen_tls = \"127.0.0.1:30465\"
 
 [migration]
 from = \"old\"
@@ -120,8 +131,9 @@ fi
 cat <<INFO
 == lab is up in $LAB_DIR
    LDAP   $ldap_url  ($ADMIN_DN / $ADMIN_PW)
-   old    imap://127.0.0.1:31143  imaps://127.0.0.1:31993  lmtp://127.0.0.1:31024
-   new    imap://127.0.0.1:31243  imaps://127.0.0.1:32993  lmtp://127.0.0.1:31224
+   old    imap://127.0.0.1:31143  imaps://127.0.0.1:31993  lmtp://127.0.0.1:31024  submission 31587
+   new    imap://127.0.0.1:31243  imaps://127.0.0.1:32993  lmtp://127.0.0.1:31224  submission 32587
+   mailshift submission 127.0.0.1:30587 (STARTTLS), 30465 (TLS)
    users  user0001..user0060 / pw0001..pw0060, master $MASTER_USER / $MASTER_PW
    CA     $LAB_DIR/certs/ca.pem
    config $LAB_DIR/mailshift.toml

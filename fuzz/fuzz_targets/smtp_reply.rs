@@ -1,10 +1,10 @@
-//! The SMTP/LMTP reply reader of the store leg against any bytes a store may
+//! The SMTP/LMTP reply reader of the store client (`store::smtp::reply`) against any bytes a store may
 //! send: never a panic; every reply has one three-digit code and at most 100
 //! lines, and renders for the client as well-formed lines.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailshift::smtp::relay::take_reply;
+use mailshift::store::smtp::take_reply;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = Vec::new();

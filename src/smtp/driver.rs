@@ -25,13 +25,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::command::Address;
+use super::command::Body;
 use super::queue::{self, Entry, Queue, Spool};
-use super::relay::{Conn, Delivery, Origin, Reply};
 use super::session::{Action, Options, Session};
+use crate::app::App;
 use crate::config::{Config, SmtpConfig};
-use crate::directory::Directory;
 use crate::metrics::METRICS;
-use crate::route::{resolve, Ask, Resolution, Router};
+use crate::route::{resolve, Ask, Resolution};
+use crate::store::smtp::{Conn, Origin, Reply};
+use crate::store::Store;
 use crate::stream::Stream;
 use crate::tls::ServerTls;
 
@@ -41,11 +43,11 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// `[smtp]`.
     pub smtp: SmtpConfig,
-    /// Directory and routing, swapped whole on SIGHUP (a transaction keeps
-    /// the generation it read).
-    routing: std::sync::RwLock<Arc<Routing>>,
+    /// Directory and routing (the process's one `Router<Store>`), swapped
+    /// whole on SIGHUP (a transaction keeps the generation it read).
+    routing: std::sync::RwLock<Arc<App>>,
     /// Where DSNs to outside senders go.
-    pub bounce_relay: Option<Arc<Delivery>>,
+    pub bounce_relay: Option<Arc<Store>>,
     /// The certificate, if any (STARTTLS).
     pub tls: Option<Arc<ServerTls>>,
     /// How long a RCPT waits for a hold to end.
@@ -56,27 +58,6 @@ pub struct Shared {
     pub cancel: CancellationToken,
     per_ip: DashMap<IpAddr, u32>,
     slots: Arc<Semaphore>,
-}
-
-/// Where recipients are looked up and routed.
-pub struct Routing {
-    /// The directory (shared with the IMAP front end).
-    pub directory: Arc<Directory>,
-    /// `mailHost` → store.
-    pub router: Router<Delivery>,
-}
-
-impl Routing {
-    fn build(config: &Config, directory: Arc<Directory>, hostname: &str) -> Result<Routing, Error> {
-        let mut stores = Vec::new();
-        for b in &config.backends {
-            stores.push((b.clone(), Arc::new(Delivery::new(b.clone(), hostname)?)));
-        }
-        Ok(Routing {
-            directory,
-            router: Router::new(stores),
-        })
-    }
 }
 
 /// Why the SMTP front end could not be set up.
@@ -97,32 +78,31 @@ pub enum Error {
 }
 
 impl Shared {
-    /// The directory and routing in force.
-    pub fn routing(&self) -> Arc<Routing> {
+    /// The generation whose directory and stores route recipients now.
+    pub fn routing(&self) -> Arc<App> {
         Arc::clone(&self.routing.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// SIGHUP: routes new recipients (and retries) by `config`'s backends and
-    /// the reloaded `directory`; transactions under way keep what they read.
-    pub fn reroute(&self, config: &Config, directory: Arc<Directory>) -> Result<(), Error> {
-        let fresh = Routing::build(config, directory, &self.smtp.hostname)?;
-        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        Ok(())
+    /// SIGHUP: routes new recipients (and retries) by the reloaded
+    /// generation's directory and stores; transactions under way keep what
+    /// they read.
+    pub fn reroute(&self, app: Arc<App>) {
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = app;
     }
 
-    /// Builds the front end's state; opens (and loads) the retry queue.
+    /// Builds the front end's state over the process's generation `app`
+    /// (directory, stores, certificate); opens (and loads) the retry queue.
     pub fn new(
         config: Arc<Config>,
-        directory: Arc<Directory>,
-        tls: Option<Arc<ServerTls>>,
+        app: Arc<App>,
         cancel: CancellationToken,
     ) -> Result<Option<Arc<Shared>>, Error> {
         let Some(smtp) = config.smtp.clone() else {
             return Ok(None);
         };
-        let routing = Routing::build(&config, directory, &smtp.hostname)?;
+        let tls = app.tls.clone();
         let bounce_relay = match &smtp.bounce_relay {
-            Some(ep) => Some(Arc::new(Delivery::relay(ep.clone(), &smtp.hostname)?)),
+            Some(ep) => Some(Arc::new(Store::relay(ep.clone())?)),
             None => None,
         };
         let queue = Queue::open(&smtp.queue_dir).map_err(|source| Error::Queue {
@@ -137,7 +117,7 @@ impl Shared {
         Ok(Some(Arc::new(Shared {
             slots: Arc::new(Semaphore::new(smtp.max_connections as usize)),
             smtp,
-            routing: std::sync::RwLock::new(Arc::new(routing)),
+            routing: std::sync::RwLock::new(app),
             bounce_relay,
             tls,
             hold_wait,
@@ -252,7 +232,7 @@ fn new_id() -> String {
 
 /// One store's part of a transaction.
 struct Leg {
-    store: Arc<Delivery>,
+    store: Arc<Store>,
     /// `None` once the connection failed.
     conn: Option<Conn>,
     /// Indices into [`Txn::rcpts`].
@@ -514,13 +494,17 @@ async fn rcpt(
                 peer,
                 helo: core.helo().unwrap_or("").to_string(),
             };
+            let from = env.from.as_ref().map(|a| a.to_string()).unwrap_or_default();
             let timeout = shared.smtp.backend_timeout;
             let mut reused = idle.remove(store.name());
             let conn = loop {
                 let fresh = reused.is_none();
                 let mut conn = match reused.take() {
                     Some(c) => c,
-                    None => match store.connect(Some(&origin), timeout).await {
+                    None => match store
+                        .delivery(&shared.smtp.hostname, Some(origin.clone()), timeout)
+                        .await
+                    {
                         Ok(c) => c,
                         Err(e) => {
                             count("tempfail");
@@ -531,14 +515,14 @@ async fn rcpt(
                 };
                 match conn
                     .mail(
-                        env.from.as_ref(),
-                        env.params.body,
+                        &from,
+                        env.params.body == Body::EightBitMime,
                         env.params.smtputf8,
                         env.params.size,
                     )
                     .await
                 {
-                    Ok(r) if r.is_ok() => break conn,
+                    Ok(r) if r.is_positive() => break conn,
                     Ok(r) => {
                         count(if r.is_permanent() {
                             "permfail"
@@ -572,7 +556,7 @@ async fn rcpt(
         return unavailable().to_client();
     };
     match conn.rcpt(&address).await {
-        Ok(r) if r.is_ok() => {
+        Ok(r) if r.is_positive() => {
             t.rcpts.push(Rcpt {
                 address,
                 leg,
@@ -703,7 +687,7 @@ fn summary_of_failures(t: &Txn) -> Reply {
     let outcomes: Vec<&Reply> = t.rcpts.iter().filter_map(|r| r.outcome.as_ref()).collect();
     outcomes
         .iter()
-        .find(|r| !r.is_permanent() && !r.is_ok())
+        .find(|r| !r.is_permanent() && !r.is_positive())
         .or_else(|| outcomes.first())
         .map(|r| (*r).clone())
         .unwrap_or_else(unavailable)
@@ -788,7 +772,7 @@ async fn data_end(
     let mut perm = Vec::new();
     for r in &mut t.rcpts {
         let outcome = r.outcome.get_or_insert_with(unavailable).clone();
-        if outcome.is_ok() {
+        if outcome.is_positive() {
             delivered.push(r.address.clone());
         } else if outcome.is_permanent() {
             perm.push((r.address.clone(), outcome.text()));
@@ -803,12 +787,12 @@ async fn data_end(
         }
         let result = if mine
             .iter()
-            .all(|r| r.outcome.as_ref().is_some_and(Reply::is_ok))
+            .all(|r| r.outcome.as_ref().is_some_and(Reply::is_positive))
         {
             "delivered"
         } else if mine
             .iter()
-            .any(|r| r.outcome.as_ref().is_some_and(Reply::is_ok))
+            .any(|r| r.outcome.as_ref().is_some_and(Reply::is_positive))
         {
             "partial"
         } else if mine

@@ -6,16 +6,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
+
 use super::command::{self, Address};
 use super::driver::{rfc5322_date, Shared};
 use super::queue::{self, Entry};
-use super::relay::{self, Delivery};
 use crate::metrics::METRICS;
 use crate::route::{resolve, Ask, Resolution};
+use crate::store::smtp::Reply;
+use crate::store::{Error as StoreFailure, Store, StoreError};
 
 /// Where one owed recipient goes now.
 enum Target {
-    Store(Arc<Delivery>),
+    Store(Arc<Store>),
     /// Temporarily unroutable (directory down, hold, no route).
     Later(String),
     /// Permanently undeliverable.
@@ -77,7 +80,7 @@ async fn attempt(shared: &Arc<Shared>, mut entry: Entry) {
     } else {
         command::address(&entry.from).ok()
     };
-    let mut groups: BTreeMap<String, (Arc<Delivery>, Vec<String>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (Arc<Store>, Vec<String>)> = BTreeMap::new();
     let mut owed = Vec::new();
     let mut failed = Vec::new();
     for rcpt in &entry.rcpts {
@@ -95,7 +98,8 @@ async fn attempt(shared: &Arc<Shared>, mut entry: Entry) {
     }
     let mut delivered = Vec::new();
     for (name, (store, rcpts)) in groups {
-        match relay::deliver_stored(
+        match deliver_stored(
+            shared,
             &store,
             from.as_ref(),
             entry.smtputf8,
@@ -107,7 +111,7 @@ async fn attempt(shared: &Arc<Shared>, mut entry: Entry) {
         {
             Ok(replies) => {
                 for (rcpt, r) in rcpts.into_iter().zip(replies) {
-                    if r.is_ok() {
+                    if r.is_positive() {
                         delivered.push(format!("{rcpt} ({})", r.text()));
                     } else if r.is_permanent() {
                         failed.push((rcpt, r.text()));
@@ -202,4 +206,87 @@ pub fn send_dsn(shared: &Shared, entry: &Entry, failed: &[(String, String)], hea
         Ok(()) => tracing::info!(id = %entry.id, dsn = %id, to = %entry.from, "DSN queued"),
         Err(e) => tracing::error!(id = %entry.id, error = %e, "DSN could not be queued"),
     }
+}
+
+/// Delivers a stored message (wire form: dot-stuffed, ending `CRLF.CRLF`) to
+/// `rcpts` on one store. Returns one outcome per recipient, in order; `Err`
+/// when the store could not be reached at all.
+async fn deliver_stored(
+    shared: &Shared,
+    store: &Store,
+    from: Option<&Address>,
+    smtputf8: bool,
+    rcpts: &[String],
+    message: &std::path::Path,
+    timeout: Duration,
+) -> Result<Vec<Reply>, StoreError> {
+    let mut conn = store.delivery(&shared.smtp.hostname, None, timeout).await?;
+    let at_store = |error: StoreFailure| StoreError {
+        store: store.name().to_string(),
+        error,
+    };
+    let size = std::fs::metadata(message).map(|m| m.len()).ok();
+    let from = from.map(|a| a.to_string()).unwrap_or_default();
+    let r = conn
+        .mail(&from, true, smtputf8, size)
+        .await
+        .map_err(at_store)?;
+    if !r.is_positive() {
+        return Ok(vec![r; rcpts.len()]);
+    }
+    let mut outcomes: Vec<Option<Reply>> = Vec::new();
+    let mut accepted = 0;
+    for rcpt in rcpts {
+        let r = conn.rcpt(rcpt).await.map_err(at_store)?;
+        if r.is_positive() {
+            accepted += 1;
+            outcomes.push(None);
+        } else {
+            outcomes.push(Some(r));
+        }
+    }
+    if accepted > 0 {
+        let r = conn.command("DATA", "data").await.map_err(at_store)?;
+        if r.code != 354 {
+            for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                *o = Some(r.clone());
+            }
+        } else {
+            let queue_file = |source| {
+                at_store(StoreFailure::Io {
+                    stage: "queue file",
+                    source,
+                })
+            };
+            let mut file = tokio::fs::File::open(message).await.map_err(queue_file)?;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = file.read(&mut chunk).await.map_err(queue_file)?;
+                if n == 0 {
+                    break;
+                }
+                conn.send(&chunk[..n], "data").await.map_err(at_store)?;
+            }
+            let replies = if conn.is_lmtp() { accepted } else { 1 };
+            let mut got = Vec::new();
+            for _ in 0..replies {
+                got.push(conn.read_reply("end of data").await.map_err(at_store)?);
+            }
+            let mut it = got.iter();
+            let single = got.first().cloned();
+            for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                let r = if conn.is_lmtp() {
+                    it.next().cloned()
+                } else {
+                    single.clone()
+                };
+                *o = r;
+            }
+        }
+    }
+    conn.quit().await;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Reply::new(451, "4.4.1 No reply from the store")))
+        .collect())
 }

@@ -1,6 +1,7 @@
 //! A private Dovecot 2.3 from `deploy/lab/dovecot.conf.in` (`dovecot -F`
-//! under the supervisor): IMAP with STARTTLS, IMAPS and LMTP on free ports,
-//! users from the given slapd (auth_bind), a master user.
+//! under the supervisor): IMAP with STARTTLS, IMAPS, LMTP and submission
+//! (relaying to [`Dovecot::submission_relay_port`], where a test may run a
+//! sink) on free ports, users from the given slapd (auth_bind), a master user.
 use super::{read_log, render, run, tail, wait_ready, Certs, Server, Slapd};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,6 +47,8 @@ pub struct Dovecot {
     imap_port: u16,
     imaps_port: u16,
     lmtp_port: u16,
+    submission_port: u16,
+    submission_relay_port: u16,
     conf: PathBuf,
     server: Option<Server>,
     dir: tempfile::TempDir,
@@ -77,6 +80,7 @@ impl Dovecot {
         }
         let (imap_port, imaps_port, lmtp_port) =
             (super::free_port(), super::free_port(), super::free_port());
+        let (submission_port, submission_relay_port) = (super::free_port(), super::free_port());
         let location = match opts.format {
             MailFormat::Maildir => "maildir:~/Maildir",
             MailFormat::Sdbox => "sdbox:~/sdbox",
@@ -90,6 +94,8 @@ impl Dovecot {
                 ("IMAP_PORT", s(&imap_port)),
                 ("IMAPS_PORT", s(&imaps_port)),
                 ("LMTP_PORT", s(&lmtp_port)),
+                ("SUBMISSION_PORT", s(&submission_port)),
+                ("SUBMISSION_RELAY_PORT", s(&submission_relay_port)),
                 ("SSL_CERT", certs.cert_pem.display().to_string()),
                 ("SSL_KEY", certs.key_pem.display().to_string()),
                 ("MAIL_HOME", format!("{}/%n", mail.display())),
@@ -132,6 +138,8 @@ impl Dovecot {
             imap_port,
             imaps_port,
             lmtp_port,
+            submission_port,
+            submission_relay_port,
             conf,
             server: None,
             dir,
@@ -141,7 +149,11 @@ impl Dovecot {
             &format!("dovecot {name} (imap {imap_port}, lmtp {lmtp_port})"),
             &mut server,
             &|| dc.log(),
-            &mut || greets(imap_port, "* OK") && greets(lmtp_port, "220 "),
+            &mut || {
+                greets(imap_port, "* OK")
+                    && greets(lmtp_port, "220 ")
+                    && greets(submission_port, "220 ")
+            },
         );
         dc.server = Some(server);
         res.map(|()| dc)
@@ -158,6 +170,15 @@ impl Dovecot {
     }
     pub fn lmtp_port(&self) -> u16 {
         self.lmtp_port
+    }
+    /// Dovecot's submission service (STARTTLS).
+    pub fn submission_port(&self) -> u16 {
+        self.submission_port
+    }
+    /// Where the submission service relays to (nothing listens unless a
+    /// test starts a sink there).
+    pub fn submission_relay_port(&self) -> u16 {
+        self.submission_relay_port
     }
     pub fn master_user(&self) -> &'static str {
         MASTER_USER

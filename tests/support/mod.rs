@@ -18,6 +18,7 @@ pub mod mailbox;
 pub mod ports;
 pub mod postfix;
 pub mod proxy;
+pub mod sink;
 pub mod smtp;
 
 pub use certs::Certs;
