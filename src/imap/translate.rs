@@ -31,6 +31,7 @@
 //! store UID with no client UID is left out of what the client sees.
 
 mod command;
+mod maps;
 mod response;
 mod sample;
 mod scan;

@@ -536,3 +536,42 @@ fn an_overlong_command_is_answered_bad() {
     assert_eq!(out, b"b NOOP\r\n");
     assert_eq!(replies(&mut t), "a BAD Command line too long.\r\n");
 }
+
+#[test]
+fn the_continuity_map_translates_like_the_sample() {
+    use crate::continuity::map::Snapshot;
+    use crate::continuity::{FolderMap, UserMap};
+    let old = Snapshot {
+        uidvalidity: 1111,
+        uidnext: 30,
+        highestmodseq: 5000,
+    };
+    let new = Snapshot {
+        uidvalidity: 2222,
+        uidnext: 11,
+        highestmodseq: 300,
+    };
+    let f = FolderMap::new(old, new, (1..=10).map(|i| (2 * i - 1, i))).expect("map");
+    let mut m = UserMap::new();
+    m.insert("INBOX", f);
+    let mut t = Translator::new(Arc::new(m));
+    up(&mut t, "s SELECT INBOX\r\n");
+    assert_eq!(
+        down(
+            &mut t,
+            "* OK [UIDVALIDITY 2222] x\r\n* OK [UIDNEXT 12] x\r\ns OK done\r\n"
+        ),
+        "* OK [UIDVALIDITY 1111] x\r\n* OK [UIDNEXT 31] x\r\ns OK done\r\n"
+    );
+    assert_eq!(
+        up(&mut t, "a UID FETCH 3:7,30 FLAGS\r\n"),
+        "a UID FETCH 2:4,11 FLAGS\r\n"
+    );
+    assert_eq!(
+        down(
+            &mut t,
+            "* 2 FETCH (UID 2 MODSEQ (301))\r\n* 11 FETCH (UID 11 MODSEQ (302))\r\n"
+        ),
+        "* 2 FETCH (UID 3 MODSEQ (5001))\r\n* 11 FETCH (UID 30 MODSEQ (5002))\r\n"
+    );
+}
