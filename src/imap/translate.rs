@@ -226,6 +226,9 @@ pub struct Translator {
     pending: VecDeque<Pending>,
     /// Our own tagged answers, written at the next response boundary.
     replies: Vec<u8>,
+    /// The folder holding the maps on a store without METADATA, as on the
+    /// wire: not listed, not selectable, not writable.
+    hidden: Option<Box<[u8]>>,
 }
 
 impl std::fmt::Debug for Translator {
@@ -251,6 +254,7 @@ impl Translator {
             resp_selected: Sel::None,
             pending: VecDeque::new(),
             replies: Vec::new(),
+            hidden: None,
         }
     }
 
@@ -281,6 +285,16 @@ impl Translator {
         {
             to_client.append(&mut self.replies);
         }
+    }
+
+    /// Hides `name` (the store's folder of maps) from this session.
+    pub fn hide_folder(&mut self, name: &[u8]) {
+        self.hidden = Some(name.into());
+    }
+
+    /// Whether `name` is the hidden folder.
+    fn is_hidden(&self, name: &[u8]) -> bool {
+        self.hidden.as_deref().is_some_and(|h| h == name)
     }
 
     /// Whether a reply of ours waits for a response boundary.
@@ -489,4 +503,43 @@ fn before_literal(body: &[u8], lit: Option<Literal>) -> &[u8] {
         Some(l) => &body[..l.at],
         None => body,
     }
+}
+
+/// For the fuzz target and its corpus replay: runs a translator for a user
+/// with mapped `INBOX`, `Archive` and a folder with a gap over `data`, split
+/// at 0xFF bytes into segments that go alternately from the client and from
+/// the store, each fed in pieces of `chunk` bytes. Returns what went to the
+/// store and to the client (`None`: the session ended on a store error).
+#[doc(hidden)]
+pub fn exercise(data: &[u8], chunk: usize) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut archive = SampleFolder::odd(50);
+    archive.client_uidvalidity = 4444;
+    archive.store_uidvalidity = 3333;
+    let gap = SampleFolder {
+        pairs: vec![(1, 1), (3, 3), (7, 9)],
+        client_uidnext: 10,
+        store_uidnext: 12,
+        ..SampleFolder::odd(1)
+    };
+    let user = SampleUser {
+        folders: vec![
+            ("INBOX".into(), SampleFolder::odd(100)),
+            ("Archive".into(), archive),
+            ("Gap".into(), gap),
+        ],
+    };
+    let mut t = Translator::new(Arc::new(user));
+    t.hide_folder(b"mailshift-uidmap");
+    let (mut to_store, mut to_client) = (Vec::new(), Vec::new());
+    for (i, segment) in data.split(|&b| b == 0xFF).enumerate() {
+        for piece in segment.chunks(chunk.max(1)) {
+            if i % 2 == 0 {
+                t.from_client(piece, &mut to_store);
+                t.take_replies(&mut to_client);
+            } else if t.from_store(piece, &mut to_client).is_err() {
+                return (to_store, None);
+            }
+        }
+    }
+    (to_store, Some(to_client))
 }

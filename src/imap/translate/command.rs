@@ -24,6 +24,9 @@ pub(super) enum State {
     Name(NameFor),
     /// A SELECT's parameters follow its literal name.
     SelectParams(Sel),
+    /// The literal just read named the hidden folder: end the command with
+    /// a syntax error.
+    PoisonNext,
 }
 
 /// Which command waits for its mailbox name.
@@ -83,6 +86,7 @@ impl Translator {
         match std::mem::replace(&mut self.cmd, State::Start) {
             State::Start => self.command_start(body, lit, eol, out),
             State::Pass | State::Name(_) => self.pass_fragment(body, lit, eol, out),
+            State::PoisonNext => self.poison(lit, out),
             State::Discard => match lit {
                 Some(l) if !l.sync => {
                     self.cmd = State::Discard;
@@ -241,6 +245,26 @@ impl Translator {
         {
             return self.refuse(tag, lit, "BAD Unsupported UID command.");
         }
+        if self.hidden.is_some() {
+            let at: &[usize] = match name.as_slice() {
+                b"COPY" | b"MOVE" => &[1],
+                b"RENAME" => &[0, 1],
+                b"SELECT" | b"EXAMINE" | b"CREATE" | b"DELETE" | b"SUBSCRIBE" | b"UNSUBSCRIBE"
+                | b"STATUS" | b"APPEND" | b"GETQUOTAROOT" | b"GETACL" | b"SETACL"
+                | b"DELETEACL" | b"LISTRIGHTS" | b"MYRIGHTS" | b"GETMETADATA" | b"SETMETADATA" => {
+                    &[0]
+                }
+                _ => &[],
+            };
+            let hidden = at.iter().any(|&i| {
+                args.get(i)
+                    .and_then(|t| scan::astring(line, t))
+                    .is_some_and(|n| self.is_hidden(&n))
+            });
+            if hidden {
+                return self.refuse(tag, lit, "NO [NONEXISTENT] Mailbox doesn't exist.");
+            }
+        }
         if uid && src == Sel::Unknown {
             return self.refuse(tag, lit, "BAD No such mailbox.");
         }
@@ -356,6 +380,10 @@ impl Translator {
 
     /// A mailbox name read from a literal (`None`: too long to keep).
     pub(super) fn command_name(&mut self, name: Option<Vec<u8>>) {
+        if name.as_deref().is_some_and(|n| self.is_hidden(n)) {
+            self.cmd = State::PoisonNext;
+            return;
+        }
         let sel = self.sel_for(name.as_deref());
         match std::mem::replace(&mut self.cmd, State::Pass) {
             State::Name(NameFor::Select) => {

@@ -211,7 +211,12 @@ impl Translator {
             }
             b"STATUS" => match what {
                 Some(t) if t.kind != T::Open => {
-                    let sel = self.sel_for(scan::astring(line, t).as_deref());
+                    let name = scan::astring(line, t);
+                    if name.as_deref().is_some_and(|n| self.is_hidden(n)) {
+                        *drop = true;
+                        return State::Pass;
+                    }
+                    let sel = self.sel_for(name.as_deref());
                     if let Some(f) = folder_of(&map, &sel) {
                         status_items(line, &toks[3..], f, edits);
                     }
@@ -220,6 +225,17 @@ impl Translator {
                 _ => {}
             },
             b"CAPABILITY" => hide_capabilities(line, &toks[2..], edits),
+            b"LIST" | b"LSUB" if self.hidden.is_some() => {
+                // `* LIST (flags) delimiter name [extended data]`
+                let close = toks.iter().position(|t| t.kind == T::Close);
+                let name = close.and_then(|c| toks.get(c + 2));
+                if name
+                    .and_then(|t| scan::astring(line, t))
+                    .is_some_and(|n| self.is_hidden(&n))
+                {
+                    *drop = true;
+                }
+            }
             b"OK" | b"NO" | b"BAD" | b"BYE" | b"PREAUTH"
                 if toks.get(2).map(|t| t.kind) == Some(T::OpenBracket) =>
             {

@@ -575,3 +575,42 @@ fn the_continuity_map_translates_like_the_sample() {
         "* 2 FETCH (UID 3 MODSEQ (5001))\r\n* 11 FETCH (UID 30 MODSEQ (5002))\r\n"
     );
 }
+
+#[test]
+fn the_folder_of_maps_is_neither_listed_nor_usable() {
+    let mut t = Translator::new(user());
+    t.hide_folder(b"mailshift-uidmap");
+    assert_eq!(
+        down(
+            &mut t,
+            "* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" mailshift-uidmap\r\n\
+             * LSUB () \"/\" \"mailshift-uidmap\"\r\n* STATUS mailshift-uidmap (MESSAGES 3)\r\n"
+        ),
+        "* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
+    );
+    for cmd in [
+        "a SELECT mailshift-uidmap",
+        "a EXAMINE \"mailshift-uidmap\"",
+        "a DELETE mailshift-uidmap",
+        "a RENAME mailshift-uidmap x",
+        "a UID COPY 1 mailshift-uidmap",
+        "a SETMETADATA mailshift-uidmap (/private/comment NIL)",
+    ] {
+        assert_eq!(up(&mut t, &format!("{cmd}\r\n")), "", "{cmd}");
+        assert_eq!(
+            replies(&mut t),
+            "a NO [NONEXISTENT] Mailbox doesn't exist.\r\n",
+            "{cmd}"
+        );
+    }
+    // APPEND with a literal name: the store gets a command it answers BAD.
+    let got = up(
+        &mut t,
+        "b APPEND {16+}\r\nmailshift-uidmap {3+}\r\nabc\r\nc NOOP\r\n",
+    );
+    assert!(
+        got.starts_with("b APPEND {16+}\r\nmailshift-uidmap )))"),
+        "{got}"
+    );
+    assert!(got.ends_with(")\r\nc NOOP\r\n"), "{got}");
+}
