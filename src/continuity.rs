@@ -18,6 +18,42 @@
 //! clients' UIDs, the map presents a fresh UIDVALIDITY instead
 //! ([`FolderMap::fresh`]) and clients resync that folder.
 
+pub mod cache;
 pub mod map;
+pub mod stored;
+pub mod view;
+pub mod write;
 
-pub use map::{FolderMap, MapError, UserMap};
+pub use cache::Maps;
+pub use map::{FolderMap, MapError, Snapshot, UserMap};
+pub use stored::load;
+
+/// The LDAP attribute that says a user's sessions are translated:
+/// `MAILHOST STAMP`, the mailHost whose store holds the maps and when they
+/// were written (unix seconds). Set in the same compare-and-swap as the
+/// cutover's flip, removed when a move leaves no map. Instances decide from
+/// it alone, so users without it pay no round trip at login.
+pub const ATTRIBUTE: &str = "mailshiftUidMap";
+
+/// Why maps could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Talking to the store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Listing folders or reading the sync state failed.
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::Error),
+    /// The store refused what the maps need.
+    #[error("{0}")]
+    Refused(String),
+    /// A map could not be built.
+    #[error("{folder}: {error}")]
+    Map {
+        /// The folder.
+        folder: String,
+        /// Why.
+        error: MapError,
+    },
+}

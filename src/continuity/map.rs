@@ -107,7 +107,8 @@ impl Run {
 /// One folder's map from the UIDs clients know to the UIDs of the store it now lives on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderMap {
-    /// UIDVALIDITY clients knew (the old store's).
+    /// UIDVALIDITY clients knew (the old store's); 0 in a
+    /// [`fresh`](Self::fresh) map.
     pub old_uidvalidity: u32,
     /// The old store's UIDNEXT at cutover: client UIDs at or above it are mail
     /// that arrived after the cutover.
@@ -163,7 +164,8 @@ impl FolderMap {
     pub fn fresh(new: Snapshot, presented: u32) -> FolderMap {
         let len = new.uidnext.saturating_sub(1);
         FolderMap {
-            old_uidvalidity: presented,
+            // Clients knew no UIDVALIDITY this map keeps (see `is_fresh`).
+            old_uidvalidity: 0,
             old_uidnext: new.uidnext.max(1),
             // Clients know no MODSEQ under `presented`: the store's pass as they are.
             old_highestmodseq: 0,
@@ -182,6 +184,12 @@ impl FolderMap {
             },
             uidls: Vec::new(),
         }
+    }
+
+    /// Whether clients were given a fresh UIDVALIDITY for this folder (they
+    /// resynced it) rather than keeping the one they knew.
+    pub fn is_fresh(&self) -> bool {
+        self.old_uidvalidity != self.presented_uidvalidity
     }
 
     /// Appends `len` pairs `(old.., new..)`, merging with the last run.
@@ -239,6 +247,50 @@ impl FolderMap {
             }
         }
         Ok(())
+    }
+
+    /// This map followed by `next`, which maps this map's store to another
+    /// (a rollback, or a move again after one): client → store of `next`.
+    /// Clients keep what they see now (UIDVALIDITY, UIDs, MODSEQs above what
+    /// they saw). `next.old_*` must describe this map's store at the time.
+    pub fn then(&self, next: &FolderMap) -> Result<FolderMap, MapError> {
+        // Client UIDs of the mail that reached this map's store after it was
+        // made continue linearly up to where `next` begins.
+        let mid_next = next.old_uidnext.max(self.new_uidnext);
+        let client_next = u64::from(mid_next - self.new_uidnext) + u64::from(self.old_uidnext);
+        let client_next = u32::try_from(client_next).map_err(|_| MapError::OutOfRange {
+            uid: client_next,
+            uidnext: u32::MAX,
+        })?;
+        let below = self
+            .pairs()
+            .filter_map(|(c, m)| Some((c, next.to_store_uid(m)?)))
+            .filter(|(_, s)| *s < next.new_uidnext);
+        let above = next
+            .pairs()
+            .filter(|(m, _)| *m >= self.new_uidnext)
+            .filter_map(|(m, s)| Some((self.to_client_uid(m)?, s)));
+        let old_highestmodseq = if next.old_highestmodseq == 0 {
+            0
+        } else {
+            self.to_client_modseq(next.old_highestmodseq)
+        };
+        let mut map = FolderMap::new(
+            Snapshot {
+                uidvalidity: self.old_uidvalidity,
+                uidnext: client_next,
+                highestmodseq: old_highestmodseq,
+            },
+            Snapshot {
+                uidvalidity: next.new_uidvalidity,
+                uidnext: next.new_uidnext,
+                highestmodseq: next.new_highestmodseq,
+            },
+            below.chain(above),
+        )?;
+        map.presented_uidvalidity = self.presented_uidvalidity;
+        map.uidls = self.uidls.clone();
+        Ok(map)
     }
 
     /// Messages mapped below the UIDNEXTs.

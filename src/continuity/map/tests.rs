@@ -240,6 +240,7 @@ fn unchangedsince_is_exact_where_the_client_can_see_it() {
 fn fresh_map_presents_store_uids_under_a_new_uidvalidity() {
     let map = FolderMap::fresh(snap(77, 20, 40), 1234);
     assert_eq!(map.presented_uidvalidity, 1234);
+    assert!(map.is_fresh());
     for u in 1..40 {
         assert_eq!(map.to_store_uid(u), Some(u));
         assert_eq!(map.to_client_uid(u), Some(u));
@@ -361,4 +362,90 @@ fn user_map_sums_its_folders() {
     );
     assert!(user.folder("Trash").is_none());
     assert!(user.encoded_bytes() > 100);
+}
+
+#[test]
+fn composed_maps_agree_with_both_steps() {
+    let mut rng = Rng(0xDEAD_BEEF);
+    for _ in 0..300 {
+        let (first, _) = random_map(&mut rng);
+        // The middle store got mail after the first map was made; the second
+        // map copies what is on the middle store to a third one.
+        let mid_next = first.new_uidnext + rng.below(4);
+        let mut pairs = Vec::new();
+        let mut t = 1 + rng.below(3);
+        for m in 1..mid_next {
+            if rng.below(5) != 0 {
+                pairs.push((m, t));
+                t += 1 + rng.below(2);
+            }
+        }
+        let second = FolderMap::new(
+            snap(first.new_uidvalidity, mid_next, 300),
+            snap(11, t, 40),
+            pairs,
+        )
+        .expect("valid map");
+        let both = first.then(&second).expect("composes");
+        assert_eq!(both.presented_uidvalidity, first.presented_uidvalidity);
+        let top = both.old_uidnext + 10;
+        for c in 1..top {
+            let expect = first.to_store_uid(c).and_then(|m| second.to_store_uid(m));
+            let got = both.to_store_uid(c);
+            if c < both.old_uidnext {
+                assert_eq!(got, expect, "client {c}: {first:?} then {second:?}");
+            }
+            if let Some(s) = got {
+                assert_eq!(both.to_client_uid(s), Some(c));
+            }
+        }
+        // A change on the third store after the second move shows above
+        // everything the client saw.
+        assert!(both.to_client_modseq(41) > first.to_client_modseq(300));
+        assert_eq!(
+            both.client_uidnext(second.new_uidnext),
+            first.client_uidnext(mid_next)
+        );
+    }
+}
+
+/// The figures the README quotes: `cargo test --release --lib
+/// continuity::map::tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_a_100k_message_folder() {
+    for (what, keep) in [
+        ("few gaps (1 in 997 expunged)", 997u32),
+        ("worst case (every other one expunged)", 2),
+    ] {
+        let pairs = (1..=100_000u32)
+            .filter(|u| u % keep != 0)
+            .enumerate()
+            .map(|(i, u)| (u, i as u32 + 1));
+        let map = FolderMap::new(snap(1, 100_001, 900_000), snap(2, 100_001, 300_000), pairs)
+            .expect("valid map");
+        let text = map.encode();
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            let back = FolderMap::decode(&text).expect("decodes");
+            best = best.min(t.elapsed());
+            assert_eq!(back.len(), map.len());
+        }
+        let t = std::time::Instant::now();
+        let mut found = 0u64;
+        for u in 1..=100_000u32 {
+            found += u64::from(map.to_store_uid(u).is_some());
+        }
+        let lookups = t.elapsed();
+        println!(
+            "{what}: {} messages, {} runs, encoded {} bytes, in memory {} bytes, decode {:?} (best of 20), 100k lookups {:?} ({found} found)",
+            map.len(),
+            map.runs(),
+            text.len(),
+            map.memory(),
+            best,
+            lookups
+        );
+    }
 }
