@@ -292,9 +292,17 @@ impl Translator {
         self.hidden = Some(name.into());
     }
 
-    /// Whether `name` is the hidden folder.
+    /// Whether `name` is the hidden folder, at the top or under an `INBOX.`
+    /// / `INBOX/` personal namespace prefix.
     fn is_hidden(&self, name: &[u8]) -> bool {
-        self.hidden.as_deref().is_some_and(|h| h == name)
+        let Some(h) = self.hidden.as_deref() else {
+            return false;
+        };
+        name == h
+            || (name.len() == h.len() + 6
+                && name[..5].eq_ignore_ascii_case(b"INBOX")
+                && matches!(name[5], b'.' | b'/')
+                && &name[6..] == h)
     }
 
     /// Whether a reply of ours waits for a response boundary.

@@ -590,6 +590,7 @@ fn the_folder_of_maps_is_neither_listed_nor_usable() {
     );
     for cmd in [
         "a SELECT mailshift-uidmap",
+        "a SELECT INBOX.mailshift-uidmap",
         "a EXAMINE \"mailshift-uidmap\"",
         "a DELETE mailshift-uidmap",
         "a RENAME mailshift-uidmap x",
