@@ -38,6 +38,8 @@ pub struct App {
     pub cancel: CancellationToken,
     /// Migrations run by this instance (with `[migration]` and LDAP).
     pub scheduler: Option<Arc<crate::migrate::scheduler::Scheduler>>,
+    /// UID maps of translated users, per (user, store).
+    pub maps: Arc<crate::continuity::Maps>,
 }
 
 /// The front end as of the last (re)load: new connections take the current

@@ -356,6 +356,9 @@ pub struct MigrationConfig {
     /// destination (through a relay) once its sender died: a later pass waits
     /// that long for them before copying them again.
     pub settle: Duration,
+    /// Clients keep their UIDs through a cutover: the cutover writes UID maps
+    /// and sessions of moved users are translated (default true).
+    pub keep_uids: bool,
 }
 
 // ---- raw serde structs: exactly the file's shape ----
@@ -493,6 +496,7 @@ struct RawMigration {
     exclude_folders: Option<Vec<String>>,
     folder_map: Option<BTreeMap<String, String>>,
     settle: Option<String>,
+    keep_uids: Option<bool>,
 }
 
 /// Collects problems while validating, so all of them are reported at once.
@@ -1195,6 +1199,7 @@ fn validate_migration(
             m.settle.as_deref(),
             Duration::from_secs(30),
         ),
+        keep_uids: m.keep_uids.unwrap_or(true),
     }
 }
 

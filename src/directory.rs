@@ -91,6 +91,9 @@ pub struct User {
     pub mailhost: Option<String>,
     /// The account status.
     pub status: UserStatus,
+    /// `mailshiftUidMap` (`MAILHOST STAMP`): where mailshift wrote UID maps
+    /// for this user's clients ([`crate::continuity`]); `None`: untranslated.
+    pub uid_map: Option<String>,
 }
 
 /// A change to a user, seen by following the directory (not by a lookup).

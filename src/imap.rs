@@ -8,6 +8,7 @@ pub mod framer;
 pub mod preauth;
 pub mod relay;
 pub mod session;
+pub mod translate;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -532,6 +532,11 @@ pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<b
         None => store.users()?,
     };
     let mut all = Vec::new();
+    // One user: whether its sessions are translated, and the maps' size.
+    let uid_maps = match user {
+        Some(u) => Some(runtime()?.block_on(uid_map_view(&cfg, u))),
+        None => None,
+    };
     for u in &users {
         let folders = store.folders(u)?;
         let copied: usize = folders.iter().map(|(_, f)| f.map.len()).sum();
@@ -539,6 +544,7 @@ pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<b
         if json {
             all.push(serde_json::json!({
                 "user": u,
+                "uid_maps": uid_maps,
                 "messages_copied": copied,
                 "failed": failed,
                 "folders": folders.iter().map(|(name, f)| serde_json::json!({
@@ -553,6 +559,9 @@ pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<b
             "{u}: {} folders, {copied} messages copied, {failed} failed",
             folders.len()
         );
+        if let Some(v) = &uid_maps {
+            println!("  {}", describe_uid_maps(v));
+        }
         if user.is_some() {
             for (name, f) in &folders {
                 println!("  {name}: {} copied", f.map.len());
@@ -568,6 +577,58 @@ pub fn status(config: &Path, user: Option<&str>, json: bool) -> anyhow::Result<b
         println!("no migration state in {}", m.state_dir.display());
     }
     Ok(true)
+}
+
+/// A user's translation as `status --user` shows it.
+async fn uid_map_view(cfg: &Config, login: &str) -> mailshift::continuity::view::View {
+    let result = async {
+        let dir = mailshift::directory::Directory::new(&cfg.directory)?;
+        let Some(user) = dir.lookup(login).await? else {
+            return Ok(mailshift::continuity::view::View::default());
+        };
+        let backend = user.mailhost.as_deref().and_then(|mh| {
+            cfg.backends
+                .iter()
+                .find(|b| b.mailhosts.iter().any(|h| h.eq_ignore_ascii_case(mh)))
+        });
+        let store = backend
+            .map(|b| mailshift::store::Store::new(b.clone()))
+            .transpose()?;
+        let keep = cfg.migration.as_ref().is_none_or(|m| m.keep_uids);
+        let maps = mailshift::continuity::Maps::new(keep);
+        anyhow::Ok(mailshift::continuity::view::view(&maps, &user, store.as_ref()).await)
+    }
+    .await;
+    result.unwrap_or_else(|e| mailshift::continuity::view::View {
+        error: Some(format!("{e:#}")),
+        ..Default::default()
+    })
+}
+
+fn describe_uid_maps(v: &mailshift::continuity::view::View) -> String {
+    if !v.translated {
+        return match &v.error {
+            Some(e) => format!("sessions not translated ({e})"),
+            None => "sessions not translated (no UID maps for its store)".into(),
+        };
+    }
+    let mut s = format!(
+        "sessions translated: UID maps on {} for {} folders, {} messages, {} bytes",
+        v.mailhost.as_deref().unwrap_or("?"),
+        v.folders,
+        v.messages,
+        v.encoded_bytes
+    );
+    if !v.fresh_folders.is_empty() {
+        s.push_str(&format!(
+            "; fresh UIDVALIDITY for {}",
+            v.fresh_folders.join(", ")
+        ));
+    }
+    if let Some(e) = &v.error {
+        s.push_str(&format!(" (maps unreadable: {e})"));
+    }
+    s
 }
 
 /// The retry queue's entries, read without touching anything (a running

@@ -160,6 +160,7 @@ mod tests {
             dn: None,
             mailhost: mh.map(String::from),
             status: UserStatus::Active,
+            uid_map: None,
         }
     }
 

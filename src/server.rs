@@ -134,6 +134,9 @@ fn build(
         hold_wait,
         cancel,
         scheduler,
+        maps: Arc::new(crate::continuity::Maps::new(
+            config.migration.as_ref().is_none_or(|m| m.keep_uids),
+        )),
         config,
     }))
 }
@@ -177,6 +180,8 @@ async fn kick_moved(shared: Arc<App>, generation: CancellationToken) {
 fn follow(shared: &Arc<App>, tracker: &TaskTracker) -> CancellationToken {
     let generation = shared.cancel.child_token();
     shared.directory.spawn_follow(generation.clone());
+    tracker
+        .spawn(Arc::clone(&shared.maps).follow(shared.directory.subscribe(), generation.clone()));
     if shared.config.imap.kick_on_move {
         tracker.spawn(kick_moved(Arc::clone(shared), generation.clone()));
     }

@@ -189,6 +189,8 @@ pub(crate) async fn user(
         .map(|d| crate::events::EventLog::new(d, "").read(&login, 50))
         .unwrap_or_default();
     let report = state_dir(&admin).and_then(|d| UserReport::kept(d, &login));
+    let store = route.as_ref().ok().map(|s| &**s);
+    let uid_maps = crate::continuity::view::view(&admin.shared.maps, &user, store).await;
     Ok(Json(json!({
         "login": user.login,
         "dn": user.dn,
@@ -200,6 +202,7 @@ pub(crate) async fn user(
         "migration": migration,
         "events": events,
         "report": report.map(|r| json!({"ok": r.ok, "generated": r.generated, "refused": r.refused.len()})),
+        "uid_maps": uid_maps,
     })))
 }
 

@@ -107,6 +107,7 @@ mod tests {
             dn: Some("uid=alice,ou=people".into()),
             mailhost: Some(host.into()),
             status,
+            uid_map: None,
         }
     }
 

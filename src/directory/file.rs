@@ -74,6 +74,7 @@ fn load(path: &Path) -> Result<Loaded, Error> {
                 dn: None,
                 mailhost: Some(u.mailhost),
                 status: UserStatus::parse(u.status.as_deref()),
+                uid_map: None,
             };
             (canonical(&login), user)
         })

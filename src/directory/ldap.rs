@@ -57,6 +57,7 @@ impl LdapDirectory {
             self.cfg.login_attribute.clone(),
             self.cfg.mailhost_attribute.clone(),
             self.cfg.status_attribute.clone(),
+            crate::continuity::ATTRIBUTE.to_string(),
         ]
     }
 
@@ -128,6 +129,7 @@ impl LdapDirectory {
             dn: Some(entry.dn),
             mailhost: first(&self.cfg.mailhost_attribute),
             status: UserStatus::parse(first(&self.cfg.status_attribute).as_deref()),
+            uid_map: first(crate::continuity::ATTRIBUTE),
         }
     }
 

@@ -62,6 +62,8 @@ pub struct CutoverReport {
     pub hold_seconds: f64,
     /// Where the user is now.
     pub mailhost: String,
+    /// The UID maps written for the user's clients (`[migration] keep_uids`).
+    pub uid_maps: Option<crate::continuity::write::Written>,
 }
 
 /// A user's entry as cutover sees it.
@@ -73,6 +75,8 @@ struct Entry {
     status: Option<String>,
     state: Option<String>,
     lease: Option<String>,
+    /// `mailshiftUidMap`: where the maps the clients see now live.
+    uid_map: Option<String>,
     has_class: bool,
 }
 
@@ -147,6 +151,8 @@ pub struct Mover {
     to_hosts: Vec<String>,
     instance: String,
     lease: Duration,
+    /// `[migration] keep_uids`: write UID maps at cutover.
+    keep_uids: bool,
     /// Cancelled at shutdown: presyncs stop, a final pass gets part of the grace.
     stop: CancellationToken,
     grace: Duration,
@@ -190,6 +196,7 @@ impl Mover {
             to_hosts: hosts(&m.to),
             instance: m.instance_id.clone(),
             lease: m.lease,
+            keep_uids: m.keep_uids,
             stop: CancellationToken::new(),
             grace: cfg.shutdown_grace,
             state_dir: m.state_dir.clone(),
@@ -349,6 +356,7 @@ impl Mover {
             self.attrs.status_attribute.as_str(),
             STATE,
             LEASE,
+            crate::continuity::ATTRIBUTE,
             "objectClass",
         ];
         let (dn, attrs) = self
@@ -370,6 +378,7 @@ impl Mover {
             status: first(&self.attrs.status_attribute),
             state: first(STATE),
             lease: first(LEASE),
+            uid_map: first(crate::continuity::ATTRIBUTE),
             has_class: attrs
                 .get("objectclass")
                 .is_some_and(|v| v.iter().any(|c| c.eq_ignore_ascii_case("mailshiftUser"))),
@@ -723,8 +732,35 @@ impl Mover {
             }
         };
         report.final_pass = Some(fin);
-        // Flip: route and status in one compare-and-swap.
+        // The clients' UIDs, written into the target before it goes live.
+        let uid_map = match self
+            .write_maps(e, user, engine, target, password, report)
+            .await
+        {
+            Ok(v) => v,
+            Err(why) => {
+                let mut mods = Vec::new();
+                cas(
+                    &mut mods,
+                    &self.attrs.status_attribute,
+                    Some("hold"),
+                    before.or(Some("active")),
+                );
+                if let Err(undo) = self.apply(e, mods, "undo hold").await {
+                    tracing::error!(user, error = %undo, "could not undo the hold; set mailUserStatus back by hand");
+                }
+                return Err(why);
+            }
+        };
+        // Flip: route and status in one compare-and-swap (and where the
+        // clients' UID maps are, so no session sees the target untranslated).
         let mut mods = Vec::new();
+        if uid_map.is_some() || e.uid_map.is_some() {
+            mods.push(Mod::Replace(
+                crate::continuity::ATTRIBUTE.to_string(),
+                uid_map.iter().cloned().collect(),
+            ));
+        }
         cas(
             &mut mods,
             &self.attrs.mailhost_attribute,
@@ -761,7 +797,79 @@ impl Mover {
         );
         e.mailhost = Some(target.to_string());
         e.status = Some("active".into());
+        e.uid_map = uid_map;
         Ok(())
+    }
+
+    /// Writes the UID maps of a move into its target, inside the hold;
+    /// returns the `mailshiftUidMap` value to set with the flip (None: the
+    /// target's own UIDs are safe to show). A cutover that cannot write them
+    /// goes on without (clients resync, which is safe); a rollback whose
+    /// clients see translated UIDs must not (the old store's UIDs would name
+    /// other messages than they saw), so its error undoes the hold.
+    async fn write_maps(
+        &self,
+        e: &Entry,
+        user: &str,
+        engine: &Arc<Engine>,
+        target: &str,
+        password: Option<&[u8]>,
+        report: &mut CutoverReport,
+    ) -> Result<Option<String>, Error> {
+        use crate::continuity::write;
+        if !self.keep_uids {
+            return Ok(None);
+        }
+        let back = Arc::ptr_eq(engine, &self.backward);
+        // Do the clients see maps on the source now?
+        let on_source = e.uid_map.as_deref().is_some_and(|v| {
+            let host = v.split_ascii_whitespace().next().unwrap_or("");
+            engine
+                .from
+                .cfg
+                .mailhosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host))
+        });
+        let written = async {
+            let prior = if on_source {
+                match write::prior(engine, user, password).await? {
+                    Some(p) => Some(p),
+                    None => {
+                        return Err(crate::continuity::Error::Refused(
+                            "the directory names UID maps the source does not hold".into(),
+                        ))
+                    }
+                }
+            } else {
+                None
+            };
+            if back && prior.is_none() {
+                return Ok(None);
+            }
+            write::at_cutover(engine, user, password, prior.as_ref(), back).await
+        }
+        .await;
+        match written {
+            Ok(Some(w)) => {
+                tracing::info!(user, folders = w.folders, messages = w.messages, bytes = w.bytes, fresh = w.fresh.len(), place = ?w.place, "UID maps written");
+                self.events.record(
+                    user,
+                    "uid_maps_written",
+                    serde_json::json!({"folders": w.folders, "messages": w.messages, "bytes": w.bytes, "fresh": w.fresh}),
+                );
+                report.uid_maps = Some(w);
+                Ok(Some(format!("{target} {}", now_unix())))
+            }
+            Ok(None) => Ok(None),
+            Err(err) if !back => {
+                tracing::warn!(user, error = %err, "UID maps not written; the user's clients will resync after the cutover");
+                Ok(None)
+            }
+            Err(err) => Err(Error::Incomplete(format!(
+                "UID maps for the rollback: {err}"
+            ))),
+        }
     }
 }
 

@@ -357,7 +357,11 @@ pub fn plan(
         .filter(|f| f.selectable)
         .map(|f| f.name.as_slice())
         .collect();
-    let src_selectable: Vec<&Folder> = src.iter().filter(|f| f.selectable).collect();
+    // mailshift's own UID map folder (a store without METADATA) is never copied.
+    let src_selectable: Vec<&Folder> = src
+        .iter()
+        .filter(|f| f.selectable && !crate::continuity::stored::is_hidden_folder(&f.name, src_ns))
+        .collect();
     // Destination names some source folder takes by plain translation: a
     // special-use folder must not be moved onto one of them (a source with
     // both `Spam` (\Junk) and a plain `Junk` keeps them apart).

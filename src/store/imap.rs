@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod login;
+pub mod metadata;
 pub mod response;
 
 pub use client::{Client, ClientInfo, Reply};

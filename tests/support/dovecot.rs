@@ -29,6 +29,8 @@ pub struct DovecotOpts {
     /// Appended to the rendered config (Dovecot merges same-named sections),
     /// e.g. to give special-use folders other names.
     pub extra: String,
+    /// METADATA (RFC 5464) with per-mailbox private entries in a file dict.
+    pub metadata: bool,
 }
 
 impl Default for DovecotOpts {
@@ -38,6 +40,7 @@ impl Default for DovecotOpts {
             format: MailFormat::Maildir,
             max_userip: 50,
             extra: String::new(),
+            metadata: false,
         }
     }
 }
@@ -110,7 +113,13 @@ impl Dovecot {
             ],
         );
         let conf = d.join("dovecot.conf");
-        fs::write(&conf, format!("{conf_text}\n{}\n", opts.extra)).expect("writing dovecot.conf");
+        let metadata = if opts.metadata {
+            "imap_metadata = yes\nmail_attribute_dict = file:%h/dovecot-attributes\n"
+        } else {
+            ""
+        };
+        fs::write(&conf, format!("{conf_text}\n{metadata}{}\n", opts.extra))
+            .expect("writing dovecot.conf");
         let ldap_ext = render(
             "dovecot-ldap.conf.ext.in",
             &[

@@ -23,6 +23,12 @@ pub struct Lab {
 
 impl Lab {
     pub fn start(syncprov: bool) -> Lab {
+        Self::start_with_metadata(syncprov, false)
+    }
+
+    /// Like [`start`](Self::start); `new_metadata` turns METADATA on in the
+    /// new store (the old one never has it).
+    pub fn start_with_metadata(syncprov: bool, new_metadata: bool) -> Lab {
         let certs = Certs::shared();
         let ldap = Slapd::start(syncprov);
         ldap.add_user("alice", "alicepw", OLD_HOST);
@@ -47,6 +53,7 @@ impl Lab {
                     DovecotOpts {
                         separator: '.',
                         format: MailFormat::Sdbox,
+                        metadata: new_metadata,
                         ..DovecotOpts::default()
                     },
                 )

@@ -317,6 +317,79 @@ impl Client {
         self.reply(&tag).await
     }
 
+    /// Reads one METADATA entry (RFC 5464) of each mailbox, pipelined: one
+    /// round trip for all of them. Mailboxes the store refuses (gone since
+    /// they were listed) or that lack the entry are left out.
+    pub async fn get_metadata(
+        &mut self,
+        mailboxes: &[&[u8]],
+        entry: &str,
+    ) -> Result<Vec<super::metadata::Entry>, StoreError> {
+        let tags: Vec<String> = mailboxes
+            .iter()
+            .map(|m| self.queue(&super::metadata::get_command(m, entry)))
+            .collect();
+        self.flush().await?;
+        let mut out = Vec::new();
+        for tag in tags {
+            let reply = self.reply(&tag).await?;
+            if reply.status != Status::Ok {
+                continue;
+            }
+            for u in &reply.untagged {
+                let found = super::metadata::parse(&u.raw).unwrap_or_default();
+                out.extend(
+                    found
+                        .into_iter()
+                        .filter(|e| e.value.is_some() && e.name.eq_ignore_ascii_case(entry)),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets (or with `None` removes) one METADATA entry (RFC 5464) on each
+    /// of several mailboxes, pipelined; values go as literals. Needs METADATA,
+    /// and LITERAL+ (or LITERAL- for values up to 4096 bytes). The first
+    /// refusal is the error.
+    pub async fn set_metadata(
+        &mut self,
+        values: &[(&[u8], Option<&[u8]>)],
+        entry: &str,
+    ) -> Result<(), StoreError> {
+        let longest = values.iter().filter_map(|(_, v)| v.map(<[u8]>::len)).max();
+        if let Some(len) = longest {
+            if !(self.has("LITERAL+") || (self.has("LITERAL-") && len <= 4096)) {
+                return Err(self.fail(Error::Config(format!(
+                    "SETMETADATA of {len} bytes needs LITERAL+ on {}",
+                    self.store
+                ))));
+            }
+        }
+        let tags: Vec<String> = values
+            .iter()
+            .map(|(mailbox, value)| {
+                self.queue(&super::metadata::set_command(mailbox, entry, *value))
+            })
+            .collect();
+        self.flush().await?;
+        let mut refused = None;
+        for tag in tags {
+            let reply = self.reply(&tag).await?;
+            if reply.status != Status::Ok && refused.is_none() {
+                refused = Some(reply.text);
+            }
+        }
+        match refused {
+            Some(reply) => Err(self.fail(Error::Refused {
+                command: "SETMETADATA".into(),
+                reply,
+                temporary: false,
+            })),
+            None => Ok(()),
+        }
+    }
+
     /// Logs out politely; errors do not matter any more.
     pub async fn logout(mut self) {
         let _ = self.run_status(b"LOGOUT").await;
