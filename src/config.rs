@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::duration;
 
+mod pop3;
+pub use pop3::{Pop3Config, UidlFormat, DEFAULT_UIDL_FORMAT};
+
 /// Everything that is wrong with a config file, each problem naming its key.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +49,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// The inbound SMTP front end (validated; see the README for what is served).
     pub smtp: Option<SmtpConfig>,
+    /// The POP3 front end.
+    pub pop3: Option<Pop3Config>,
     /// Certificate and key the front ends present.
     pub tls: Option<TlsConfig>,
     /// The admin HTTP listener.
@@ -143,6 +148,10 @@ pub struct BackendConfig {
     pub tls_server_name: Option<String>,
     /// Limit for connect, greeting, TLS and login.
     pub connect_timeout: Duration,
+    /// The store's POP3 endpoint (`pop3://`, `pop3+starttls://`, `pop3s://`).
+    pub pop3: Option<Endpoint>,
+    /// How the store builds UIDLs (`pop3_uidl_format`, Dovecot's notation).
+    pub pop3_uidl_format: UidlFormat,
 }
 
 /// How mailshift logs in to a store for a proxied session.
@@ -358,6 +367,7 @@ struct RawConfig {
     #[serde(default)]
     imap: Option<RawImap>,
     smtp: Option<RawSmtp>,
+    pop3: Option<pop3::RawPop3>,
     tls: Option<RawTls>,
     admin: Option<RawAdmin>,
     migration: Option<RawMigration>,
@@ -401,6 +411,8 @@ struct RawBackend {
     ca_file: Option<PathBuf>,
     tls_server_name: Option<String>,
     connect_timeout: Option<String>,
+    pop3: Option<String>,
+    pop3_uidl_format: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -609,6 +621,9 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
     if imap.require_tls && tls.is_none() {
         p.add("imap.require_tls", "needs a [tls] table with cert and key");
     }
+    let pop3 = raw
+        .pop3
+        .map(|r| pop3::validate_pop3(r, tls.is_some(), &backends, p));
     let state_dir = raw.migration.as_ref().map(|m| m.state_dir.clone());
     let smtp = raw
         .smtp
@@ -638,6 +653,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         backends,
         imap,
         smtp,
+        pop3,
         tls,
         admin,
         migration,
@@ -914,6 +930,12 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             &key("connect_timeout"),
             b.connect_timeout.as_deref(),
             Duration::from_secs(10),
+        ),
+        pop3: pop3::backend_pop3(p, &key("pop3"), b.pop3.as_deref()),
+        pop3_uidl_format: pop3::backend_uidl_format(
+            p,
+            &key("pop3_uidl_format"),
+            b.pop3_uidl_format.as_deref(),
         ),
     }
 }

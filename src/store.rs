@@ -6,11 +6,14 @@
 //!   ([`imap::response`]) and login dialog ([`imap::login`]) under one
 //!   driver ([`imap::Client`]), used by the proxy's backend leg, the
 //!   migration engine, the cutover, verify, rollback and the sweep.
+//! - [`pop3`]: the POP3 client (login as the user or a master user, then
+//!   a relay; UIDL for tools that read a store).
 //! - [`Error`]: one error type that says which [`Side`] failed.
 
 pub mod connect;
 mod error;
 pub mod imap;
+pub mod pop3;
 
 pub use error::{Error, Side, StoreError};
 

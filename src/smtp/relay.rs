@@ -208,6 +208,8 @@ impl Delivery {
             ca_file: None,
             tls_server_name: None,
             connect_timeout: Duration::from_secs(30),
+            pop3: None,
+            pop3_uidl_format: Default::default(),
         };
         Delivery::new(cfg, hostname)
     }
