@@ -120,8 +120,9 @@ pub(super) fn backend_pop3(p: &mut Problems, key: &str, url: Option<&str>) -> Op
 
 /// How a store builds a message's UIDL (`backends.NAME.pop3_uidl_format`), in
 /// Dovecot's notation: `%u` the IMAP UID, `%v` the folder's UIDVALIDITY, each
-/// with an optional zero-padded width and `X`/`x` for hex (`%08Xu`), `%%` a
-/// percent sign. Dovecot's default is `%08Xu%08Xv`.
+/// with an optional zero-padded width and `X` for hex (`%08Xu`), `%%` a
+/// percent sign. Dovecot's default is `%08Xu%08Xv`; Dovecot prints `%X` in
+/// lower-case hex (seen on 2.3: `000000016b0f8db1`), and so does this.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UidlFormat {
     parts: Vec<UidlPart>,
@@ -148,8 +149,7 @@ enum UidlVar {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Radix {
     Decimal,
-    Upper,
-    Lower,
+    Hex,
 }
 
 /// Dovecot's default `pop3_uidl_format`.
@@ -206,13 +206,9 @@ impl UidlFormat {
                 return Err(format!("{text:?}: field width {width} is too wide"));
             }
             let radix = match chars.peek() {
-                Some('X') => {
+                Some('X' | 'x') => {
                     chars.next();
-                    Radix::Upper
-                }
-                Some('x') => {
-                    chars.next();
-                    Radix::Lower
+                    Radix::Hex
                 }
                 _ => Radix::Decimal,
             };
@@ -276,8 +272,7 @@ impl UidlFormat {
                     };
                     let digits = match radix {
                         Radix::Decimal => v.to_string(),
-                        Radix::Upper => format!("{v:X}"),
-                        Radix::Lower => format!("{v:x}"),
+                        Radix::Hex => format!("{v:x}"),
                     };
                     let pad = if *zero { '0' } else { ' ' };
                     for _ in digits.len()..*width {
@@ -310,7 +305,7 @@ mod tests {
     #[test]
     fn dovecot_default_is_uid_then_uidvalidity_in_hex() {
         let f = UidlFormat::default();
-        assert_eq!(f.uidl(1, 0x5f00_0001), "000000015F000001");
+        assert_eq!(f.uidl(1, 0x6b0f_8db1), "000000016b0f8db1");
         assert_eq!(f.to_string(), DEFAULT_UIDL_FORMAT);
     }
 

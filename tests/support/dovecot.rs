@@ -46,6 +46,8 @@ pub struct Dovecot {
     imap_port: u16,
     imaps_port: u16,
     lmtp_port: u16,
+    pop3_port: u16,
+    pop3s_port: u16,
     conf: PathBuf,
     server: Option<Server>,
     dir: tempfile::TempDir,
@@ -77,6 +79,7 @@ impl Dovecot {
         }
         let (imap_port, imaps_port, lmtp_port) =
             (super::free_port(), super::free_port(), super::free_port());
+        let (pop3_port, pop3s_port) = (super::free_port(), super::free_port());
         let location = match opts.format {
             MailFormat::Maildir => "maildir:~/Maildir",
             MailFormat::Sdbox => "sdbox:~/sdbox",
@@ -90,6 +93,8 @@ impl Dovecot {
                 ("IMAP_PORT", s(&imap_port)),
                 ("IMAPS_PORT", s(&imaps_port)),
                 ("LMTP_PORT", s(&lmtp_port)),
+                ("POP3_PORT", s(&pop3_port)),
+                ("POP3S_PORT", s(&pop3s_port)),
                 ("SSL_CERT", certs.cert_pem.display().to_string()),
                 ("SSL_KEY", certs.key_pem.display().to_string()),
                 ("MAIL_HOME", format!("{}/%n", mail.display())),
@@ -132,6 +137,8 @@ impl Dovecot {
             imap_port,
             imaps_port,
             lmtp_port,
+            pop3_port,
+            pop3s_port,
             conf,
             server: None,
             dir,
@@ -141,7 +148,9 @@ impl Dovecot {
             &format!("dovecot {name} (imap {imap_port}, lmtp {lmtp_port})"),
             &mut server,
             &|| dc.log(),
-            &mut || greets(imap_port, "* OK") && greets(lmtp_port, "220 "),
+            &mut || {
+                greets(imap_port, "* OK") && greets(lmtp_port, "220 ") && greets(pop3_port, "+OK")
+            },
         );
         dc.server = Some(server);
         res.map(|()| dc)
@@ -158,6 +167,12 @@ impl Dovecot {
     }
     pub fn lmtp_port(&self) -> u16 {
         self.lmtp_port
+    }
+    pub fn pop3_port(&self) -> u16 {
+        self.pop3_port
+    }
+    pub fn pop3s_port(&self) -> u16 {
+        self.pop3s_port
     }
     pub fn master_user(&self) -> &'static str {
         MASTER_USER
