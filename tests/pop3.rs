@@ -545,3 +545,79 @@ fn fetchmail_downloads_nothing_again_after_the_cutover() {
     assert_eq!(fetch.run(), ["after-move"]);
     assert!(fetch.run().is_empty(), "fetchmail fetched again");
 }
+
+/// A POP3 connection held open by the test.
+struct Held {
+    r: std::io::BufReader<std::net::TcpStream>,
+    w: std::net::TcpStream,
+}
+
+impl Held {
+    fn open(port: u16) -> Held {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut h = Held {
+            w: s.try_clone().expect("clone"),
+            r: std::io::BufReader::new(s),
+        };
+        assert!(h.line().starts_with("+OK"));
+        h
+    }
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut l = String::new();
+        let _ = self.r.read_line(&mut l);
+        l
+    }
+    fn cmd(&mut self, c: &str) -> String {
+        use std::io::Write;
+        self.w
+            .write_all(format!("{c}\r\n").as_bytes())
+            .expect("write");
+        self.line()
+    }
+}
+
+#[test]
+fn kicked_and_shut_down_sessions_get_sys_temp_and_close() {
+    let lab = Lab::start(false);
+    let (text, ports) = config(&lab, "", &[]);
+    let mut proxy = Mailshift::start(&text);
+    wait_pop3(&proxy, ports.plain);
+
+    // A logged-in session, kicked by the admin API.
+    let mut bob = Held::open(ports.plain);
+    assert_eq!(bob.cmd("USER bob"), "+OK\r\n");
+    assert_eq!(bob.cmd("PASS bobpw"), "+OK Logged in.\r\n");
+    assert!(bob.cmd("STAT").starts_with("+OK 1 "));
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.admin_port())).expect("admin");
+        write!(
+            s,
+            "POST /api/v1/users/bob/kick HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer labtoken\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        assert!(out.contains("\"kicked\":1"), "{out}");
+    }
+    assert_eq!(
+        bob.line(),
+        "-ERR [SYS/TEMP] Your mailbox moved; please reconnect.\r\n"
+    );
+    assert_eq!(bob.line(), "", "connection not closed");
+
+    // At shutdown, a client before login and one logged in are told so.
+    let mut waiting = Held::open(ports.plain);
+    let mut alice = Held::open(ports.plain);
+    assert_eq!(
+        alice.cmd("AUTH PLAIN AGFsaWNlAGFsaWNlcHc="),
+        "+OK Logged in.\r\n"
+    );
+    proxy.stop();
+    let shutting = "-ERR [SYS/TEMP] Server shutting down, reconnect shortly.\r\n";
+    assert_eq!(waiting.line(), shutting);
+    assert_eq!(alice.line(), shutting);
+}
