@@ -621,3 +621,59 @@ fn kicked_and_shut_down_sessions_get_sys_temp_and_close() {
     assert_eq!(waiting.line(), shutting);
     assert_eq!(alice.line(), shutting);
 }
+
+#[test]
+fn held_past_the_wait_and_directory_down_are_sys_temp() {
+    let mut lab = Lab::start(false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let migration = format!(
+        "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"300ms\"\ninstance_id = \"t\"\n",
+        dir.path().join("state").display(),
+    );
+    // No cache: the hold and the outage are seen at the next login (the
+    // scheduler's scan at start may have cached both users).
+    let (text, ports) = config(
+        &lab,
+        &migration,
+        &[("cache_ttl = \"10m\"", "cache_ttl = \"1ms\"".into())],
+    );
+    let proxy = Mailshift::start(&text);
+    wait_pop3(&proxy, ports.plain);
+
+    // Another instance's cutover, alive (its lease runs for an hour), so
+    // this instance's scheduler leaves the hold alone.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    lab.ldap.set_attr(
+        "alice",
+        "mailshiftMigrationLease",
+        &format!("other {until}"),
+    );
+    lab.ldap.set_attr("alice", "mailUserStatus", "hold");
+    let s = poplib(&lab, "plain", ports.plain, "alice", "alicepw", "user");
+    assert_eq!(
+        s.values("REFUSED"),
+        ["-ERR [SYS/TEMP] Mailbox is being moved, try again in a minute."],
+        "{}\n{}\n{}",
+        s.out,
+        lab.ldap.search(
+            "(uid=alice)",
+            &["mailUserStatus", "mailshiftMigrationLease"]
+        ),
+        proxy.log_tail()
+    );
+
+    lab.ldap.stop();
+    let s = poplib(&lab, "plain", ports.plain, "bob", "bobpw", "plain");
+    let refused = s.values("REFUSED");
+    assert_eq!(
+        refused,
+        ["-ERR [SYS/TEMP] Directory temporarily unavailable, try again."],
+        "{}",
+        s.out
+    );
+    lab.ldap.start_again();
+}
