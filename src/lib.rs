@@ -20,6 +20,7 @@
 //!  app: what a config generation built (directory, router, TLS, sessions, throttle),
 //!       App::admit = lookup + hold wait + password check + route for every front end
 //!  sasl (PLAIN, OAUTHBEARER, XOAUTH2 decoding), throttle (failed-login delays)
+//!  continuity: per-folder UID maps (old → new) written at cutover, loaded for translated sessions
 //! ```
 //!
 //! - A login: `imap::session` frames and parses pre-auth commands with
@@ -41,6 +42,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod continuity;
 pub mod directory;
 pub mod duration;
 pub mod events;

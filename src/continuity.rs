@@ -1,0 +1,23 @@
+//! Client continuity: clients of a user mailshift moved keep the UIDVALIDITY,
+//! UIDs and MODSEQs they cached before the cutover, so they resync flags, not
+//! bodies, and mbsync/offlineimap do not stop on a UIDVALIDITY change.
+//!
+//! At cutover the engine's UID map (old UID → new UID, monotonic because it
+//! appends in source UID order) is frozen per folder into a [`FolderMap`] and
+//! written into the new mailbox itself; every mailshift instance in front of
+//! the store loads it on the user's first login and the translating relay
+//! presents old UIDs.
+//!
+//! # The invariant
+//!
+//! Under one presented UIDVALIDITY a UID never names two different messages:
+//! not across cutover, the post-cutover sweep, rollback or a later
+//! re-migration, in no session and on no instance. A [`FolderMap`] is a
+//! bijection between the client UIDs it covers and the store UIDs it covers
+//! (checked when built and when decoded); where a move cannot keep the
+//! clients' UIDs, the map presents a fresh UIDVALIDITY instead
+//! ([`FolderMap::fresh`]) and clients resync that folder.
+
+pub mod map;
+
+pub use map::{FolderMap, MapError, UserMap};
