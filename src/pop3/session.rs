@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::uidl::{Rewriter, UidlMap};
 use crate::app::{App, Refusal};
+use crate::continuity::map::{FolderMap, Snapshot};
 use crate::directory::User;
 use crate::imap::relay::{self, End};
 use crate::metrics::METRICS;
@@ -249,10 +250,12 @@ async fn authenticate(
     }
 }
 
-/// The UIDL map of a user mailshift moved to `target`: from the migration
-/// state (`[migration] state_dir`), the INBOX's old UID → new UID with both
-/// UIDVALIDITYs, formatted with each store's `pop3_uidl_format`. `None` for
-/// everyone else (the plain relay).
+/// The UIDL map of a user mailshift moved to `target`: INBOX's old UID → new
+/// UID with both UIDVALIDITYs from the migration state (`[migration]
+/// state_dir`), as a [`FolderMap`], formatted with each store's
+/// `pop3_uidl_format`. `None` for everyone else (the plain relay). When the
+/// continuity map stored in the mailbox can be loaded, it replaces the state
+/// as the source (every instance reads it, not only the one that migrated).
 async fn uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option<UidlMap> {
     let m = shared.config.migration.as_ref()?;
     if target.name() != m.to {
@@ -273,21 +276,36 @@ async fn uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option<UidlM
         st
     })
     .await;
-    match loaded {
-        Ok(Ok(st)) if !st.map.is_empty() => {
-            Some(UidlMap::new(st.map.iter().map(|(&old_uid, &new_uid)| {
-                (
-                    to.uidl(new_uid, st.dst_validity),
-                    from.uidl(old_uid, st.src_validity),
-                )
-            })))
-        }
-        Ok(Ok(_)) => None,
+    let st = match loaded {
+        Ok(Ok(st)) if !st.map.is_empty() => st,
+        Ok(Ok(_)) | Err(_) => return None,
         Ok(Err(e)) => {
             tracing::warn!(user = %user, backend = target.name(), error = %e, "UIDL map unreadable; the store's own UIDLs are shown");
+            return None;
+        }
+    };
+    // The engine's map as the continuity map it becomes at cutover.
+    let snapshot = |uidvalidity, uidnext| Snapshot {
+        uidvalidity,
+        uidnext,
+        highestmodseq: 0,
+    };
+    let last_old = st.map.keys().next_back().copied().unwrap_or(0);
+    let last_new = st.map.values().max().copied().unwrap_or(0);
+    let folder = FolderMap::new(
+        snapshot(
+            st.src_validity,
+            st.src_uidnext.max(last_old.saturating_add(1)),
+        ),
+        snapshot(st.dst_validity, last_new.saturating_add(1)),
+        st.map.iter().map(|(&o, &n)| (o, n)),
+    );
+    match folder {
+        Ok(folder) => Some(UidlMap::from_folder_map(&folder, &from, &to)),
+        Err(e) => {
+            tracing::warn!(user = %user, backend = target.name(), error = %e, "UID map unusable; the store's own UIDLs are shown");
             None
         }
-        Err(_) => None,
     }
 }
 

@@ -20,6 +20,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use crate::config::UidlFormat;
+use crate::continuity::map::FolderMap;
+
 /// New store UIDL → the old store's UIDL, for one user's INBOX.
 #[derive(Debug, Default, Clone)]
 pub struct UidlMap {
@@ -33,6 +36,27 @@ impl UidlMap {
         let by_new: HashMap<String, String> = pairs.into_iter().collect();
         let old = by_new.values().cloned().collect();
         UidlMap { by_new, old }
+    }
+
+    /// From INBOX's UID map: each migrated message's new-store UIDL (the new
+    /// store's `pop3_uidl_format` over its UID and UIDVALIDITY) → the UIDL the
+    /// old store gave it (an explicit one read from the old store's POP3 if
+    /// the map carries it, else the old `pop3_uidl_format` over the old UID
+    /// and UIDVALIDITY).
+    pub fn from_folder_map(
+        map: &FolderMap,
+        old_format: &UidlFormat,
+        new_format: &UidlFormat,
+    ) -> UidlMap {
+        let explicit: HashMap<u32, &str> =
+            map.uidls.iter().map(|(u, s)| (*u, s.as_str())).collect();
+        UidlMap::new(map.pairs().map(|(old, new)| {
+            let old_uidl = match explicit.get(&old) {
+                Some(s) => s.to_string(),
+                None => old_format.uidl(old, map.old_uidvalidity),
+            };
+            (new_format.uidl(new, map.new_uidvalidity), old_uidl)
+        }))
     }
 
     /// How many messages keep an old UIDL.
@@ -308,6 +332,25 @@ mod tests {
         assert_eq!(out, "+OK\r\n1 old1\r\n2 old2\r\n3 new3\r\n.\r\n");
         let out = through(&mut r, b"UIDL 2\r\n", b"+OK 2 new2\r\n");
         assert_eq!(out, "+OK 2 old2\r\n");
+    }
+
+    #[test]
+    fn from_a_folder_map_with_formats_and_explicit_uidls() {
+        let snap = |uidvalidity, uidnext| crate::continuity::map::Snapshot {
+            uidvalidity,
+            uidnext,
+            highestmodseq: 0,
+        };
+        let mut fm =
+            FolderMap::new(snap(0x10, 10), snap(0x20, 5), [(3, 1), (7, 2)]).expect("test input");
+        fm.uidls.push((7, "from-pop3".into()));
+        let f = UidlFormat::default();
+        let m = UidlMap::from_folder_map(&fm, &f, &f);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.translate("0000000100000020"), "0000000300000010");
+        assert_eq!(m.translate("0000000200000020"), "from-pop3");
+        // New mail (UID 5 on the store) keeps its own.
+        assert_eq!(m.translate("0000000500000020"), "0000000500000020");
     }
 
     #[test]
