@@ -317,6 +317,54 @@ mod tests {
         assert_eq!(f.uidl(42, 1), "   42");
     }
 
+    const BASE: &str = r#"
+[directory]
+kind = "ldap"
+url = "ldap://127.0.0.1:389"
+base_dn = "ou=people,dc=example,dc=org"
+
+[backends.old]
+mailhost = ["old.example.org"]
+imap = "imap://127.0.0.1:143"
+"#;
+
+    #[test]
+    fn pop3_keys_parse_with_defaults() {
+        let text = BASE.replace(
+            "imap = \"imap://127.0.0.1:143\"\n",
+            "imap = \"imap://127.0.0.1:143\"\npop3 = \"pop3s://store.example.org\"\npop3_uidl_format = \"%u.%v\"\n",
+        ) + "[pop3]\nlisten = \"127.0.0.1:110\"\n";
+        let c = crate::Config::parse(&text).expect("valid");
+        let b = &c.backends[0];
+        let ep = b.pop3.as_ref().expect("pop3 endpoint");
+        assert_eq!((ep.port, ep.security), (995, Security::Tls));
+        assert_eq!(b.pop3_uidl_format.uidl(7, 9), "7.9");
+        let p = c.pop3.expect("[pop3]");
+        assert_eq!(p.idle_timeout, Duration::from_secs(1800));
+        assert!(!p.require_tls);
+    }
+
+    #[test]
+    fn pop3_problems_name_their_keys() {
+        // [pop3] without a backend pop3 URL, a TLS listener without [tls],
+        // a bad scheme elsewhere, an uncomputable UIDL format.
+        let text = BASE.to_string()
+            + "pop3_uidl_format = \"%m\"\n[backends.new]\nmailhost = [\"new\"]\nimap = \"imap://h\"\npop3 = \"pop4://h\"\n\
+               [pop3]\nlisten_tls = \"127.0.0.1:995\"\nidle_timeout = \"1m\"\n";
+        let err = crate::Config::parse(&text)
+            .expect_err("must fail")
+            .to_string();
+        for key in [
+            "backends.old.pop3:",
+            "backends.old.pop3_uidl_format:",
+            "backends.new.pop3: unsupported scheme",
+            "pop3.listen_tls:",
+            "pop3.idle_timeout:",
+        ] {
+            assert!(err.contains(key), "{key} missing in:\n{err}");
+        }
+    }
+
     #[test]
     fn what_cannot_be_computed_is_refused() {
         for bad in ["%m", "%08Xv", "%f", "%u%", "%99u"] {
