@@ -266,6 +266,10 @@ impl PreAuth {
         // The stores behind all do TOP and UIDL (RFC 1939's optional
         // commands); clients decide early whether to use them.
         out.push_str("TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n");
+        // RFC 2449 6.5: the delay is the store's and may differ per user
+        // (`USER`): the store's CAPA after login says it. mailshift itself
+        // imposes none between successful logins.
+        out.push_str("LOGIN-DELAY 0 USER\r\n");
         if self.auth_allowed() {
             out.push_str("USER\r\nSASL");
             for m in Mechanism::ALL {
