@@ -12,8 +12,12 @@ use tokio_util::sync::CancellationToken;
 use super::uidl::Rewriter;
 use crate::imap::relay::{End, Totals};
 
-/// Read size per direction; POP3 replies to RETR are whole messages.
-const READ_BYTES: usize = 16 * 1024;
+/// Read size from the store. Kept small because these buffers live as long
+/// as the session (idle POP3 sessions of moved users stay near the IMAP
+/// relay's footprint); RETR still moves at memory speed through them.
+const READ_BYTES: usize = 8 * 1024;
+/// Client commands are short lines.
+const COMMAND_BYTES: usize = 512;
 
 /// Relays until a side closes, the session idles out or is cancelled.
 /// Client commands are small and answered in order, so one loop that writes
@@ -33,9 +37,9 @@ where
 {
     let (to_backend, to_client) = counters;
     let mut totals = Totals::default();
-    let mut up = vec![0u8; 1024];
+    let mut up = vec![0u8; COMMAND_BYTES];
     let mut down = vec![0u8; READ_BYTES];
-    let mut out = Vec::with_capacity(READ_BYTES);
+    let mut out = Vec::new();
     let end = loop {
         tokio::select! {
             _ = cancel.cancelled() => break End::Cancelled,
@@ -58,6 +62,10 @@ where
                 }
                 totals.to_client += out.len() as u64;
                 to_client.inc_by(out.len() as u64);
+                if out.capacity() > 2 * READ_BYTES {
+                    // A long UIDL listing grew it: give the memory back.
+                    out = Vec::new();
+                }
             }
         }
     };
