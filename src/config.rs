@@ -18,6 +18,8 @@ use crate::duration;
 
 mod submission;
 pub use submission::SubmissionConfig;
+mod pop3;
+pub use pop3::{Pop3Config, UidlFormat, DEFAULT_UIDL_FORMAT};
 
 /// Everything that is wrong with a config file, each problem naming its key.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// The submission front end.
     pub submission: Option<SubmissionConfig>,
+    /// The POP3 front end.
+    pub pop3: Option<Pop3Config>,
     /// Certificate and key the front ends present.
     pub tls: Option<TlsConfig>,
     /// The admin HTTP listener.
@@ -154,6 +158,10 @@ pub struct BackendConfig {
     /// lines the migration logs in with, read at each connection (so an admin
     /// can add users without a reload).
     pub passwords_file: Option<PathBuf>,
+    /// The store's POP3 endpoint (`pop3://`, `pop3+starttls://`, `pop3s://`).
+    pub pop3: Option<Endpoint>,
+    /// How the store builds UIDLs (`pop3_uidl_format`, Dovecot's notation).
+    pub pop3_uidl_format: UidlFormat,
 }
 
 /// How mailshift logs in to a store for a proxied session.
@@ -373,6 +381,7 @@ struct RawConfig {
     imap: Option<RawImap>,
     smtp: Option<RawSmtp>,
     submission: Option<submission::RawSubmission>,
+    pop3: Option<pop3::RawPop3>,
     tls: Option<RawTls>,
     admin: Option<RawAdmin>,
     migration: Option<RawMigration>,
@@ -418,6 +427,8 @@ struct RawBackend {
     tls_server_name: Option<String>,
     connect_timeout: Option<String>,
     passwords_file: Option<PathBuf>,
+    pop3: Option<String>,
+    pop3_uidl_format: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -627,6 +638,9 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
     if imap.require_tls && tls.is_none() {
         p.add("imap.require_tls", "needs a [tls] table with cert and key");
     }
+    let pop3 = raw
+        .pop3
+        .map(|r| pop3::validate_pop3(r, tls.is_some(), &backends, p));
     let state_dir = raw.migration.as_ref().map(|m| m.state_dir.clone());
     let smtp = raw
         .smtp
@@ -660,6 +674,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         imap,
         smtp,
         submission,
+        pop3,
         tls,
         admin,
         migration,
@@ -943,6 +958,12 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             Duration::from_secs(10),
         ),
         passwords_file: b.passwords_file,
+        pop3: pop3::backend_pop3(p, &key("pop3"), b.pop3.as_deref()),
+        pop3_uidl_format: pop3::backend_uidl_format(
+            p,
+            &key("pop3_uidl_format"),
+            b.pop3_uidl_format.as_deref(),
+        ),
     }
 }
 

@@ -3,7 +3,8 @@
 //! # Layout and data flow
 //!
 //! ```text
-//!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry)
+//!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry),
+//!              pop3 (session, preauth sans-I/O, uidl rewriting for moved users)
 //!        │
 //!        ▼
 //!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file) ─► Router (mailHost ─► Store)
@@ -12,6 +13,8 @@
 //!  store: Store per [backends.NAME] (IMAP, delivery, submission endpoints);
 //!         imap::{response, login} (sans-I/O) under imap::Client;
 //!         smtp::{reply, dialog} (sans-I/O) under smtp::Conn (delivery legs, retry, submission leg);
+//!  store: Store per [backends.NAME]; imap::{response, login} (sans-I/O) under imap::Client;
+//!         pop3::login (sans-I/O) under pop3::Client;
 //!         connect (one TLS connector); Error with the Side that failed
 //!
 //!  migrate: sync (engine) ─► store::imap::Client; state (redb cache, intents); cutover; scheduler
@@ -51,6 +54,7 @@ pub mod fleet;
 pub mod imap;
 pub mod metrics;
 pub mod migrate;
+pub mod pop3;
 pub mod report;
 pub mod route;
 pub mod sasl;

@@ -62,6 +62,14 @@ pub struct Metrics {
     pub smtp_relay: HistogramVec,
     /// Messages waiting in the retry queue.
     pub smtp_queue: IntGauge,
+    /// POP3 client connections accepted, by listener (`plain`, `tls`).
+    pub pop3_connections: IntCounterVec,
+    /// POP3 login attempts by result (`ok`, `auth_failed`, `unavailable`).
+    pub pop3_logins: IntCounterVec,
+    /// Open relayed POP3 sessions per backend.
+    pub pop3_sessions: IntGaugeVec,
+    /// POP3 bytes relayed, by backend and direction (`to_backend`, `to_client`).
+    pub pop3_bytes: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -231,6 +239,29 @@ impl Metrics {
                     "Messages in the SMTP retry queue (0 in normal operation)",
                 )
                 .expect("valid metric"),
+            ),
+            pop3_connections: counter(
+                "mailshift_pop3_connections_total",
+                "POP3 client connections accepted",
+                &["listener"],
+            ),
+            pop3_logins: counter(
+                "mailshift_pop3_logins_total",
+                "POP3 login attempts by result",
+                &["result"],
+            ),
+            pop3_sessions: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("mailshift_pop3_sessions", "Open relayed POP3 sessions"),
+                    &["backend"],
+                )
+                .expect("valid metric"),
+            ),
+            pop3_bytes: counter(
+                "mailshift_pop3_relayed_bytes_total",
+                "POP3 bytes relayed between clients and backends",
+                &["backend", "direction"],
             ),
             registry: r,
         }

@@ -271,6 +271,11 @@ fn reload(
             format!("{:?}", old.config.smtp) != format!("{:?}", config.smtp),
         ),
         (
+            "pop3 listeners",
+            old.config.pop3.as_ref().map(|c| (c.listen, c.listen_tls))
+                != config.pop3.as_ref().map(|c| (c.listen, c.listen_tls)),
+        ),
+        (
             "admin",
             format!("{:?}", old.config.admin) != format!("{:?}", config.admin),
         ),
@@ -353,6 +358,24 @@ pub async fn run_from(
             tasks.clone(),
         ));
         serving = true;
+    }
+    if let Some(pop3) = &config.pop3 {
+        use crate::pop3::session::Listener as Pop3Listener;
+        for (key, addr, kind) in [
+            ("pop3.listen", pop3.listen, Pop3Listener::Plain),
+            ("pop3.listen_tls", pop3.listen_tls, Pop3Listener::Tls),
+        ] {
+            let Some(addr) = addr else { continue };
+            let l = bind(key, addr).await?;
+            tracing::info!(%addr, ?kind, "POP3 listening");
+            tasks.spawn(crate::pop3::accept_loop(
+                l,
+                kind,
+                Arc::clone(&current),
+                tasks.clone(),
+            ));
+            serving = true;
+        }
     }
     if let Some(smtp) = &smtp {
         let addr = smtp.smtp.listen;

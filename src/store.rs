@@ -9,12 +9,15 @@
 //! - [`smtp`]: the SMTP/LMTP client (sans-I/O reply reader and session
 //!   opening under [`smtp::Conn`]): inbound delivery legs, the retry queue,
 //!   the submission leg.
+//! - [`pop3`]: the POP3 client (login as the user or a master user, then
+//!   a relay; UIDL for tools that read a store).
 //! - [`Error`]: one error type that says which [`Side`] failed.
 
 pub mod connect;
 mod error;
 pub mod imap;
 pub mod smtp;
+pub mod pop3;
 
 pub use error::{Error, Side, StoreError};
 
@@ -54,6 +57,8 @@ impl Store {
             tls_server_name: None,
             connect_timeout: Duration::from_secs(30),
             passwords_file: None,
+            pop3: None,
+            pop3_uidl_format: crate::config::UidlFormat::default(),
         })
     }
 

@@ -65,14 +65,14 @@ ldapadd -x -H "$ldap_url" -D "$ADMIN_DN" -w "$ADMIN_PW" -f "$LAB_DIR/slapd/users
 mail_uid=$(id -u mailshiftlab)
 mail_gid=$(id -g mailshiftlab)
 
-# start_dovecot NAME IMAP IMAPS LMTP LOCATION SEPARATOR SUBMISSION
+# start_dovecot NAME IMAP IMAPS LMTP LOCATION SEPARATOR SUBMISSION POP3 POP3S
 start_dovecot() {
 	local name=$1 dir="$LAB_DIR/$1"
 	mkdir -p "$dir/mail"
 	chown "$mail_uid:$mail_gid" "$dir/mail"
 	render "$here/dovecot.conf.in" "$dir/dovecot.conf" \
 		DIR="$dir" NAME="$name" IMAP_PORT="$2" IMAPS_PORT="$3" LMTP_PORT="$4" \
-		SUBMISSION_PORT="$7" SUBMISSION_RELAY_PORT=30025 \
+		SUBMISSION_PORT="$7" SUBMISSION_RELAY_PORT=30025 POP3_PORT="$8" POP3S_PORT="$9" \
 		SSL_CERT="$LAB_DIR/certs/server.pem" SSL_KEY="$LAB_DIR/certs/server.key" \
 		MAIL_HOME="$dir/mail/%n" MAIL_LOCATION="$5" SEPARATOR="$6" MAX_USERIP=50 \
 		MAIL_UID="$mail_uid" MAIL_GID="$mail_gid" \
@@ -83,15 +83,15 @@ start_dovecot() {
 		MASTER_USER="$MASTER_USER" MASTER_PASSWORD="$MASTER_PW"
 	# Read by the auth process (user dovecot); lab secrets only.
 	chmod 644 "$dir/dovecot-ldap.conf.ext" "$dir/master-users"
-	echo "== dovecot $name: IMAP $2, IMAPS $3, LMTP $4, submission $7 ($5, separator '$6')"
+	echo "== dovecot $name: IMAP $2, IMAPS $3, LMTP $4, submission $7, POP3 $8, POP3S $9 ($5, separator '$6')"
 	dovecot -c "$dir/dovecot.conf" </dev/null >>"$dir/dovecot.log" 2>&1 || { tail -n 30 "$dir/dovecot.log" >&2; exit 1; }
 	wait_port "$2" "dovecot $name" "$dir/dovecot.log"
 	wait_port "$4" "dovecot $name lmtp" "$dir/dovecot.log"
 }
 # Submission relays to mailshift's inbound SMTP (30025), which delivers to
 # example.org users by their mailHost.
-start_dovecot old 31143 31993 31024 'maildir:~/Maildir' / 31587
-start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' . 32587
+start_dovecot old 31143 31993 31024 'maildir:~/Maildir' / 31587 31110 31995
+start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' . 32587 31210 32995
 
 echo "== sample mail"
 python3 "$here/deliver.py" 31024 old 1 40
@@ -124,6 +124,11 @@ to = \"new\"
 state_dir = \"$LAB_DIR/state\"
 instance_id = \"lab\""
 fi
+# POP3: each store's POP3 and mailshift's own listeners (110/995 shifted).
+# Added here rather than in the template, which the Cyrus lab renders too.
+sed -i -e '/^\[backends.old\]$/a pop3 = "pop3+starttls://127.0.0.1:31110"' \
+	-e '/^\[backends.new\]$/a pop3 = "pop3s://127.0.0.1:32995"' "$LAB_DIR/mailshift.toml"
+printf '\n[pop3]\nlisten = "127.0.0.1:30110"\nlisten_tls = "127.0.0.1:30995"\n' >>"$LAB_DIR/mailshift.toml"
 if [ -n "${LAB_EXTRA_TOML:-}" ]; then
 	printf '\n%s\n' "$LAB_EXTRA_TOML" >>"$LAB_DIR/mailshift.toml"
 fi
@@ -131,9 +136,10 @@ fi
 cat <<INFO
 == lab is up in $LAB_DIR
    LDAP   $ldap_url  ($ADMIN_DN / $ADMIN_PW)
-   old    imap://127.0.0.1:31143  imaps://127.0.0.1:31993  lmtp://127.0.0.1:31024  submission 31587
-   new    imap://127.0.0.1:31243  imaps://127.0.0.1:32993  lmtp://127.0.0.1:31224  submission 32587
+   old    imap://127.0.0.1:31143  imaps://127.0.0.1:31993  lmtp://127.0.0.1:31024  submission 31587  pop3://127.0.0.1:31110  pop3s://127.0.0.1:31995
+   new    imap://127.0.0.1:31243  imaps://127.0.0.1:32993  lmtp://127.0.0.1:31224  submission 32587  pop3://127.0.0.1:31210  pop3s://127.0.0.1:32995
    mailshift submission 127.0.0.1:30587 (STARTTLS), 30465 (TLS)
+   proxy  imap 30143, imaps 30993, pop3 30110 (STLS), pop3s 30995
    users  user0001..user0060 / pw0001..pw0060, master $MASTER_USER / $MASTER_PW
    CA     $LAB_DIR/certs/ca.pem
    config $LAB_DIR/mailshift.toml

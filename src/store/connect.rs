@@ -23,6 +23,7 @@ impl Connector {
         let needs_tls = std::iter::once(&cfg.imap)
             .chain(cfg.delivery.as_ref())
             .chain(cfg.submission.as_ref())
+            .chain(cfg.pop3.as_ref())
             .any(|e| e.security != Security::Plain);
         let tls = if needs_tls {
             Some(crate::tls::connector(cfg.ca_file.as_deref())?)

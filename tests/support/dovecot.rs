@@ -52,6 +52,8 @@ pub struct Dovecot {
     lmtp_port: u16,
     submission_port: u16,
     submission_relay_port: u16,
+    pop3_port: u16,
+    pop3s_port: u16,
     conf: PathBuf,
     server: Option<Server>,
     dir: tempfile::TempDir,
@@ -84,6 +86,7 @@ impl Dovecot {
         let (imap_port, imaps_port, lmtp_port) =
             (super::free_port(), super::free_port(), super::free_port());
         let (submission_port, submission_relay_port) = (super::free_port(), super::free_port());
+        let (pop3_port, pop3s_port) = (super::free_port(), super::free_port());
         let location = match opts.format {
             MailFormat::Maildir => "maildir:~/Maildir",
             MailFormat::Sdbox => "sdbox:~/sdbox",
@@ -99,6 +102,8 @@ impl Dovecot {
                 ("LMTP_PORT", s(&lmtp_port)),
                 ("SUBMISSION_PORT", s(&submission_port)),
                 ("SUBMISSION_RELAY_PORT", s(&submission_relay_port)),
+                ("POP3_PORT", s(&pop3_port)),
+                ("POP3S_PORT", s(&pop3s_port)),
                 ("SSL_CERT", certs.cert_pem.display().to_string()),
                 ("SSL_KEY", certs.key_pem.display().to_string()),
                 ("MAIL_HOME", format!("{}/%n", mail.display())),
@@ -149,6 +154,8 @@ impl Dovecot {
             lmtp_port,
             submission_port,
             submission_relay_port,
+            pop3_port,
+            pop3s_port,
             conf,
             server: None,
             dir,
@@ -162,6 +169,7 @@ impl Dovecot {
                 greets(imap_port, "* OK")
                     && greets(lmtp_port, "220 ")
                     && greets(submission_port, "220 ")
+                    && greets(pop3_port, "+OK")
             },
         );
         dc.server = Some(server);
@@ -188,6 +196,12 @@ impl Dovecot {
     /// test starts a sink there).
     pub fn submission_relay_port(&self) -> u16 {
         self.submission_relay_port
+    }
+    pub fn pop3_port(&self) -> u16 {
+        self.pop3_port
+    }
+    pub fn pop3s_port(&self) -> u16 {
+        self.pop3s_port
     }
     pub fn master_user(&self) -> &'static str {
         MASTER_USER

@@ -1,0 +1,213 @@
+//! The POP3 client: connect (plain, STLS or implicit TLS through the one
+//! [`Connector`](super::connect::Connector)), log in as the user or a master
+//! user ([`login`], sans I/O), then hand the connection to a relay, or ask
+//! single- and multi-line commands (UIDL, TOP) for tools that read a store.
+
+pub mod login;
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::imap::login::Credentials;
+use super::{Error, Store, StoreError};
+use crate::config::{Endpoint, Security};
+use crate::stream::Stream;
+use login::{Action, Login};
+
+/// Longest reply line accepted from a store (RFC 2449: 512 octets; leeway).
+const MAX_LINE: usize = 64 * 1024;
+
+/// One logged-in POP3 connection to a store.
+pub struct Client {
+    stream: Stream,
+    /// Bytes read past the last reply line.
+    buffered: Vec<u8>,
+    store: String,
+}
+
+impl Client {
+    /// Connects to the store's `pop3` endpoint and logs in, within its
+    /// `connect_timeout`. `peer` (a proxied session's client) is forwarded
+    /// by XCLIENT where the store offers it.
+    pub async fn connect(
+        store: &Store,
+        creds: &Credentials<'_>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Client, StoreError> {
+        let at = |error| StoreError {
+            store: store.name().to_string(),
+            error,
+        };
+        let Some(ep) = store.cfg.pop3.as_ref() else {
+            return Err(at(Error::Config(format!(
+                "backends.{}.pop3 is not set",
+                store.name()
+            ))));
+        };
+        let mut stage = "connect";
+        let dialog = Self::login(store, ep, creds, peer, &mut stage);
+        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
+            Ok(result) => result.map_err(at),
+            Err(_) => Err(at(Error::Timeout { stage })),
+        }
+    }
+
+    async fn login(
+        store: &Store,
+        ep: &Endpoint,
+        creds: &Credentials<'_>,
+        peer: Option<SocketAddr>,
+        stage: &mut &'static str,
+    ) -> Result<Client, Error> {
+        let stream = store.connector.connect(ep).await?;
+        let mut dialog = Login::new(
+            creds,
+            store.master().as_ref(),
+            ep.security == Security::StartTls,
+            peer,
+        )?;
+        let mut client = Client {
+            stream,
+            buffered: Vec::new(),
+            store: store.name().to_string(),
+        };
+        loop {
+            *stage = dialog.stage();
+            let line = client.line(dialog.stage()).await?;
+            match dialog.on_line(&line)? {
+                Action::Read => {}
+                Action::Send(bytes) => client.send(&bytes, dialog.stage()).await?,
+                Action::StartTls => {
+                    if !client.buffered.is_empty() {
+                        // Bytes the store sent before TLS would be read as if
+                        // they came over TLS: an injection.
+                        return Err(Error::Protocol {
+                            stage: "stls",
+                            what: "store sent data after STLS +OK".into(),
+                        });
+                    }
+                    client.stream = store.connector.starttls(client.stream, ep).await?;
+                    if let Action::Send(bytes) = dialog.tls_started() {
+                        client.send(&bytes, dialog.stage()).await?;
+                    }
+                }
+                Action::Done => return Ok(client),
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8], stage: &'static str) -> Result<(), Error> {
+        let io = |source| Error::Io { stage, source };
+        self.stream.write_all(bytes).await.map_err(io)?;
+        self.stream.flush().await.map_err(io)
+    }
+
+    /// The next reply line, without CRLF.
+    async fn line(&mut self, stage: &'static str) -> Result<Vec<u8>, Error> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(i) = self.buffered.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buffered.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            if self.buffered.len() > MAX_LINE {
+                return Err(Error::Protocol {
+                    stage,
+                    what: "reply line too long".into(),
+                });
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|source| Error::Io { stage, source })?;
+            if n == 0 {
+                return Err(Error::Io {
+                    stage,
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+            self.buffered.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends a command and returns its `+OK` text, or the `-ERR` as
+    /// [`Error::Refused`].
+    pub async fn command(&mut self, command: &str) -> Result<String, StoreError> {
+        let name = command.split(' ').next().unwrap_or("").to_string();
+        let store = self.store.clone();
+        let at = |error| StoreError {
+            store: store.clone(),
+            error,
+        };
+        let mut out = command.as_bytes().to_vec();
+        out.extend_from_slice(b"\r\n");
+        self.send(&out, "command").await.map_err(at)?;
+        let line = self.line("command").await.map_err(at)?;
+        let text = String::from_utf8_lossy(&line).into_owned();
+        if let Some(rest) = text.strip_prefix("+OK") {
+            Ok(rest.trim_start().to_string())
+        } else {
+            let reply = text
+                .strip_prefix("-ERR")
+                .unwrap_or(&text)
+                .trim()
+                .to_string();
+            let temporary = reply.to_ascii_uppercase().starts_with("[SYS/TEMP]");
+            Err(at(Error::Refused {
+                command: name,
+                reply,
+                temporary,
+            }))
+        }
+    }
+
+    /// A multi-line command (UIDL, LIST, TOP n 0): the lines of its answer,
+    /// dot-unstuffed, without the terminating `.`.
+    pub async fn multiline(&mut self, command: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.command(command).await?;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line("command").await.map_err(|error| StoreError {
+                store: self.store.clone(),
+                error,
+            })?;
+            match line.strip_prefix(b".") {
+                Some([]) => return Ok(lines),
+                Some(rest) => lines.push(rest.to_vec()),
+                None => lines.push(line),
+            }
+        }
+    }
+
+    /// `UIDL`: message number → UIDL.
+    pub async fn uidls(&mut self) -> Result<Vec<(u32, String)>, StoreError> {
+        Ok(self
+            .multiline("UIDL")
+            .await?
+            .iter()
+            .filter_map(|l| {
+                let l = String::from_utf8_lossy(l);
+                let (n, u) = l.split_once(' ')?;
+                Some((n.parse().ok()?, u.trim().to_string()))
+            })
+            .collect())
+    }
+
+    /// The connection and whatever the store sent after its last reply.
+    pub fn into_relay(self) -> (Stream, Vec<u8>) {
+        (self.stream, self.buffered)
+    }
+
+    /// Says QUIT and closes (best effort).
+    pub async fn quit(mut self) {
+        let _ = self.send(b"QUIT\r\n", "quit").await;
+        let _ = self.line("quit").await;
+        let _ = self.stream.shutdown().await;
+    }
+}

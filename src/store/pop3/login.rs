@@ -1,0 +1,309 @@
+//! Logging in to a store's POP3, sans I/O: greeting, STLS, XCLIENT (Dovecot
+//! forwards the client's address when the greeting says `[XCLIENT]` to a
+//! trusted peer), AUTH PLAIN with an initial response (RFC 5034), as the user
+//! or a master user. [`Login`] takes the store's reply lines and says what to
+//! send next; [`super::Client`] does the I/O.
+//!
+//! ```text
+//!  Greeting ─(+OK, starttls)─► Stls ─(+OK)─► [TLS] ─► Xclient? ─► Auth ─(+OK)─► Done
+//!           └────────────────────────────────────────┘
+//! ```
+
+use std::net::SocketAddr;
+
+use crate::store::imap::login::{Credentials, Master};
+use crate::store::Error;
+
+/// What to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Read the next reply line.
+    Read,
+    /// Write these bytes, then read.
+    Send(Vec<u8>),
+    /// Start TLS now (nothing of the store's may be buffered), then call
+    /// [`Login::tls_started`].
+    StartTls,
+    /// Logged in.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Greeting,
+    Stls,
+    Xclient,
+    Auth,
+    Done,
+}
+
+/// The login dialog with one store.
+pub struct Login {
+    stage: Stage,
+    starttls: bool,
+    peer: Option<SocketAddr>,
+    auth: Vec<u8>,
+}
+
+/// `user\0authcid\0password` for AUTH PLAIN, as the user or a master.
+fn plain_message(creds: &Credentials<'_>, master: Option<&Master<'_>>) -> Result<Vec<u8>, Error> {
+    let (authz, authc, password): (&str, String, &[u8]) = match (creds, master) {
+        (Credentials::User { user, password }, _) => ("", user.to_string(), password),
+        (Credentials::Master { .. }, None) => {
+            return Err(Error::Config("master login without a master user".into()))
+        }
+        (Credentials::Master { user }, Some(m)) => match m.separator {
+            // Dovecot's "user*master" form.
+            Some(sep) => ("", format!("{user}{sep}{}", m.user), m.password.as_bytes()),
+            None => (user, m.user.to_string(), m.password.as_bytes()),
+        },
+    };
+    let mut msg = Vec::with_capacity(authz.len() + authc.len() + password.len() + 2);
+    msg.extend_from_slice(authz.as_bytes());
+    msg.push(0);
+    msg.extend_from_slice(authc.as_bytes());
+    msg.push(0);
+    msg.extend_from_slice(password);
+    Ok(msg)
+}
+
+/// Whether a `-ERR` says "later" rather than "no" (RFC 3206 `[SYS/TEMP]`,
+/// RFC 2449 `[IN-USE]`, `[LOGIN-DELAY]`).
+fn temporary(text: &str) -> bool {
+    let t = text.to_ascii_uppercase();
+    t.starts_with("[SYS/TEMP]") || t.starts_with("[IN-USE]") || t.starts_with("[LOGIN-DELAY]")
+}
+
+impl Login {
+    /// A dialog for `creds`; `peer` is forwarded by XCLIENT when the store
+    /// offers it.
+    pub fn new(
+        creds: &Credentials<'_>,
+        master: Option<&Master<'_>>,
+        starttls: bool,
+        peer: Option<SocketAddr>,
+    ) -> Result<Login, Error> {
+        Ok(Login {
+            stage: Stage::Greeting,
+            starttls,
+            peer,
+            auth: plain_message(creds, master)?,
+        })
+    }
+
+    /// Where the dialog is, for errors and timeouts.
+    pub fn stage(&self) -> &'static str {
+        match self.stage {
+            Stage::Greeting => "greeting",
+            Stage::Stls => "stls",
+            Stage::Xclient => "xclient",
+            Stage::Auth => "login",
+            Stage::Done => "done",
+        }
+    }
+
+    /// Whether the login went through.
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    fn auth_command(&self) -> Vec<u8> {
+        let mut out = b"AUTH PLAIN ".to_vec();
+        out.extend_from_slice(crate::sasl::encode(&self.auth).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    fn after_greeting(&mut self, xclient: bool) -> Action {
+        match self.peer {
+            Some(peer) if xclient => {
+                self.stage = Stage::Xclient;
+                Action::Send(
+                    format!("XCLIENT ADDR={} PORT={}\r\n", peer.ip(), peer.port()).into_bytes(),
+                )
+            }
+            _ => {
+                self.stage = Stage::Auth;
+                Action::Send(self.auth_command())
+            }
+        }
+    }
+
+    /// TLS is on after STLS: carry on (Dovecot greets only once, so XCLIENT
+    /// is not offered again; the address goes unforwarded on STLS legs).
+    pub fn tls_started(&mut self) -> Action {
+        self.after_greeting(false)
+    }
+
+    /// One reply line from the store (without CRLF).
+    pub fn on_line(&mut self, line: &[u8]) -> Result<Action, Error> {
+        let stage = self.stage();
+        let text = String::from_utf8_lossy(line);
+        let (ok, rest) = if let Some(r) = text.strip_prefix("+OK") {
+            (true, r.trim_start())
+        } else if let Some(r) = text.strip_prefix("-ERR") {
+            (false, r.trim_start())
+        } else if self.stage == Stage::Auth && text.starts_with('+') {
+            // A continuation: the store wants the response after all.
+            return Err(Error::Protocol {
+                stage,
+                what: "store asked for a SASL continuation after an initial response".into(),
+            });
+        } else {
+            return Err(Error::Protocol {
+                stage,
+                what: format!("unexpected reply {:?}", truncate(&text)),
+            });
+        };
+        match (self.stage, ok) {
+            (Stage::Greeting, true) => {
+                if self.starttls {
+                    self.stage = Stage::Stls;
+                    Ok(Action::Send(b"STLS\r\n".to_vec()))
+                } else {
+                    Ok(self.after_greeting(rest.contains("[XCLIENT]")))
+                }
+            }
+            (Stage::Greeting, false) => Err(Error::Unavailable(truncate(rest))),
+            (Stage::Stls, true) => Ok(Action::StartTls),
+            (Stage::Stls, false) => Err(Error::Refused {
+                command: "STLS".into(),
+                reply: truncate(rest),
+                temporary: false,
+            }),
+            (Stage::Xclient, true) => {
+                self.stage = Stage::Auth;
+                Ok(Action::Send(self.auth_command()))
+            }
+            (Stage::Xclient, false) => {
+                // Not trusted after all: log in without forwarding.
+                self.stage = Stage::Auth;
+                Ok(Action::Send(self.auth_command()))
+            }
+            (Stage::Auth, true) => {
+                self.stage = Stage::Done;
+                Ok(Action::Done)
+            }
+            (Stage::Auth, false) if temporary(rest) => Err(Error::Unavailable(truncate(rest))),
+            (Stage::Auth, false) => Err(Error::Rejected(truncate(rest))),
+            (Stage::Done, _) => Err(Error::Protocol {
+                stage,
+                what: "reply after login".into(),
+            }),
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> Credentials<'static> {
+        Credentials::User {
+            user: "alice",
+            password: b"pw",
+        }
+    }
+
+    #[test]
+    fn plain_login_as_the_user() {
+        let mut l = Login::new(&user(), None, false, None).expect("test input");
+        let Action::Send(auth) = l.on_line(b"+OK Dovecot ready.").expect("test input") else {
+            panic!()
+        };
+        // base64("\0alice\0pw")
+        assert_eq!(auth, b"AUTH PLAIN AGFsaWNlAHB3\r\n");
+        assert_eq!(
+            l.on_line(b"+OK Logged in.").expect("test input"),
+            Action::Done
+        );
+        assert!(l.is_done());
+    }
+
+    #[test]
+    fn master_login_uses_the_authzid_or_the_separator() {
+        let master = Master {
+            user: "admin",
+            password: "adminpw",
+            separator: None,
+        };
+        let creds = Credentials::Master { user: "alice" };
+        let mut l = Login::new(&creds, Some(&master), false, None).expect("test input");
+        let Action::Send(auth) = l.on_line(b"+OK hi").expect("test input") else {
+            panic!()
+        };
+        assert_eq!(
+            auth,
+            format!(
+                "AUTH PLAIN {}\r\n",
+                crate::sasl::encode(b"alice\0admin\0adminpw")
+            )
+            .into_bytes()
+        );
+        let sep = Master {
+            separator: Some("*"),
+            ..master
+        };
+        let mut l = Login::new(&creds, Some(&sep), false, None).expect("test input");
+        let Action::Send(auth) = l.on_line(b"+OK hi").expect("test input") else {
+            panic!()
+        };
+        assert_eq!(
+            auth,
+            format!(
+                "AUTH PLAIN {}\r\n",
+                crate::sasl::encode(b"\0alice*admin\0adminpw")
+            )
+            .into_bytes()
+        );
+    }
+
+    #[test]
+    fn stls_then_auth_and_xclient_only_when_offered() {
+        let peer: SocketAddr = "192.0.2.7:4242".parse().expect("test input");
+        let mut l = Login::new(&user(), None, true, Some(peer)).expect("test input");
+        assert_eq!(
+            l.on_line(b"+OK [XCLIENT] ready").expect("test input"),
+            Action::Send(b"STLS\r\n".to_vec())
+        );
+        assert_eq!(
+            l.on_line(b"+OK Begin TLS").expect("test input"),
+            Action::StartTls
+        );
+        assert!(matches!(l.tls_started(), Action::Send(b) if b.starts_with(b"AUTH PLAIN")));
+
+        let mut l = Login::new(&user(), None, false, Some(peer)).expect("test input");
+        assert_eq!(
+            l.on_line(b"+OK [XCLIENT] Dovecot ready.")
+                .expect("test input"),
+            Action::Send(b"XCLIENT ADDR=192.0.2.7 PORT=4242\r\n".to_vec())
+        );
+        assert!(matches!(l.on_line(b"+OK Updated").expect("test input"),
+            Action::Send(b) if b.starts_with(b"AUTH PLAIN")));
+    }
+
+    #[test]
+    fn refusals_are_classified() {
+        let mut l = Login::new(&user(), None, false, None).expect("test input");
+        l.on_line(b"+OK").expect("test input");
+        assert!(matches!(
+            l.on_line(b"-ERR [AUTH] Authentication failed."),
+            Err(Error::Rejected(_))
+        ));
+        let mut l = Login::new(&user(), None, false, None).expect("test input");
+        l.on_line(b"+OK").expect("test input");
+        assert!(matches!(
+            l.on_line(b"-ERR [SYS/TEMP] try later"),
+            Err(Error::Unavailable(_))
+        ));
+        let mut l = Login::new(&user(), None, false, None).expect("test input");
+        assert!(matches!(
+            l.on_line(b"* OK imap"),
+            Err(Error::Protocol { .. })
+        ));
+    }
+}
