@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::duration;
 
+mod managesieve;
+pub use managesieve::ManageSieveConfig;
+
 /// Everything that is wrong with a config file, each problem naming its key.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,6 +55,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Migration settings.
     pub migration: Option<MigrationConfig>,
+    /// The ManageSieve front end.
+    pub managesieve: Option<ManageSieveConfig>,
     /// How long SIGTERM waits for sessions and cutovers to end before exiting.
     pub shutdown_grace: Duration,
 }
@@ -133,6 +138,8 @@ pub struct BackendConfig {
     pub imap: Endpoint,
     /// The store's delivery endpoint (SMTP or LMTP).
     pub delivery: Option<Endpoint>,
+    /// The store's ManageSieve endpoint.
+    pub sieve: Option<Endpoint>,
     /// Master user for logins on a user's behalf (proxy `login = "master"`, migration).
     pub master: Option<MasterLogin>,
     /// How proxied IMAP sessions log in.
@@ -361,6 +368,7 @@ struct RawConfig {
     tls: Option<RawTls>,
     admin: Option<RawAdmin>,
     migration: Option<RawMigration>,
+    managesieve: Option<managesieve::RawManageSieve>,
     shutdown_grace: Option<String>,
 }
 
@@ -393,6 +401,7 @@ struct RawBackend {
     mailhost: Vec<String>,
     imap: String,
     delivery: Option<String>,
+    sieve: Option<String>,
     master_user: Option<String>,
     master_password: Option<String>,
     master_password_file: Option<PathBuf>,
@@ -622,6 +631,9 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         token: p.secret("admin.token", a.token, a.token_file.as_deref()),
     });
     let migration = raw.migration.map(|m| validate_migration(m, &backends, p));
+    let managesieve = raw
+        .managesieve
+        .map(|m| managesieve::validate(m, tls.is_some(), p));
     let shutdown_grace = p.duration(
         "shutdown_grace",
         raw.shutdown_grace.as_deref(),
@@ -641,6 +653,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         tls,
         admin,
         migration,
+        managesieve,
         shutdown_grace,
     }
 }
@@ -861,6 +874,10 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             ],
         )
     });
+    let sieve = b
+        .sieve
+        .as_deref()
+        .and_then(|s| managesieve::sieve_endpoint(p, &key("sieve"), s));
     let password_given = b.master_password.is_some() || b.master_password_file.is_some();
     let master_password = p.secret(
         &key("master_password"),
@@ -906,6 +923,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
         mailhosts: b.mailhost,
         imap,
         delivery,
+        sieve,
         master,
         login,
         ca_file: b.ca_file,

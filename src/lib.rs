@@ -3,7 +3,8 @@
 //! # Layout and data flow
 //!
 //! ```text
-//!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry)
+//!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry),
+//!              managesieve (preauth sans-I/O, session; relays with imap::relay)
 //!        │
 //!        ▼
 //!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file) ─► Router (mailHost ─► Store)
@@ -44,6 +45,7 @@ pub mod duration;
 pub mod events;
 pub mod fleet;
 pub mod imap;
+pub mod managesieve;
 pub mod metrics;
 pub mod migrate;
 pub mod report;

@@ -221,6 +221,10 @@ fn reload(
             "admin",
             format!("{:?}", old.config.admin) != format!("{:?}", config.admin),
         ),
+        (
+            "managesieve",
+            format!("{:?}", old.config.managesieve) != format!("{:?}", config.managesieve),
+        ),
     ];
     for (key, changed) in restart_only {
         if changed {
@@ -298,6 +302,31 @@ pub async fn run_from(
             tasks.clone(),
         ));
         serving = true;
+    }
+    if let Some(ms) = &config.managesieve {
+        for (key, addr, kind) in [
+            (
+                "managesieve.listen",
+                ms.listen,
+                crate::managesieve::session::Listener::Plain,
+            ),
+            (
+                "managesieve.listen_tls",
+                ms.listen_tls,
+                crate::managesieve::session::Listener::Tls,
+            ),
+        ] {
+            let Some(addr) = addr else { continue };
+            let l = bind(key, addr).await?;
+            tracing::info!(%addr, ?kind, "ManageSieve listening");
+            tasks.spawn(crate::managesieve::accept_loop(
+                l,
+                kind,
+                Arc::clone(&current),
+                tasks.clone(),
+            ));
+            serving = true;
+        }
     }
     if let Some(smtp) = &smtp {
         let addr = smtp.smtp.listen;

@@ -6,11 +6,15 @@
 //!   ([`imap::response`]) and login dialog ([`imap::login`]) under one
 //!   driver ([`imap::Client`]), used by the proxy's backend leg, the
 //!   migration engine, the cutover, verify, rollback and the sweep.
+//! - [`sieve`]: the ManageSieve client (sans-I/O [`sieve::wire`] framer and
+//!   [`sieve::login`] dialog under [`sieve::Client`]), used by the ManageSieve
+//!   front end's store leg and the script migration.
 //! - [`Error`]: one error type that says which [`Side`] failed.
 
 pub mod connect;
 mod error;
 pub mod imap;
+pub mod sieve;
 
 pub use error::{Error, Side, StoreError};
 

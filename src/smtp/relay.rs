@@ -203,6 +203,7 @@ impl Delivery {
             mailhosts: Vec::new(),
             imap: endpoint.clone(),
             delivery: Some(endpoint),
+            sieve: None,
             master: None,
             login: crate::config::BackendLogin::User,
             ca_file: None,

@@ -22,6 +22,7 @@ impl Connector {
     pub fn new(cfg: &BackendConfig) -> Result<Connector, crate::tls::Error> {
         let needs_tls = std::iter::once(&cfg.imap)
             .chain(cfg.delivery.as_ref())
+            .chain(cfg.sieve.as_ref())
             .any(|e| e.security != Security::Plain);
         let tls = if needs_tls {
             Some(crate::tls::connector(cfg.ca_file.as_deref())?)
