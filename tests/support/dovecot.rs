@@ -1,6 +1,7 @@
 //! A private Dovecot 2.3 from `deploy/lab/dovecot.conf.in` (`dovecot -F`
 //! under the supervisor): IMAP with STARTTLS, IMAPS and LMTP on free ports,
-//! users from the given slapd (auth_bind), a master user.
+//! users from the given slapd (auth_bind), a master user, ManageSieve and
+//! Sieve filtering on LMTP (`deploy/lab/dovecot-sieve.conf.in`).
 use super::{read_log, render, run, tail, wait_ready, Certs, Server, Slapd};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,6 +29,8 @@ pub struct DovecotOpts {
     /// Appended to the rendered config (Dovecot merges same-named sections),
     /// e.g. to give special-use folders other names.
     pub extra: String,
+    /// More Sieve plugin settings (e.g. `sieve_extensions = -regex`).
+    pub sieve: String,
 }
 
 impl Default for DovecotOpts {
@@ -37,6 +40,7 @@ impl Default for DovecotOpts {
             format: MailFormat::Maildir,
             max_userip: 50,
             extra: String::new(),
+            sieve: String::new(),
         }
     }
 }
@@ -46,6 +50,7 @@ pub struct Dovecot {
     imap_port: u16,
     imaps_port: u16,
     lmtp_port: u16,
+    sieve_port: u16,
     conf: PathBuf,
     server: Option<Server>,
     dir: tempfile::TempDir,
@@ -77,6 +82,7 @@ impl Dovecot {
         }
         let (imap_port, imaps_port, lmtp_port) =
             (super::free_port(), super::free_port(), super::free_port());
+        let sieve_port = super::free_port();
         let location = match opts.format {
             MailFormat::Maildir => "maildir:~/Maildir",
             MailFormat::Sdbox => "sdbox:~/sdbox",
@@ -103,8 +109,19 @@ impl Dovecot {
                 ("INTERNAL_GROUP", id.internal_group.clone()),
             ],
         );
+        let sieve_text = render(
+            "dovecot-sieve.conf.in",
+            &[
+                ("SIEVE_PORT", s(&sieve_port)),
+                ("SIEVE_SETTINGS", opts.sieve.clone()),
+            ],
+        );
         let conf = d.join("dovecot.conf");
-        fs::write(&conf, format!("{conf_text}\n{}\n", opts.extra)).expect("writing dovecot.conf");
+        fs::write(
+            &conf,
+            format!("{conf_text}\n{sieve_text}\n{}\n", opts.extra),
+        )
+        .expect("writing dovecot.conf");
         let ldap_ext = render(
             "dovecot-ldap.conf.ext.in",
             &[
@@ -132,16 +149,21 @@ impl Dovecot {
             imap_port,
             imaps_port,
             lmtp_port,
+            sieve_port,
             conf,
             server: None,
             dir,
         };
         let mut server = Server::spawn("dovecot", dc.dir.path(), &["dovecot", "-F", "-c", &conf_s]);
         let res = wait_ready(
-            &format!("dovecot {name} (imap {imap_port}, lmtp {lmtp_port})"),
+            &format!("dovecot {name} (imap {imap_port}, lmtp {lmtp_port}, sieve {sieve_port})"),
             &mut server,
             &|| dc.log(),
-            &mut || greets(imap_port, "* OK") && greets(lmtp_port, "220 "),
+            &mut || {
+                greets(imap_port, "* OK")
+                    && greets(lmtp_port, "220 ")
+                    && greets(sieve_port, "\"IMPLEMENTATION\"")
+            },
         );
         dc.server = Some(server);
         res.map(|()| dc)
@@ -158,6 +180,10 @@ impl Dovecot {
     }
     pub fn lmtp_port(&self) -> u16 {
         self.lmtp_port
+    }
+    /// ManageSieve (plain, STARTTLS offered).
+    pub fn sieve_port(&self) -> u16 {
+        self.sieve_port
     }
     pub fn master_user(&self) -> &'static str {
         MASTER_USER
@@ -233,12 +259,16 @@ impl Dovecot {
             self.dir.path(),
             &["dovecot", "-F", "-c", &conf_s],
         );
-        let (imap_port, lmtp_port) = (self.imap_port, self.lmtp_port);
+        let (imap_port, lmtp_port, sieve_port) = (self.imap_port, self.lmtp_port, self.sieve_port);
         let res = wait_ready(
             &format!("dovecot {} restart", self.name),
             &mut server,
             &|| self.log(),
-            &mut || greets(imap_port, "* OK") && greets(lmtp_port, "220 "),
+            &mut || {
+                greets(imap_port, "* OK")
+                    && greets(lmtp_port, "220 ")
+                    && greets(sieve_port, "\"IMPLEMENTATION\"")
+            },
         );
         self.server = Some(server);
         if let Err(e) = res {
@@ -270,6 +300,9 @@ fn greets(port: u16, prefix: &str) -> bool {
     let ok = BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with(prefix);
     if ok && prefix == "* OK" {
         let _ = (&s).write_all(b"x LOGOUT\r\n");
+    }
+    if ok && prefix.starts_with('"') {
+        let _ = (&s).write_all(b"LOGOUT\r\n");
     }
     ok
 }

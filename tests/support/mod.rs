@@ -16,6 +16,7 @@ pub mod ldap;
 pub mod ports;
 pub mod postfix;
 pub mod proxy;
+pub mod sieve;
 pub mod smtp;
 
 pub use certs::Certs;
