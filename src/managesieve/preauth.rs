@@ -391,6 +391,46 @@ impl PreAuth {
     }
 }
 
+/// Runs a whole session over a client byte script, answering every login as
+/// failed and every STARTTLS as done, and returns what the client would read.
+/// The fuzz target and its corpus replay test drive the core through this.
+pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
+    let mut p = PreAuth::new(opts);
+    let mut out = p.greeting();
+    // Uneven chunks: framing must not depend on how bytes arrive.
+    for chunk in script.chunks(7) {
+        p.feed(chunk);
+        while let Some(action) = p.poll() {
+            match action {
+                Action::Write(b) => out.extend_from_slice(&b),
+                Action::StartTls => p.tls_started(),
+                Action::Login(_) => {
+                    out.extend_from_slice(&p.login_failed("NO \"Authentication failed.\""))
+                }
+                Action::Close => return out,
+            }
+        }
+        if p.is_closed() {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether `out` is whole ManageSieve lines a client can frame (what the
+/// fuzz target and the corpus replay assert about [`run_script`]).
+pub fn well_formed(out: &[u8]) -> bool {
+    let mut f = Framer::new(usize::MAX / 2, usize::MAX / 2);
+    f.feed(out);
+    loop {
+        match f.next_line() {
+            Ok(Some(_)) => {}
+            Ok(None) => return f.buffered().is_empty(),
+            Err(_) => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
