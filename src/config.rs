@@ -20,6 +20,8 @@ mod submission;
 pub use submission::SubmissionConfig;
 mod pop3;
 pub use pop3::{Pop3Config, UidlFormat, DEFAULT_UIDL_FORMAT};
+mod managesieve;
+pub use managesieve::ManageSieveConfig;
 
 /// Everything that is wrong with a config file, each problem naming its key.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Migration settings.
     pub migration: Option<MigrationConfig>,
+    /// The ManageSieve front end.
+    pub managesieve: Option<ManageSieveConfig>,
     /// How long SIGTERM waits for sessions and cutovers to end before exiting.
     pub shutdown_grace: Duration,
 }
@@ -144,6 +148,8 @@ pub struct BackendConfig {
     pub delivery: Option<Endpoint>,
     /// The store's submission service (`smtp+starttls://`, `smtps://`).
     pub submission: Option<Endpoint>,
+    /// The store's ManageSieve endpoint.
+    pub sieve: Option<Endpoint>,
     /// Master user for logins on a user's behalf (proxy `login = "master"`, migration).
     pub master: Option<MasterLogin>,
     /// How proxied IMAP sessions log in.
@@ -385,6 +391,7 @@ struct RawConfig {
     tls: Option<RawTls>,
     admin: Option<RawAdmin>,
     migration: Option<RawMigration>,
+    managesieve: Option<managesieve::RawManageSieve>,
     shutdown_grace: Option<String>,
 }
 
@@ -418,6 +425,7 @@ struct RawBackend {
     imap: String,
     delivery: Option<String>,
     submission: Option<String>,
+    sieve: Option<String>,
     master_user: Option<String>,
     master_password: Option<String>,
     master_password_file: Option<PathBuf>,
@@ -657,6 +665,9 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         token: p.secret("admin.token", a.token, a.token_file.as_deref()),
     });
     let migration = raw.migration.map(|m| validate_migration(m, &backends, p));
+    let managesieve = raw
+        .managesieve
+        .map(|m| managesieve::validate(m, tls.is_some(), p));
     let shutdown_grace = p.duration(
         "shutdown_grace",
         raw.shutdown_grace.as_deref(),
@@ -678,6 +689,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
         tls,
         admin,
         migration,
+        managesieve,
         shutdown_grace,
     }
 }
@@ -899,6 +911,10 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
         )
     });
     let submission = submission::endpoint_of(p, &key("submission"), b.submission.as_deref());
+    let sieve = b
+        .sieve
+        .as_deref()
+        .and_then(|s| managesieve::sieve_endpoint(p, &key("sieve"), s));
     let password_given = b.master_password.is_some() || b.master_password_file.is_some();
     let master_password = p.secret(
         &key("master_password"),
@@ -948,6 +964,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
         imap,
         delivery,
         submission,
+        sieve,
         master,
         login,
         ca_file: b.ca_file,

@@ -5,6 +5,7 @@
 //! ```text
 //!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry),
 //!              pop3 (session, preauth sans-I/O, uidl rewriting for moved users)
+//!              managesieve (preauth sans-I/O, session; relays with imap::relay)
 //!        │
 //!        ▼
 //!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file) ─► Router (mailHost ─► Store)
@@ -52,6 +53,7 @@ pub mod duration;
 pub mod events;
 pub mod fleet;
 pub mod imap;
+pub mod managesieve;
 pub mod metrics;
 pub mod migrate;
 pub mod pop3;

@@ -15,6 +15,7 @@ pub mod cutover;
 pub mod folders;
 pub mod message;
 pub mod scheduler;
+pub mod sieve;
 pub mod state;
 pub mod sync;
 pub mod verify;

@@ -99,6 +99,15 @@ impl Progress {
                 eprintln!("  error: {e}");
             }
         }
+        if report.sieve.enabled && !matches!(self.output, Output::Json) {
+            eprintln!("  {}", report.sieve.summary());
+            for r in &report.sieve.refused {
+                eprintln!(
+                    "  sieve script {:?} refused by the new store: {}",
+                    r.name, r.reason
+                );
+            }
+        }
         for f in &report.folders {
             for failed in &f.failed {
                 if !matches!(self.output, Output::Json) {
@@ -364,6 +373,7 @@ pub fn migrate(
                             all.folders.extend(p.folders.iter().cloned());
                             all.errors.extend(p.errors.iter().cloned());
                             all.seconds += p.seconds;
+                            all.sieve.then(&p.sieve);
                         }
                         all
                     }),
@@ -504,6 +514,19 @@ pub fn verify(
                 }
                 for m in &f.flag_mismatches {
                     println!("        flags: {m}");
+                }
+            }
+            if let Some(s) = &v.sieve {
+                let state = if s.ok() { "ok" } else { "DIFFERS" };
+                println!(
+                    "{state:7} sieve: active {:?} -> {:?}",
+                    s.active_source, s.active_destination
+                );
+                for m in &s.missing {
+                    println!("        missing sieve script: {m}");
+                }
+                for m in &s.differs {
+                    println!("        sieve script differs: {m}");
                 }
             }
             println!(

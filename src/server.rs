@@ -287,6 +287,10 @@ fn reload(
                 .map(|s| (s.listen, s.listen_tls))
                 != config.submission.as_ref().map(|s| (s.listen, s.listen_tls)),
         ),
+        (
+            "managesieve",
+            format!("{:?}", old.config.managesieve) != format!("{:?}", config.managesieve),
+        ),
     ];
     for (key, changed) in restart_only {
         if changed {
@@ -369,6 +373,31 @@ pub async fn run_from(
             let l = bind(key, addr).await?;
             tracing::info!(%addr, ?kind, "POP3 listening");
             tasks.spawn(crate::pop3::accept_loop(
+                l,
+                kind,
+                Arc::clone(&current),
+                tasks.clone(),
+            ));
+            serving = true;
+        }
+    }
+    if let Some(ms) = &config.managesieve {
+        for (key, addr, kind) in [
+            (
+                "managesieve.listen",
+                ms.listen,
+                crate::managesieve::session::Listener::Plain,
+            ),
+            (
+                "managesieve.listen_tls",
+                ms.listen_tls,
+                crate::managesieve::session::Listener::Tls,
+            ),
+        ] {
+            let Some(addr) = addr else { continue };
+            let l = bind(key, addr).await?;
+            tracing::info!(%addr, ?kind, "ManageSieve listening");
+            tasks.spawn(crate::managesieve::accept_loop(
                 l,
                 kind,
                 Arc::clone(&current),

@@ -11,6 +11,9 @@
 //!   the submission leg.
 //! - [`pop3`]: the POP3 client (login as the user or a master user, then
 //!   a relay; UIDL for tools that read a store).
+//! - [`sieve`]: the ManageSieve client (sans-I/O [`sieve::wire`] framer and
+//!   [`sieve::login`] dialog under [`sieve::Client`]), used by the ManageSieve
+//!   front end's store leg and the script migration.
 //! - [`Error`]: one error type that says which [`Side`] failed.
 
 pub mod connect;
@@ -18,6 +21,7 @@ mod error;
 pub mod imap;
 pub mod smtp;
 pub mod pop3;
+pub mod sieve;
 
 pub use error::{Error, Side, StoreError};
 
@@ -59,6 +63,7 @@ impl Store {
             passwords_file: None,
             pop3: None,
             pop3_uidl_format: crate::config::UidlFormat::default(),
+            sieve: None,
         })
     }
 

@@ -65,7 +65,7 @@ ldapadd -x -H "$ldap_url" -D "$ADMIN_DN" -w "$ADMIN_PW" -f "$LAB_DIR/slapd/users
 mail_uid=$(id -u mailshiftlab)
 mail_gid=$(id -g mailshiftlab)
 
-# start_dovecot NAME IMAP IMAPS LMTP LOCATION SEPARATOR SUBMISSION POP3 POP3S
+# start_dovecot NAME IMAP IMAPS LMTP LOCATION SEPARATOR SUBMISSION POP3 POP3S SIEVE [SIEVE_SETTINGS]
 start_dovecot() {
 	local name=$1 dir="$LAB_DIR/$1"
 	mkdir -p "$dir/mail"
@@ -77,21 +77,24 @@ start_dovecot() {
 		MAIL_HOME="$dir/mail/%n" MAIL_LOCATION="$5" SEPARATOR="$6" MAX_USERIP=50 \
 		MAIL_UID="$mail_uid" MAIL_GID="$mail_gid" \
 		LOGIN_USER=dovenull INTERNAL_USER=dovecot INTERNAL_GROUP=dovecot
+	render "$here/dovecot-sieve.conf.in" "$dir/dovecot-sieve.conf" \
+		SIEVE_PORT="${10}" SIEVE_SETTINGS="${11:-}"
+	cat "$dir/dovecot-sieve.conf" >>"$dir/dovecot.conf"
 	render "$here/dovecot-ldap.conf.ext.in" "$dir/dovecot-ldap.conf.ext" \
 		LDAP_URL="$ldap_url" ADMIN_DN="$ADMIN_DN" ADMIN_PASSWORD="$ADMIN_PW"
 	render "$here/master-users.in" "$dir/master-users" \
 		MASTER_USER="$MASTER_USER" MASTER_PASSWORD="$MASTER_PW"
 	# Read by the auth process (user dovecot); lab secrets only.
 	chmod 644 "$dir/dovecot-ldap.conf.ext" "$dir/master-users"
-	echo "== dovecot $name: IMAP $2, IMAPS $3, LMTP $4, submission $7, POP3 $8, POP3S $9 ($5, separator '$6')"
+	echo "== dovecot $name: IMAP $2, IMAPS $3, LMTP $4, submission $7, POP3 $8, POP3S $9, ManageSieve ${10} ($5, separator '$6')"
 	dovecot -c "$dir/dovecot.conf" </dev/null >>"$dir/dovecot.log" 2>&1 || { tail -n 30 "$dir/dovecot.log" >&2; exit 1; }
 	wait_port "$2" "dovecot $name" "$dir/dovecot.log"
 	wait_port "$4" "dovecot $name lmtp" "$dir/dovecot.log"
 }
 # Submission relays to mailshift's inbound SMTP (30025), which delivers to
 # example.org users by their mailHost.
-start_dovecot old 31143 31993 31024 'maildir:~/Maildir' / 31587 31110 31995
-start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' . 32587 31210 32995
+start_dovecot old 31143 31993 31024 'maildir:~/Maildir' / 31587 31110 31995 34190
+start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' . 32587 31210 32995 34290 'sieve_extensions = -regex'
 
 echo "== sample mail"
 python3 "$here/deliver.py" 31024 old 1 40
@@ -107,6 +110,10 @@ render "$here/mailshift.toml.in" "$LAB_DIR/mailshift.toml" \
 sed -i -e '/^\[backends.old\]$/a submission = "smtp+starttls://127.0.0.1:31587"' \
 	-e '/^\[backends.new\]$/a submission = "smtp+starttls://127.0.0.1:32587"' \
 	"$LAB_DIR/mailshift.toml"
+# ManageSieve on both stores, and mailshift's own listener.
+sed -i -e 's|^\[backends.old\]$|&\nsieve = "sieve+starttls://127.0.0.1:34190"|' \
+	-e 's|^\[backends.new\]$|&\nsieve = "sieve://127.0.0.1:34290"|' "$LAB_DIR/mailshift.toml"
+printf '\n[managesieve]\nlisten = "127.0.0.1:34090"\n' >>"$LAB_DIR/mailshift.toml"
 # Inbound SMTP and migration, so the whole flow can be tried in the lab
 # (set LAB_EXTRA_TOML to replace this block).
 if [ -z "${LAB_EXTRA_TOML+set}" ]; then
@@ -140,6 +147,7 @@ cat <<INFO
    new    imap://127.0.0.1:31243  imaps://127.0.0.1:32993  lmtp://127.0.0.1:31224  submission 32587  pop3://127.0.0.1:31210  pop3s://127.0.0.1:32995
    mailshift submission 127.0.0.1:30587 (STARTTLS), 30465 (TLS)
    proxy  imap 30143, imaps 30993, pop3 30110 (STLS), pop3s 30995
+   sieve  old sieve://127.0.0.1:34190  new sieve://127.0.0.1:34290  mailshift 127.0.0.1:34090
    users  user0001..user0060 / pw0001..pw0060, master $MASTER_USER / $MASTER_PW
    CA     $LAB_DIR/certs/ca.pem
    config $LAB_DIR/mailshift.toml

@@ -109,6 +109,8 @@ pub struct PassReport {
     pub seconds: f64,
     /// Folder errors (the pass went on with the other folders).
     pub errors: Vec<String>,
+    /// The user's Sieve scripts (when both stores have ManageSieve).
+    pub sieve: super::sieve::SieveReport,
 }
 
 impl PassReport {
@@ -784,6 +786,14 @@ impl Engine {
             }
         }
         report.folders.sort_by(|a, b| a.folder.cmp(&b.folder));
+        report.sieve = super::sieve::copy(
+            &self.from,
+            &self.to,
+            user,
+            password.as_deref().map(|p| p.as_slice()),
+            self.opts.dry_run,
+        )
+        .await;
         self.state.close(user);
         report.seconds = started.elapsed().as_secs_f64();
         let result = if report.errors.is_empty() {

@@ -39,6 +39,8 @@ pub struct Verification {
     pub user: String,
     /// Per folder.
     pub folders: Vec<FolderCheck>,
+    /// The Sieve scripts, when both stores have ManageSieve.
+    pub sieve: Option<super::sieve::SieveCheck>,
 }
 
 impl Verification {
@@ -47,6 +49,7 @@ impl Verification {
         self.folders
             .iter()
             .all(|f| f.missing.is_empty() && f.flag_mismatches.is_empty())
+            && self.sieve.as_ref().is_none_or(|s| s.ok())
     }
 }
 
@@ -100,6 +103,7 @@ pub async fn verify(
     let mut out = Verification {
         user: user.to_string(),
         folders: Vec::new(),
+        sieve: None,
     };
     for p in plan {
         let mut check = FolderCheck {
@@ -153,5 +157,6 @@ pub async fn verify(
         out.folders.push(check);
     }
     tokio::join!(pair.src.logout(), pair.dst.logout());
+    out.sieve = super::sieve::verify(&engine.from, &engine.to, user, password).await?;
     Ok(out)
 }

@@ -24,6 +24,7 @@ impl Connector {
             .chain(cfg.delivery.as_ref())
             .chain(cfg.submission.as_ref())
             .chain(cfg.pop3.as_ref())
+            .chain(cfg.sieve.as_ref())
             .any(|e| e.security != Security::Plain);
         let tls = if needs_tls {
             Some(crate::tls::connector(cfg.ca_file.as_deref())?)

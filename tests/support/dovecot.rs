@@ -1,7 +1,8 @@
 //! A private Dovecot 2.3 from `deploy/lab/dovecot.conf.in` (`dovecot -F`
-//! under the supervisor): IMAP with STARTTLS, IMAPS, LMTP and submission
+//! under the supervisor): IMAP with STARTTLS, IMAPS, LMTP, POP3 and submission
 //! (relaying to [`Dovecot::submission_relay_port`], where a test may run a
-//! sink) on free ports, users from the given slapd (auth_bind), a master user.
+//! sink) on free ports, users from the given slapd (auth_bind), a master user,
+//! ManageSieve and Sieve filtering on LMTP (`deploy/lab/dovecot-sieve.conf.in`).
 use super::{read_log, render, run, tail, wait_ready, Certs, Server, Slapd};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,6 +32,8 @@ pub struct DovecotOpts {
     pub extra: String,
     /// METADATA (RFC 5464) with per-mailbox private entries in a file dict.
     pub metadata: bool,
+    /// More Sieve plugin settings (e.g. `sieve_extensions = -regex`).
+    pub sieve: String,
 }
 
 impl Default for DovecotOpts {
@@ -41,6 +44,7 @@ impl Default for DovecotOpts {
             max_userip: 50,
             extra: String::new(),
             metadata: false,
+            sieve: String::new(),
         }
     }
 }
@@ -54,6 +58,7 @@ pub struct Dovecot {
     submission_relay_port: u16,
     pop3_port: u16,
     pop3s_port: u16,
+    sieve_port: u16,
     conf: PathBuf,
     server: Option<Server>,
     dir: tempfile::TempDir,
@@ -87,6 +92,7 @@ impl Dovecot {
             (super::free_port(), super::free_port(), super::free_port());
         let (submission_port, submission_relay_port) = (super::free_port(), super::free_port());
         let (pop3_port, pop3s_port) = (super::free_port(), super::free_port());
+        let sieve_port = super::free_port();
         let location = match opts.format {
             MailFormat::Maildir => "maildir:~/Maildir",
             MailFormat::Sdbox => "sdbox:~/sdbox",
@@ -117,14 +123,24 @@ impl Dovecot {
                 ("INTERNAL_GROUP", id.internal_group.clone()),
             ],
         );
+        let sieve_text = render(
+            "dovecot-sieve.conf.in",
+            &[
+                ("SIEVE_PORT", s(&sieve_port)),
+                ("SIEVE_SETTINGS", opts.sieve.clone()),
+            ],
+        );
         let conf = d.join("dovecot.conf");
         let metadata = if opts.metadata {
             "imap_metadata = yes\nmail_attribute_dict = file:%h/dovecot-attributes\n"
         } else {
             ""
         };
-        fs::write(&conf, format!("{conf_text}\n{metadata}{}\n", opts.extra))
-            .expect("writing dovecot.conf");
+        fs::write(
+            &conf,
+            format!("{conf_text}\n{metadata}{sieve_text}\n{}\n", opts.extra),
+        )
+        .expect("writing dovecot.conf");
         let ldap_ext = render(
             "dovecot-ldap.conf.ext.in",
             &[
@@ -156,13 +172,14 @@ impl Dovecot {
             submission_relay_port,
             pop3_port,
             pop3s_port,
+            sieve_port,
             conf,
             server: None,
             dir,
         };
         let mut server = Server::spawn("dovecot", dc.dir.path(), &["dovecot", "-F", "-c", &conf_s]);
         let res = wait_ready(
-            &format!("dovecot {name} (imap {imap_port}, lmtp {lmtp_port})"),
+            &format!("dovecot {name} (imap {imap_port}, lmtp {lmtp_port}, sieve {sieve_port})"),
             &mut server,
             &|| dc.log(),
             &mut || {
@@ -170,6 +187,7 @@ impl Dovecot {
                     && greets(lmtp_port, "220 ")
                     && greets(submission_port, "220 ")
                     && greets(pop3_port, "+OK")
+                    && greets(sieve_port, "\"IMPLEMENTATION\"")
             },
         );
         dc.server = Some(server);
@@ -202,6 +220,10 @@ impl Dovecot {
     }
     pub fn pop3s_port(&self) -> u16 {
         self.pop3s_port
+    }
+    /// ManageSieve (plain, STARTTLS offered).
+    pub fn sieve_port(&self) -> u16 {
+        self.sieve_port
     }
     pub fn master_user(&self) -> &'static str {
         MASTER_USER
@@ -277,12 +299,16 @@ impl Dovecot {
             self.dir.path(),
             &["dovecot", "-F", "-c", &conf_s],
         );
-        let (imap_port, lmtp_port) = (self.imap_port, self.lmtp_port);
+        let (imap_port, lmtp_port, sieve_port) = (self.imap_port, self.lmtp_port, self.sieve_port);
         let res = wait_ready(
             &format!("dovecot {} restart", self.name),
             &mut server,
             &|| self.log(),
-            &mut || greets(imap_port, "* OK") && greets(lmtp_port, "220 "),
+            &mut || {
+                greets(imap_port, "* OK")
+                    && greets(lmtp_port, "220 ")
+                    && greets(sieve_port, "\"IMPLEMENTATION\"")
+            },
         );
         self.server = Some(server);
         if let Err(e) = res {
@@ -314,6 +340,9 @@ fn greets(port: u16, prefix: &str) -> bool {
     let ok = BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with(prefix);
     if ok && prefix == "* OK" {
         let _ = (&s).write_all(b"x LOGOUT\r\n");
+    }
+    if ok && prefix.starts_with('"') {
+        let _ = (&s).write_all(b"LOGOUT\r\n");
     }
     ok
 }

@@ -19,6 +19,7 @@ pub mod ports;
 pub mod postfix;
 pub mod proxy;
 pub mod sink;
+pub mod sieve;
 pub mod smtp;
 
 pub use certs::Certs;

@@ -54,6 +54,9 @@ impl Lab {
                         separator: '.',
                         format: MailFormat::Sdbox,
                         metadata: new_metadata,
+                        // A store that lacks an extension the old one has:
+                        // scripts that need it are refused, and reported.
+                        sieve: "sieve_extensions = -regex".into(),
                         ..DovecotOpts::default()
                     },
                 )
@@ -109,6 +112,21 @@ impl Lab {
             ],
             &PROXY_PORTS,
         );
+        // ManageSieve on both stores (the template also serves stores
+        // without it, e.g. Cyrus in tests/cyrus.rs).
+        for (table, url) in [
+            (
+                "old",
+                format!("sieve+starttls://127.0.0.1:{}", self.old.sieve_port()),
+            ),
+            (
+                "new",
+                format!("sieve://127.0.0.1:{}", self.new.sieve_port()),
+            ),
+        ] {
+            let header = format!("[backends.{table}]\n");
+            text = text.replacen(&header, &format!("{header}sieve = \"{url}\"\n"), 1);
+        }
         if !extra_toml.is_empty() {
             text.push('\n');
             text.push_str(extra_toml);

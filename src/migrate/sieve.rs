@@ -1,0 +1,297 @@
+//! Sieve scripts move with the mailbox: when both stores have ManageSieve
+//! (`backends.NAME.sieve`), every pass (the cutover's final pass and a
+//! rollback's passes included) copies the user's scripts from the source to
+//! the destination and activates the one that was active there.
+//!
+//! ```text
+//!  source: LISTSCRIPTS ─► GETSCRIPT each
+//!  destination: same content already? ─► unchanged
+//!               CHECKSCRIPT ─(NO)─► refused (reported with the store's reason)
+//!               PUTSCRIPT   ─(NO)─► refused
+//!                           ─(OK)─► copied
+//!  then SETACTIVE the source's active script (unless it was refused)
+//! ```
+//!
+//! A script the destination refuses is never dropped silently: it is in the
+//! pass's [`SieveReport`] (printed by `migrate`), counted in
+//! `mailshift_sieve_scripts_migrated_total{result="refused"}`, and
+//! [`verify`] reports it missing. Scripts are logged in as the user via the
+//! master login where configured, else with the user's password.
+//! Destination scripts the source does not have are left alone (they may be
+//! the user's own).
+
+use super::Error;
+use crate::metrics::sieve::SIEVE;
+use crate::store::imap::login::Credentials;
+use crate::store::sieve::{Client, ScriptName};
+use crate::store::Store;
+
+/// A script the destination would not take.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedScript {
+    /// Its name.
+    pub name: String,
+    /// The store's answer (`NO "line 1: require: unknown Sieve capability …"`).
+    pub reason: String,
+}
+
+/// What one pass did with the user's scripts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SieveReport {
+    /// Both stores have ManageSieve; otherwise nothing was tried.
+    pub enabled: bool,
+    /// Scripts copied (new or changed).
+    pub copied: Vec<String>,
+    /// Scripts already there with the same content.
+    pub unchanged: Vec<String>,
+    /// Scripts the destination refused.
+    pub refused: Vec<RefusedScript>,
+    /// The active script on the source, if any.
+    pub active: Option<String>,
+    /// Whether the destination's active script was set (or cleared) by this pass.
+    pub activated: bool,
+    /// Why the scripts could not be handled at all (store down, login refused).
+    pub error: Option<String>,
+}
+
+impl SieveReport {
+    /// Nothing refused, nothing failed.
+    pub fn ok(&self) -> bool {
+        self.refused.is_empty() && self.error.is_none()
+    }
+
+    /// Folds a later pass of the same move into this one (a cutover's
+    /// presyncs and final pass): what any pass copied counts as copied; the
+    /// latest pass has the last word on refusals, the active script and errors.
+    pub fn then(&mut self, later: &SieveReport) {
+        self.enabled |= later.enabled;
+        for c in &later.copied {
+            if !self.copied.contains(c) {
+                self.copied.push(c.clone());
+            }
+        }
+        self.unchanged = later
+            .unchanged
+            .iter()
+            .filter(|u| !self.copied.contains(u))
+            .cloned()
+            .collect();
+        self.refused = later.refused.clone();
+        self.active = later.active.clone();
+        self.activated |= later.activated;
+        self.error = later.error.clone();
+    }
+
+    /// One line for people (`migrate` prints it under the user's line).
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "sieve: {} copied, {} unchanged, {} refused",
+            self.copied.len(),
+            self.unchanged.len(),
+            self.refused.len()
+        );
+        if let Some(a) = &self.active {
+            s.push_str(&format!(", active {a:?}"));
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!(", error: {e}"));
+        }
+        s
+    }
+}
+
+/// Both stores have ManageSieve.
+pub fn enabled(from: &Store, to: &Store) -> bool {
+    from.cfg.sieve.is_some() && to.cfg.sieve.is_some()
+}
+
+async fn connect(store: &Store, user: &str, password: Option<&[u8]>) -> Result<Client, Error> {
+    let creds = match (&store.cfg.master, password) {
+        (Some(_), _) => Credentials::Master { user },
+        (None, Some(password)) => Credentials::User { user, password },
+        (None, None) => return Err(Error::Credentials(store.name().to_string())),
+    };
+    Ok(Client::connect(store, &creds).await?)
+}
+
+async fn pair(
+    from: &Store,
+    to: &Store,
+    user: &str,
+    password: Option<&[u8]>,
+) -> Result<(Client, Client), Error> {
+    let (src, dst) = tokio::join!(connect(from, user, password), connect(to, user, password));
+    Ok((src?, dst?))
+}
+
+fn active(list: &[ScriptName]) -> Option<String> {
+    list.iter().find(|s| s.active).map(|s| s.name.clone())
+}
+
+/// Copies the user's scripts from `from` to `to` (see the module docs).
+/// Never fails the pass: what went wrong is in the report. With `dry_run`
+/// only CHECKSCRIPT runs on the destination.
+pub async fn copy(
+    from: &Store,
+    to: &Store,
+    user: &str,
+    password: Option<&[u8]>,
+    dry_run: bool,
+) -> SieveReport {
+    let mut report = SieveReport {
+        enabled: enabled(from, to),
+        ..SieveReport::default()
+    };
+    if !report.enabled {
+        return report;
+    }
+    if let Err(e) = copy_into(from, to, user, password, dry_run, &mut report).await {
+        tracing::warn!(user = %user, from = from.name(), to = to.name(), error = %e, "Sieve scripts not copied");
+        report.error = Some(e.to_string());
+    }
+    for (result, n) in [
+        ("copied", report.copied.len()),
+        ("unchanged", report.unchanged.len()),
+        ("refused", report.refused.len()),
+    ] {
+        SIEVE.scripts.with_label_values(&[result]).inc_by(n as u64);
+    }
+    for r in &report.refused {
+        tracing::warn!(user = %user, to = to.name(), script = %r.name, reason = %r.reason, "Sieve script refused by the destination");
+    }
+    report
+}
+
+async fn copy_into(
+    from: &Store,
+    to: &Store,
+    user: &str,
+    password: Option<&[u8]>,
+    dry_run: bool,
+    report: &mut SieveReport,
+) -> Result<(), Error> {
+    let (mut src, mut dst) = pair(from, to, user, password).await?;
+    let source = src.list_scripts().await?;
+    let dest = dst.list_scripts().await?;
+    report.active = active(&source);
+    for script in &source {
+        let body = src.get_script(&script.name).await?;
+        if dest.iter().any(|d| d.name == script.name) && dst.get_script(&script.name).await? == body
+        {
+            report.unchanged.push(script.name.clone());
+            continue;
+        }
+        let verdict = match dst.check_script(&body).await? {
+            Ok(()) if dry_run => Ok(()),
+            Ok(()) => dst.put_script(&script.name, &body).await?,
+            Err(no) => Err(no),
+        };
+        match verdict {
+            Ok(()) => report.copied.push(script.name.clone()),
+            Err(no) => report.refused.push(RefusedScript {
+                name: script.name.clone(),
+                reason: no.summary(),
+            }),
+        }
+    }
+    let dest_active = active(&dest);
+    let refused = |name: &str| report.refused.iter().any(|r| r.name == name);
+    let want = match &report.active {
+        Some(a) if refused(a) => dest_active.clone(),
+        Some(a) => Some(a.clone()),
+        // The source has none active: clear the destination's only if it is
+        // one of the source's scripts (a copy), never the user's own.
+        None => dest_active
+            .clone()
+            .filter(|d| !source.iter().any(|s| &s.name == d)),
+    };
+    if want != dest_active && !dry_run {
+        dst.set_active(want.as_deref()).await?;
+        report.activated = true;
+    }
+    tokio::join!(src.logout(), dst.logout());
+    Ok(())
+}
+
+/// What `verify` finds about the user's scripts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SieveCheck {
+    /// Source scripts not on the destination.
+    pub missing: Vec<String>,
+    /// Scripts whose content differs.
+    pub differs: Vec<String>,
+    /// The source's active script.
+    pub active_source: Option<String>,
+    /// The destination's active script.
+    pub active_destination: Option<String>,
+}
+
+impl SieveCheck {
+    /// Every script there, same content, same one active.
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty()
+            && self.differs.is_empty()
+            && self.active_source == self.active_destination
+    }
+}
+
+/// Compares the user's scripts on both stores; `None` when a store has no
+/// ManageSieve.
+pub async fn verify(
+    from: &Store,
+    to: &Store,
+    user: &str,
+    password: Option<&[u8]>,
+) -> Result<Option<SieveCheck>, Error> {
+    if !enabled(from, to) {
+        return Ok(None);
+    }
+    let (mut src, mut dst) = pair(from, to, user, password).await?;
+    let source = src.list_scripts().await?;
+    let dest = dst.list_scripts().await?;
+    let mut check = SieveCheck {
+        active_source: active(&source),
+        active_destination: active(&dest),
+        ..SieveCheck::default()
+    };
+    for s in &source {
+        if !dest.iter().any(|d| d.name == s.name) {
+            check.missing.push(s.name.clone());
+        } else if src.get_script(&s.name).await? != dst.get_script(&s.name).await? {
+            check.differs.push(s.name.clone());
+        }
+    }
+    tokio::join!(src.logout(), dst.logout());
+    Ok(Some(check))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_move_counts_what_any_pass_copied_and_the_last_verdict() {
+        let mut all = SieveReport::default();
+        all.then(&SieveReport {
+            enabled: true,
+            copied: vec!["a".into(), "b".into()],
+            refused: vec![RefusedScript {
+                name: "c".into(),
+                reason: "NO".into(),
+            }],
+            ..SieveReport::default()
+        });
+        all.then(&SieveReport {
+            enabled: true,
+            unchanged: vec!["a".into(), "b".into()],
+            active: Some("a".into()),
+            ..SieveReport::default()
+        });
+        assert_eq!(all.copied, vec!["a", "b"]);
+        assert!(all.unchanged.is_empty() && all.refused.is_empty());
+        assert_eq!(
+            all.summary(),
+            "sieve: 2 copied, 0 unchanged, 0 refused, active \"a\""
+        );
+    }
+}
