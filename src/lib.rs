@@ -46,6 +46,7 @@ pub mod fleet;
 pub mod imap;
 pub mod metrics;
 pub mod migrate;
+pub mod proxy_protocol;
 pub mod report;
 pub mod route;
 pub mod sasl;

@@ -8,6 +8,7 @@
 //!   migration engine, the cutover, verify, rollback and the sweep.
 //! - [`Error`]: one error type that says which [`Side`] failed.
 
+pub mod bearer;
 pub mod connect;
 mod error;
 pub mod imap;

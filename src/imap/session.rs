@@ -14,6 +14,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::bearer::{self, Failed};
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::relay::{self, End};
 use crate::app::App;
@@ -66,6 +67,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared:
         max_literal: cfg.max_literal,
         max_commands: cfg.max_preauth_commands,
         greeting: cfg.greeting.clone(),
+        oauth: cfg.oauth,
         ..Options::default()
     };
     // Shutdown is handled inside: a client waiting for its next command gets
@@ -136,12 +138,19 @@ async fn preauth(
                         peer,
                         id: core.client_id().to_vec(),
                     };
-                    match authenticate(&login, &info, shared).await {
+                    let result = match login.password() {
+                        Some(password) => authenticate(&login, password, &info, shared)
+                            .await
+                            .map_err(Failed::Refused),
+                        None => bearer::login(&mut stream, &mut core, &login, &info, shared).await,
+                    };
+                    match result {
                         Ok((user, target, backend)) => {
                             METRICS.imap_logins.with_label_values(&["ok"]).inc();
                             shared.throttle.succeeded(&login.user);
-                            if let Some(s) = &shared.scheduler {
-                                s.on_login(&user.login, &login.password.0);
+                            if let (Some(s), Some(password)) = (&shared.scheduler, login.password())
+                            {
+                                s.on_login(&user.login, password);
                             }
                             let ok = format!(
                                 "{} OK [CAPABILITY {}] Logged in\r\n",
@@ -160,7 +169,7 @@ async fn preauth(
                                 started,
                             });
                         }
-                        Err(Refusal::AuthFailed) => {
+                        Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
                             METRICS
                                 .imap_logins
                                 .with_label_values(&["auth_failed"])
@@ -171,15 +180,17 @@ async fn preauth(
                                 delay_ms = delay.as_millis() as u64, "login failed"
                             );
                             tokio::time::sleep(delay).await;
-                            let out = core.login_failed(
-                                &login.tag,
-                                "NO [AUTHENTICATIONFAILED] Authentication failed.",
-                            );
+                            let text = match e {
+                                // A token's refusal is the store's to word.
+                                Failed::Store(text) => text,
+                                _ => "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
+                            };
+                            let out = core.login_failed(&login.tag, &text);
                             if !write(&mut stream, &out).await {
                                 return None;
                             }
                         }
-                        Err(Refusal::Unavailable(why)) => {
+                        Err(Failed::Refused(Refusal::Unavailable(why))) => {
                             METRICS
                                 .imap_logins
                                 .with_label_values(&["unavailable"])
@@ -190,8 +201,11 @@ async fn preauth(
                                 return None;
                             }
                         }
+                        Err(Failed::Gone) => return None,
                     }
                 }
+                // Only asked for inside a bearer login, which reads it there.
+                Action::Answer(_) => {}
             }
         }
         if core.is_closed() {
@@ -217,15 +231,14 @@ async fn preauth(
 /// every front end) and logs in to the store.
 async fn authenticate(
     login: &Login,
+    password: &[u8],
     client: &ClientInfo,
     shared: &Arc<App>,
 ) -> Result<(User, Arc<Store>, StoreClient), Refusal> {
     let peer = client.peer;
-    let (user, target) = shared
-        .admit(&login.user, Some(&login.password.0), peer)
-        .await?;
+    let (user, target) = shared.admit(&login.user, Some(password), peer).await?;
     let started = Instant::now();
-    let creds = target.session_credentials(&login.user, &login.password.0);
+    let creds = target.session_credentials(&login.user, password);
     let result = StoreClient::connect(&target, &creds, Some(client)).await;
     let took = started.elapsed().as_secs_f64();
     let outcome = match &result {
@@ -263,7 +276,9 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
     } = h;
     let (mut backend_stream, leftover) = logged_in.into_relay();
     let name = target.name().to_string();
-    let registration = shared.sessions.register(&user.login, &name, &shared.cancel);
+    let registration = shared
+        .sessions
+        .register(&user.login, &name, peer, &shared.cancel);
     let gauge = METRICS.imap_sessions.with_label_values(&[&name]);
     gauge.inc();
     tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), "session start");
