@@ -28,6 +28,9 @@ pub struct DovecotOpts {
     /// Appended to the rendered config (Dovecot merges same-named sections),
     /// e.g. to give special-use folders other names.
     pub extra: String,
+    /// OAuth: AUTH=OAUTHBEARER and AUTH=XOAUTH2 checked by the `oauth2`
+    /// passdb against this introspection URL (`support::oauth`).
+    pub oauth2_introspection: Option<String>,
 }
 
 impl Default for DovecotOpts {
@@ -37,6 +40,7 @@ impl Default for DovecotOpts {
             format: MailFormat::Maildir,
             max_userip: 50,
             extra: String::new(),
+            oauth2_introspection: None,
         }
     }
 }
@@ -104,7 +108,30 @@ impl Dovecot {
             ],
         );
         let conf = d.join("dovecot.conf");
-        fs::write(&conf, format!("{conf_text}\n{}\n", opts.extra)).expect("writing dovecot.conf");
+        let oauth = match &opts.oauth2_introspection {
+            Some(url) => {
+                let ext = d.join("dovecot-oauth2.conf.ext");
+                fs::write(
+                    &ext,
+                    format!(
+                        "introspection_mode = post\nintrospection_url = {url}\n\
+                         force_introspection = yes\nusername_attribute = username\n\
+                         active_attribute = active\nactive_value = true\n"
+                    ),
+                )
+                .expect("writing dovecot-oauth2.conf.ext");
+                super::set_mode(&ext, 0o644);
+                format!(
+                    "auth_mechanisms = plain login oauthbearer xoauth2\n\
+                     passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                     args = {}\n}}\n",
+                    ext.display()
+                )
+            }
+            None => String::new(),
+        };
+        fs::write(&conf, format!("{conf_text}\n{oauth}{}\n", opts.extra))
+            .expect("writing dovecot.conf");
         let ldap_ext = render(
             "dovecot-ldap.conf.ext.in",
             &[

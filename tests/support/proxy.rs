@@ -23,6 +23,12 @@ pub struct Lab {
 
 impl Lab {
     pub fn start(syncprov: bool) -> Lab {
+        Self::start_with(syncprov, DovecotOpts::default())
+    }
+
+    /// Like [`start`](Self::start), both stores with `base`'s options (the
+    /// separator and format stay each store's own).
+    pub fn start_with(syncprov: bool, base: DovecotOpts) -> Lab {
         let certs = Certs::shared();
         let ldap = Slapd::start(syncprov);
         ldap.add_user("alice", "alicepw", OLD_HOST);
@@ -36,7 +42,7 @@ impl Lab {
                     DovecotOpts {
                         separator: '/',
                         format: MailFormat::Maildir,
-                        ..DovecotOpts::default()
+                        ..base.clone()
                     },
                 )
             });
@@ -47,7 +53,7 @@ impl Lab {
                     DovecotOpts {
                         separator: '.',
                         format: MailFormat::Sdbox,
-                        ..DovecotOpts::default()
+                        ..base.clone()
                     },
                 )
             });
