@@ -176,6 +176,30 @@ fn v1(line: &[u8]) -> Result<Header, Error> {
     })
 }
 
+/// Decodes the header at the start of `input` the way [`accept`] reads a
+/// connection, taking only the bytes the decoder asks for. Returns the
+/// outcome and how many bytes were taken (an input that ends early is an
+/// [`Error::Io`] of kind `UnexpectedEof`). The `proxy_header` fuzz target and
+/// its corpus replay drive the decoder through this.
+pub fn decode_prefix(input: &[u8]) -> (Result<Header, Error>, usize) {
+    let mut d = Decoder::new();
+    let mut at = 0;
+    loop {
+        match d.step() {
+            Ok(Step::Done(h)) => return (Ok(h), at),
+            Ok(Step::Need(n)) => {
+                let Some(chunk) = input.get(at..at + n) else {
+                    let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                    return (Err(Error::Io(eof)), at);
+                };
+                d.push(chunk);
+                at += n;
+            }
+            Err(e) => return (Err(e), at),
+        }
+    }
+}
+
 /// Whether `ip` may send PROXY headers. An IPv4 client of a listener on `[::]`
 /// shows as `::ffff:a.b.c.d`; it is matched as the IPv4 address it is.
 pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {

@@ -1,28 +1,12 @@
 use super::*;
 
-/// Drives the decoder the way [`accept`] does, over `input` (a header and
-/// what follows it): reads only what is asked for. Returns the outcome and
-/// the bytes never read.
+/// [`decode_prefix`], with the bytes never read.
 fn drive(input: &[u8]) -> (Result<Header, Error>, Vec<u8>) {
-    let mut d = Decoder::new();
-    let mut at = 0;
-    loop {
-        match d.step() {
-            Ok(Step::Done(h)) => return (Ok(h), input[at..].to_vec()),
-            Ok(Step::Need(n)) => {
-                assert!(n > 0, "a need of nothing would spin");
-                if at + n > input.len() {
-                    return (
-                        Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                        input[at..].to_vec(),
-                    );
-                }
-                d.push(&input[at..at + n]);
-                at += n;
-            }
-            Err(e) => return (Err(e), input[at..].to_vec()),
-        }
+    let (h, taken) = decode_prefix(input);
+    if let Ok(h) = &h {
+        assert_eq!(h.length, taken, "the header is exactly what was read");
     }
+    (h, input[taken..].to_vec())
 }
 
 fn v2_header(command: u8, family: u8, addresses: &[u8], tlvs: &[u8]) -> Vec<u8> {

@@ -514,11 +514,6 @@ async fn send(s: &mut Stream, bytes: &[u8], stage: &'static str) -> Result<(), E
 /// `backend_login` and its corpus replay drive the real machine through this.
 /// Returns the post-login capabilities and what followed the login's reply.
 pub fn replay_login(replies: &[u8], master: bool) -> Result<(Vec<String>, Vec<u8>), Error> {
-    let m = login::Master {
-        user: "admin",
-        password: "adminpw",
-        separator: None,
-    };
     let creds = if master {
         Credentials::Master { user: "alice" }
     } else {
@@ -527,11 +522,31 @@ pub fn replay_login(replies: &[u8], master: bool) -> Result<(Vec<String>, Vec<u8
             password: b"p\"w\\",
         }
     };
+    replay(replies, &creds)
+}
+
+/// Like [`replay_login`] for a client's OAUTHBEARER login: a challenge the
+/// store sends is answered as a client would (`AQ==`).
+pub fn replay_bearer_login(replies: &[u8]) -> Result<(Vec<String>, Vec<u8>), Error> {
+    let creds = Credentials::Bearer {
+        user: "alice",
+        mechanism: crate::sasl::Mechanism::OAuthBearer,
+        message: b"n,a=alice,\x01auth=Bearer tok\x01\x01",
+    };
+    replay(replies, &creds)
+}
+
+fn replay(replies: &[u8], creds: &Credentials<'_>) -> Result<(Vec<String>, Vec<u8>), Error> {
+    let m = login::Master {
+        user: "admin",
+        password: "adminpw",
+        separator: None,
+    };
     let id = id_arguments(
         &[("name".into(), Some("fuzz".into()))],
         SocketAddr::from(([192, 0, 2, 1], 50000)),
     );
-    let mut dialog = Login::new(&creds, Some(&m), false, Some(id))?;
+    let mut dialog = Login::new(creds, Some(&m), false, Some(id))?;
     let mut reader = Reader::new(64 * 1024, 64 * 1024);
     reader.push(replies);
     loop {
@@ -551,7 +566,7 @@ pub fn replay_login(replies: &[u8], master: bool) -> Result<(Vec<String>, Vec<u8
                 let _ = dialog.tls_started();
             }
             Action::Challenge(_) => {
-                let _ = dialog.answer(Some(b"\x01"));
+                dialog.answer(Some(b"\x01"))?;
             }
             Action::Read | Action::Send(_) => {}
         }
