@@ -65,16 +65,21 @@ fn authenticate(c: &mut ImapClient, mech: &str, message: &[u8], ir: bool) -> See
 }
 
 fn start() -> (Introspection, Lab, Mailshift) {
+    start_with(false, |_| String::new())
+}
+
+/// The lab with token-checking stores; `extra` gives tables to append.
+fn start_with(syncprov: bool, extra: impl Fn(&Lab) -> String) -> (Introspection, Lab, Mailshift) {
     let idp = Introspection::start(&[(ALICE_TOKEN, "alice"), (BOB_TOKEN, "bob")]);
     let lab = Lab::start_with(
-        false,
+        syncprov,
         DovecotOpts {
             oauth2_introspection: Some(idp.url()),
             ..DovecotOpts::default()
         },
     );
     // Short failure delays: a test of refusals refuses often from one address.
-    let cfg = lab.mailshift_config("").replacen(
+    let cfg = lab.mailshift_config(&extra(&lab)).replacen(
         "[imap]\n",
         "[imap]\noauth = true\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"50ms\"\n",
         1,
@@ -279,4 +284,53 @@ fn malformed_bearer_messages_and_cancels_get_clear_errors() {
     assert!(!lab.old.log().contains("user=<alice>"), "{}", lab.old.log());
     let log = proxy.log();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Lazy mode: a user who logs in with a token (no password to migrate with)
+/// is moved by the old store's master user.
+#[test]
+fn a_token_login_starts_a_lazy_migration_by_the_master_user() {
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().join("state");
+    let (_idp, lab, proxy) = start_with(true, |_| {
+        format!(
+            "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\n\
+             mode = \"lazy\"\nusers_filter = \"(uid=alice)\"\nlease = \"3s\"\n",
+            state_dir.display()
+        )
+    });
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let seen = authenticate(
+        &mut c,
+        "OAUTHBEARER",
+        &oauthbearer("alice", ALICE_TOKEN),
+        true,
+    );
+    assert!(seen.reply.starts_with("OK"), "{seen:?}");
+    c.ok("SELECT INBOX");
+    let mail_host = || {
+        lab.ldap
+            .search("(uid=alice)", &["mailHost"])
+            .lines()
+            .find_map(|l| l.strip_prefix("mailHost: ").map(str::to_string))
+            .unwrap_or_default()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while mail_host() != support::proxy::NEW_HOST {
+        assert!(
+            std::time::Instant::now() < until,
+            "no lazy migration after a token login\n{}",
+            proxy.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        proxy.log().contains("lazy migration started by login"),
+        "{}",
+        proxy.log_tail()
+    );
+    let mut n = ImapClient::connect(lab.new.imap_port());
+    n.login("alice*admin", "adminpw");
+    n.ok("EXAMINE INBOX");
+    assert!(n.subjects().contains(&"only-on-old".to_string()));
 }

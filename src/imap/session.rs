@@ -148,9 +148,10 @@ async fn preauth(
                         Ok((user, target, backend)) => {
                             METRICS.imap_logins.with_label_values(&["ok"]).inc();
                             shared.throttle.succeeded(&login.user);
-                            if let (Some(s), Some(password)) = (&shared.scheduler, login.password())
-                            {
-                                s.on_login(&user.login, password);
+                            match (&shared.scheduler, login.password()) {
+                                (Some(s), Some(password)) => s.on_login(&user.login, password),
+                                (Some(s), None) => s.on_token_login(&user.login),
+                                (None, _) => {}
                             }
                             let ok = format!(
                                 "{} OK [CAPABILITY {}] Logged in\r\n",
