@@ -67,6 +67,14 @@ impl App {
         }
     }
 
+    /// A login with a bearer token went through: lazy migration can start
+    /// only where the source store has a master user (no password to use).
+    pub fn logged_in_with_token(&self, login: &str) {
+        if let Some(s) = &self.scheduler {
+            s.on_token_login(login);
+        }
+    }
+
     /// The first half of every front end's login, the same for IMAP, POP3,
     /// submission and ManageSieve: look the user up (waiting out a hold up to
     /// `hold_wait`), check the password where the directory checks passwords

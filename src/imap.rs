@@ -4,6 +4,7 @@
 //! - [`session`]: the async driver of one connection.
 //! - [`relay`]: bytes both ways after login.
 
+mod bearer;
 pub mod framer;
 pub mod preauth;
 pub mod relay;
@@ -83,7 +84,20 @@ pub async fn accept_loop(
                 let guard = Open(Arc::clone(&open));
                 let shared = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
                 tracker.spawn(async move {
-                    session::serve(tcp, peer, kind, shared).await;
+                    // From here on the client is who the PROXY header names.
+                    let cfg = &shared.config;
+                    if let Some((tcp, client)) = crate::proxy_protocol::client_of(
+                        tcp,
+                        peer,
+                        cfg.imap.proxy_protocol,
+                        &cfg.trusted_proxies,
+                        cfg.imap.preauth_timeout,
+                        "imap",
+                    )
+                    .await
+                    {
+                        session::serve(tcp, client, kind, shared).await;
+                    }
                     drop(guard);
                 });
             }

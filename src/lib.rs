@@ -57,6 +57,7 @@ pub mod managesieve;
 pub mod metrics;
 pub mod migrate;
 pub mod pop3;
+pub mod proxy_protocol;
 pub mod report;
 pub mod route;
 pub mod sasl;

@@ -4,6 +4,7 @@
 //! Each session holds a child of the server's cancellation token; kicking
 //! cancels it, the same mechanism as a shutdown.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -15,7 +16,17 @@ use crate::directory::canonical;
 struct Entry {
     id: u64,
     backend: String,
+    client: SocketAddr,
     token: CancellationToken,
+}
+
+/// One open session, as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Open {
+    /// The `[backends.NAME]` it is relayed to.
+    pub backend: String,
+    /// The client's address (from the PROXY header behind a load balancer).
+    pub client: SocketAddr,
 }
 
 /// The registry of open sessions.
@@ -52,11 +63,12 @@ impl Drop for Registration {
 }
 
 impl Sessions {
-    /// Registers a session of `login` on `backend`.
+    /// Registers a session of `login` from `client` on `backend`.
     pub fn register(
         self: &Arc<Self>,
         login: &str,
         backend: &str,
+        client: SocketAddr,
         parent: &CancellationToken,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -65,6 +77,7 @@ impl Sessions {
         self.by_user.entry(login.clone()).or_default().push(Entry {
             id,
             backend: backend.to_string(),
+            client,
             token: token.clone(),
         });
         Registration {
@@ -99,6 +112,21 @@ impl Sessions {
             .unwrap_or_default()
     }
 
+    /// `login`'s open sessions: where to and from where.
+    pub fn list(&self, login: &str) -> Vec<Open> {
+        self.by_user
+            .get(&canonical(login))
+            .map(|l| {
+                l.iter()
+                    .map(|e| Open {
+                        backend: e.backend.clone(),
+                        client: e.client,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// All open sessions.
     pub fn total(&self) -> usize {
         self.by_user.iter().map(|l| l.len()).sum()
@@ -113,13 +141,21 @@ mod tests {
     fn kick_spares_the_current_backend_and_unregisters_on_drop() {
         let s = Arc::new(Sessions::default());
         let root = CancellationToken::new();
-        let a = s.register("Alice", "old", &root);
-        let b = s.register("alice", "new", &root);
+        let from: SocketAddr = "192.0.2.7:40001".parse().expect("addr");
+        let a = s.register("Alice", "old", from, &root);
+        let b = s.register("alice", "new", from, &root);
         assert_eq!(s.kick("ALICE", Some("new")), 1);
         assert!(a.token.is_cancelled());
         assert!(!b.token.is_cancelled());
         drop(a);
         assert_eq!(s.of("alice"), vec!["new".to_string()]);
+        assert_eq!(
+            s.list("ALICE"),
+            vec![Open {
+                backend: "new".into(),
+                client: from
+            }]
+        );
         drop(b);
         assert_eq!(s.total(), 0);
     }

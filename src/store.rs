@@ -16,12 +16,13 @@
 //!   front end's store leg and the script migration.
 //! - [`Error`]: one error type that says which [`Side`] failed.
 
+pub mod bearer;
 pub mod connect;
 mod error;
 pub mod imap;
-pub mod smtp;
 pub mod pop3;
 pub mod sieve;
+pub mod smtp;
 
 pub use error::{Error, Side, StoreError};
 

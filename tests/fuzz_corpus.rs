@@ -10,11 +10,12 @@ fn every_corpus_file_gets_well_formed_answers() {
     for entry in std::fs::read_dir(dir).expect("corpus dir") {
         let path = entry.expect("entry").path();
         let data = std::fs::read(&path).expect("read");
-        for starttls in [false, true] {
+        for (starttls, oauth) in [(false, false), (true, false), (false, true)] {
             let opts = Options {
                 starttls_available: starttls,
                 max_line: 1024,
                 max_literal: 256,
+                oauth,
                 ..Options::default()
             };
             let out = run_script(&data, opts);

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use mailshift::store::imap::client::{replay_login, replay_replies};
+use mailshift::store::imap::client::{replay_bearer_login, replay_login, replay_replies};
 use mailshift::store::imap::Status;
 use mailshift::store::smtp::take_reply;
 use mailshift::store::Error as StoreError;
@@ -45,7 +45,12 @@ fn backend_login_corpus() {
     let files = corpus("backend_login");
     for (name, data) in &files {
         if let Some((&mode, replies)) = data.split_first() {
-            if let Ok((caps, _)) = replay_login(replies, mode & 1 == 1) {
+            let result = if mode & 2 == 2 {
+                replay_bearer_login(replies)
+            } else {
+                replay_login(replies, mode & 1 == 1)
+            };
+            if let Ok((caps, _)) = result {
                 assert!(caps.iter().all(|c| !c.contains('\n')), "{name}");
             }
         }
@@ -63,6 +68,13 @@ fn backend_login_corpus() {
         "post-login capabilities"
     );
     assert!(run("dovecot-master").is_ok());
+    // A client's token: the store's failure challenge answered, its NO typed.
+    let bearer = |name: &str| replay_bearer_login(&files[name][1..]);
+    assert!(bearer("dovecot-bearer-ok").is_ok());
+    assert!(matches!(
+        bearer("dovecot-bearer-challenge"),
+        Err(StoreError::Rejected(_))
+    ));
     let done = run("dovecot-leftover").expect("dovecot login");
     assert_eq!(done.leftover, b"* 3 EXISTS\r\n* OK [ALERT] hello\r\n");
     let done = run("cyrus-caps-untagged").expect("cyrus login");

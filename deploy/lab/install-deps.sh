@@ -6,7 +6,7 @@
 # system ones would hold 389/143/993/25 and confuse anyone debugging.
 set -eu
 
-PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-submissiond dovecot-ldap swaks postfix isync openssl python3 ca-certificates chromium dovecot-pop3d fetchmail dovecot-managesieved dovecot-sieve sieve-connect"
+PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-submissiond dovecot-ldap swaks postfix isync openssl python3 ca-certificates chromium dovecot-pop3d fetchmail dovecot-managesieved dovecot-sieve sieve-connect haproxy"
 
 missing=""
 for p in $PACKAGES; do
@@ -44,7 +44,7 @@ fi
 # system without policy-rc.d), stop them so they don't occupy 389/143/993/25.
 if [ "$(id -u)" = 0 ]; then
 	# Only the distribution instances: their pid files live in /run.
-	for pidfile in /run/slapd/slapd.pid /run/dovecot/master.pid /var/spool/postfix/pid/master.pid; do
+	for pidfile in /run/slapd/slapd.pid /run/dovecot/master.pid /var/spool/postfix/pid/master.pid /run/haproxy.pid; do
 		if [ -s "$pidfile" ]; then
 			kill "$(cat "$pidfile")" 2>/dev/null || true
 		fi

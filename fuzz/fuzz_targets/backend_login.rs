@@ -4,13 +4,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailshift::store::imap::client::replay_login;
+use mailshift::store::imap::client::{replay_bearer_login, replay_login};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, replies)) = data.split_first() else {
         return;
     };
-    if let Ok((capabilities, leftover)) = replay_login(replies, mode & 1 == 1) {
+    // Bit 1: a client's bearer token (challenge relayed); else bit 0: master.
+    let result = if mode & 2 == 2 {
+        replay_bearer_login(replies)
+    } else {
+        replay_login(replies, mode & 1 == 1)
+    };
+    if let Ok((capabilities, leftover)) = result {
         assert!(capabilities.iter().all(|c| !c.contains('\n')));
         assert!(leftover.len() <= replies.len());
     }

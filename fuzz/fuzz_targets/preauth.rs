@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         require_tls: data.first().is_some_and(|b| b & 2 == 2),
         max_line: 1024,
         max_literal: 256,
+        oauth: true,
         ..Options::default()
     };
     let out = run_script(data, opts);

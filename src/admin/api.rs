@@ -199,6 +199,7 @@ pub(crate) async fn user(
         "backend": route.as_ref().ok().map(|b| b.name().to_string()),
         "route_error": route.as_ref().err().map(|e| e.to_string()),
         "sessions": admin.shared.sessions.of(&login),
+        "session_clients": admin.shared.sessions.list(&login),
         "migration": migration,
         "events": events,
         "report": report.map(|r| json!({"ok": r.ok, "generated": r.generated, "refused": r.refused.len()})),

@@ -8,10 +8,17 @@
 //!    │  ──AUTHENTICATE PLAIN (SASL-IR)────────►     │
 //!    │  ──AUTHENTICATE PLAIN──► AuthPlain ─────►     │ failed
 //!    │  ──AUTHENTICATE LOGIN──► AuthLoginUser ─► AuthLoginPass ─► LoggingIn
+//!    │  ──AUTHENTICATE OAUTHBEARER|XOAUTH2 [IR]─► [AuthBearer] ─► LoggingIn
+//!    │                    store's challenge ─► Challenged ─answer─► LoggingIn
 //!    │  ──STARTTLS──► (driver handshakes; buffered plaintext discarded)
 //!    │  ──LOGOUT / limits──► Closed
 //!    ◄──────────────────────────────────────────────┘
 //! ```
+//!
+//! A bearer login ([`Secret::Bearer`]) is not judged here: the driver routes
+//! by the user in the message and the store judges the token. When the store
+//! answers with a failure challenge, [`PreAuth::relay_challenge`] sends it to
+//! the client and the client's answer comes back as [`Action::Answer`].
 
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
@@ -19,6 +26,7 @@ use imap_codec::imap_types::command::CommandBody;
 use imap_codec::{AuthenticateDataCodec, CommandCodec};
 
 use super::framer::{tag_of, Frame, Framer};
+use crate::sasl::{Mechanism, Secret};
 
 /// Limits and switches for one pre-auth session.
 #[derive(Debug, Clone)]
@@ -41,6 +49,8 @@ pub struct Options {
     pub max_auth_failures: u32,
     /// Greeting text.
     pub greeting: String,
+    /// Offer AUTHENTICATE OAUTHBEARER and XOAUTH2 (`[imap] oauth`).
+    pub oauth: bool,
 }
 
 impl Default for Options {
@@ -55,17 +65,8 @@ impl Default for Options {
             max_bad: 10,
             max_auth_failures: 5,
             greeting: "IMAP4rev1 server ready.".into(),
+            oauth: false,
         }
-    }
-}
-
-/// A password that never shows in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(pub Vec<u8>);
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(<redacted>)")
     }
 }
 
@@ -74,12 +75,22 @@ impl std::fmt::Debug for Password {
 pub struct Login {
     /// The command's tag.
     pub tag: String,
-    /// The login as typed.
+    /// The login as typed (for a bearer login: the user its message names).
     pub user: String,
-    /// The password.
-    pub password: Password,
-    /// `LOGIN`, `PLAIN` or `AUTH-LOGIN`, for logs and metrics.
+    /// The password or bearer message (never shown by `Debug`).
+    pub secret: Secret,
+    /// `LOGIN`, `PLAIN`, `AUTH-LOGIN`, `OAUTHBEARER` or `XOAUTH2`, for logs.
     pub mechanism: &'static str,
+}
+
+impl Login {
+    /// The password, for a password login.
+    pub fn password(&self) -> Option<&[u8]> {
+        match &self.secret {
+            Secret::Password(p) => Some(p),
+            Secret::Bearer { .. } => None,
+        }
+    }
 }
 
 /// What the driver must do next.
@@ -94,6 +105,9 @@ pub enum Action {
     Login(Login),
     /// Send what was queued, then close.
     Close,
+    /// The client's answer to the store's challenge ([`PreAuth::relay_challenge`]),
+    /// decoded; `None` when it cancelled (`*`) or sent something not base64.
+    Answer(Option<Vec<u8>>),
 }
 
 #[derive(Debug)]
@@ -102,6 +116,8 @@ enum State {
     AuthPlain { tag: String },
     AuthLoginUser { tag: String },
     AuthLoginPass { tag: String, user: String },
+    AuthBearer { tag: String, mechanism: Mechanism },
+    Challenged,
     LoggingIn,
     Closed,
 }
@@ -150,6 +166,9 @@ impl PreAuth {
             caps.push_str(" LOGINDISABLED");
         } else {
             caps.push_str(" AUTH=PLAIN AUTH=LOGIN");
+            if self.opts.oauth {
+                caps.push_str(" AUTH=OAUTHBEARER AUTH=XOAUTH2");
+            }
         }
         caps
     }
@@ -216,6 +235,14 @@ impl PreAuth {
         out
     }
 
+    /// The store challenged the bearer login: what to send the client (the
+    /// store's challenge, base64 in a continuation). The client's answer
+    /// comes as [`Action::Answer`]; the login then stays under way.
+    pub fn relay_challenge(&mut self, challenge: &[u8]) -> Vec<u8> {
+        self.state = State::Challenged;
+        format!("+ {}\r\n", crate::sasl::encode(challenge)).into_bytes()
+    }
+
     /// The login succeeded: the bytes the client pipelined after it, for the backend.
     pub fn into_pipelined(mut self) -> Vec<u8> {
         self.framer.take_rest()
@@ -267,6 +294,20 @@ impl PreAuth {
             State::AuthPlain { tag } => return self.sasl_plain_response(tag, bytes),
             State::AuthLoginUser { tag } => return self.sasl_login_user(tag, bytes),
             State::AuthLoginPass { tag, user } => return self.sasl_login_pass(tag, user, bytes),
+            State::AuthBearer { tag, mechanism } => {
+                return match self.sasl_line(&tag, bytes) {
+                    Ok(data) => self.sasl_bearer(tag, mechanism, &data),
+                    Err(a) => Some(a),
+                }
+            }
+            State::Challenged => {
+                self.state = State::LoggingIn;
+                let answer = match AuthenticateDataCodec::default().decode(bytes) {
+                    Ok(([], AuthenticateData::Continue(data))) => Some(data.declassify().to_vec()),
+                    _ => None,
+                };
+                return Some(Action::Answer(answer));
+            }
             State::Ready => {}
             other @ (State::LoggingIn | State::Closed) => {
                 self.state = other;
@@ -336,7 +377,7 @@ impl PreAuth {
                 let Ok(user) = String::from_utf8(username.as_ref().to_vec()) else {
                     return self.bad(format!("{tag} BAD Login is not UTF-8.\r\n"));
                 };
-                let password = Password(password.declassify().as_ref().to_vec());
+                let password = Secret::Password(password.declassify().as_ref().to_vec());
                 Some(self.login(tag, user, password, "LOGIN"))
             }
             CommandBody::Authenticate {
@@ -359,6 +400,21 @@ impl PreAuth {
                         // base64("Username:")
                         Some(Action::Write(b"+ VXNlcm5hbWU6\r\n".to_vec()))
                     }
+                    (m @ (AuthMechanism::OAuthBearer | AuthMechanism::XOAuth2), ir)
+                        if self.opts.oauth =>
+                    {
+                        let mechanism = match m {
+                            AuthMechanism::XOAuth2 => Mechanism::XOAuth2,
+                            _ => Mechanism::OAuthBearer,
+                        };
+                        match ir {
+                            Some(ir) => self.sasl_bearer(tag, mechanism, &ir),
+                            None => {
+                                self.state = State::AuthBearer { tag, mechanism };
+                                Some(Action::Write(b"+ \r\n".to_vec()))
+                            }
+                        }
+                    }
                     _ => Some(Action::Write(
                         format!("{tag} NO [CANNOT] Unsupported authentication mechanism.\r\n")
                             .into_bytes(),
@@ -378,20 +434,42 @@ impl PreAuth {
         )
     }
 
-    fn login(
-        &mut self,
-        tag: String,
-        user: String,
-        password: Password,
-        mech: &'static str,
-    ) -> Action {
+    fn login(&mut self, tag: String, user: String, secret: Secret, mech: &'static str) -> Action {
         self.state = State::LoggingIn;
         Action::Login(Login {
             tag,
             user,
-            password,
+            secret,
             mechanism: mech,
         })
+    }
+
+    /// OAUTHBEARER / XOAUTH2, decoded by [`crate::sasl::bearer`]: the user
+    /// to route comes from the message (GS2 `a=`, `user=`), the token stays
+    /// in it for the store.
+    fn sasl_bearer(&mut self, tag: String, mechanism: Mechanism, data: &[u8]) -> Option<Action> {
+        use crate::sasl::Error;
+        match crate::sasl::bearer(mechanism, data) {
+            Ok(id) => Some(self.login(tag, id.user, id.secret, mechanism.name())),
+            Err(Error::NotUtf8) => Some(Action::Write(
+                format!("{tag} BAD Login is not UTF-8.\r\n").into_bytes(),
+            )),
+            Err(_) => {
+                let how = match mechanism {
+                    Mechanism::OAuthBearer => {
+                        "the user in the GS2 header (n,a=user,) and auth=Bearer"
+                    }
+                    Mechanism::XOAuth2 => "user= and auth=Bearer",
+                };
+                Some(Action::Write(
+                    format!(
+                        "{tag} BAD Malformed {} message: it needs {how}.\r\n",
+                        mechanism.name()
+                    )
+                    .into_bytes(),
+                ))
+            }
+        }
     }
 
     /// Decodes one SASL continuation line (`base64` or `*`).
@@ -418,14 +496,9 @@ impl PreAuth {
     /// An authorization identity other than the login would mean acting as
     /// someone else: refused.
     fn sasl_plain(&mut self, tag: String, data: &[u8]) -> Option<Action> {
-        use crate::sasl::{Error, Secret};
+        use crate::sasl::Error;
         match crate::sasl::plain(data) {
-            Ok(id) => {
-                let Secret::Password(pw) = id.secret else {
-                    return None;
-                };
-                Some(self.login(tag, id.user, Password(pw), "PLAIN"))
-            }
+            Ok(id) => Some(self.login(tag, id.user, id.secret, "PLAIN")),
             Err(Error::OtherAuthzid) => Some(Action::Write(self.login_failed(
                 &tag,
                 "NO [AUTHORIZATIONFAILED] Authorization identity not allowed.",
@@ -459,7 +532,7 @@ impl PreAuth {
 
     fn sasl_login_pass(&mut self, tag: String, user: String, bytes: &[u8]) -> Option<Action> {
         match self.sasl_line(&tag, bytes) {
-            Ok(pw) => Some(self.login(tag, user, Password(pw), "AUTH-LOGIN")),
+            Ok(pw) => Some(self.login(tag, user, Secret::Password(pw), "AUTH-LOGIN")),
             Err(a) => Some(a),
         }
     }
@@ -471,6 +544,7 @@ impl PreAuth {
 pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
     let mut p = PreAuth::new(opts);
     let mut out = p.greeting();
+    let mut tag = String::new();
     // Feed in uneven chunks: framing must not depend on how bytes arrive.
     for chunk in script.chunks(7) {
         p.feed(chunk);
@@ -478,9 +552,26 @@ pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
             match action {
                 Action::Write(b) => out.extend_from_slice(&b),
                 Action::StartTls => p.tls_started(),
-                Action::Login(l) => {
+                Action::Login(l) => match l.secret {
+                    // The store's failure challenge, as Dovecot sends it; the
+                    // verdict follows the client's answer.
+                    Secret::Bearer { .. } => {
+                        out.extend_from_slice(&p.relay_challenge(
+                            br#"{"status":"invalid_token","schemes":"bearer","scope":"mail"}"#,
+                        ));
+                        tag = l.tag;
+                    }
+                    Secret::Password(_) => {
+                        let failed = p.login_failed(
+                            &l.tag,
+                            "NO [AUTHENTICATIONFAILED] Authentication failed.",
+                        );
+                        out.extend_from_slice(&failed);
+                    }
+                },
+                Action::Answer(_) => {
                     let failed =
-                        p.login_failed(&l.tag, "NO [AUTHENTICATIONFAILED] Authentication failed.");
+                        p.login_failed(&tag, "NO [AUTHENTICATIONFAILED] Authentication failed.");
                     out.extend_from_slice(&failed);
                 }
                 Action::Close => return out,
@@ -544,12 +635,12 @@ mod tests {
         let a = run(&mut p, b"a1 LOGIN \"alice\" \"p a\\\"ss\"\r\n");
         let l = login_of(&a).expect("login");
         assert_eq!((l.tag.as_str(), l.user.as_str()), ("a1", "alice"));
-        assert_eq!(l.password.0, b"p a\"ss");
+        assert_eq!(l.password(), Some(&b"p a\"ss"[..]));
         let mut p = session(false);
         let a = run(&mut p, b"a2 LOGIN {5}\r\n");
         assert_eq!(written(&a), "+ Ready for literal\r\n");
         let a = run(&mut p, b"alice {3+}\r\npw!\r\n");
-        assert_eq!(login_of(&a).expect("login").password.0, b"pw!");
+        assert_eq!(login_of(&a).expect("login").password(), Some(&b"pw!"[..]));
     }
 
     #[test]
@@ -559,7 +650,7 @@ mod tests {
         let a = run(&mut p, b"x AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n");
         let l = login_of(&a).expect("login");
         assert_eq!((l.user.as_str(), l.mechanism), ("alice", "PLAIN"));
-        assert_eq!(l.password.0, b"secret");
+        assert_eq!(l.password(), Some(&b"secret"[..]));
         let mut p = session(false);
         assert_eq!(written(&run(&mut p, b"y AUTHENTICATE PLAIN\r\n")), "+ \r\n");
         let a = run(&mut p, b"AGFsaWNlAHNlY3JldA==\r\n");
@@ -588,8 +679,8 @@ mod tests {
         let a = run(&mut p, b"c2VjcmV0\r\n");
         let l = login_of(&a).expect("login");
         assert_eq!(
-            (l.user.as_str(), l.password.0.as_slice()),
-            ("alice", &b"secret"[..])
+            (l.user.as_str(), l.password()),
+            ("alice", Some(&b"secret"[..]))
         );
         let mut p = session(false);
         run(&mut p, b"z AUTHENTICATE LOGIN\r\n");
@@ -771,12 +862,212 @@ mod tests {
         assert!(written(&a).contains("* BYE Command line too long."));
     }
 
+    fn oauth_session() -> PreAuth {
+        PreAuth::new(Options {
+            oauth: true,
+            ..Options::default()
+        })
+    }
+
+    const BEARER: &[u8] =
+        b"n,a=alice,\x01host=imap.example.org\x01port=143\x01auth=Bearer tok3n\x01\x01";
+
+    #[test]
+    fn oauth_is_offered_only_when_configured() {
+        assert!(!session(false).capabilities().contains("OAUTHBEARER"));
+        let caps = oauth_session().capabilities();
+        assert!(caps.contains("AUTH=OAUTHBEARER AUTH=XOAUTH2"), "{caps}");
+        let mut p = session(false);
+        let out = written(&run(
+            &mut p,
+            format!(
+                "a AUTHENTICATE OAUTHBEARER {}\r\n",
+                crate::sasl::encode(BEARER)
+            )
+            .as_bytes(),
+        ));
+        assert!(out.starts_with("a NO [CANNOT]"), "{out}");
+    }
+
+    #[test]
+    fn oauthbearer_and_xoauth2_with_and_without_sasl_ir() {
+        let mut p = oauth_session();
+        let a = run(
+            &mut p,
+            format!(
+                "a AUTHENTICATE OAUTHBEARER {}\r\n",
+                crate::sasl::encode(BEARER)
+            )
+            .as_bytes(),
+        );
+        let l = login_of(&a).expect("login");
+        assert_eq!((l.user.as_str(), l.mechanism), ("alice", "OAUTHBEARER"));
+        assert_eq!(
+            l.secret,
+            Secret::Bearer {
+                mechanism: Mechanism::OAuthBearer,
+                message: BEARER.to_vec()
+            }
+        );
+        assert_eq!(l.password(), None);
+        assert!(!format!("{l:?}").contains("tok3n"));
+
+        let x = b"user=bob@example.org\x01auth=Bearer ya29.x\x01\x01";
+        let mut p = oauth_session();
+        assert_eq!(
+            written(&run(&mut p, b"b AUTHENTICATE XOAUTH2\r\n")),
+            "+ \r\n"
+        );
+        let a = run(&mut p, format!("{}\r\n", crate::sasl::encode(x)).as_bytes());
+        let l = login_of(&a).expect("login");
+        assert_eq!(
+            (l.user.as_str(), l.mechanism),
+            ("bob@example.org", "XOAUTH2")
+        );
+    }
+
+    #[test]
+    fn a_store_challenge_reaches_the_client_and_its_answer_comes_back() {
+        let mut p = oauth_session();
+        let a = run(
+            &mut p,
+            format!(
+                "a AUTHENTICATE OAUTHBEARER {}\r\nb NOOP\r\n",
+                crate::sasl::encode(BEARER)
+            )
+            .as_bytes(),
+        );
+        assert!(login_of(&a).is_some());
+        let json = br#"{"status":"invalid_token"}"#;
+        assert_eq!(
+            p.relay_challenge(json),
+            format!("+ {}\r\n", crate::sasl::encode(json)).into_bytes()
+        );
+        // What the client pipelined after its login is no answer: a line is.
+        assert_eq!(
+            std::iter::from_fn(|| p.poll()).collect::<Vec<_>>(),
+            vec![Action::Answer(None)],
+            "b NOOP is not base64"
+        );
+        let mut p = oauth_session();
+        run(
+            &mut p,
+            format!(
+                "a AUTHENTICATE OAUTHBEARER {}\r\n",
+                crate::sasl::encode(BEARER)
+            )
+            .as_bytes(),
+        );
+        p.relay_challenge(json);
+        assert_eq!(
+            run(&mut p, b"AQ==\r\n"),
+            vec![Action::Answer(Some(vec![1]))]
+        );
+        // Then the store's verdict; the session goes on.
+        let out = p.login_failed("a", "NO [AUTHENTICATIONFAILED] Authentication failed.");
+        assert_eq!(
+            out,
+            b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+        );
+        let mut p2 = oauth_session();
+        run(
+            &mut p2,
+            format!(
+                "a AUTHENTICATE XOAUTH2 {}\r\n",
+                crate::sasl::encode(b"user=a\x01auth=Bearer t\x01\x01")
+            )
+            .as_bytes(),
+        );
+        p2.relay_challenge(json);
+        assert_eq!(run(&mut p2, b"*\r\n"), vec![Action::Answer(None)]);
+        assert_eq!(
+            login_of(&run(&mut p, b"c LOGIN alice pw\r\n"))
+                .expect("login")
+                .user,
+            "alice"
+        );
+    }
+
+    #[test]
+    fn malformed_bearer_messages_get_clear_errors() {
+        let cases: [(&[u8], &str); 5] = [
+            // No authzid: nobody to route.
+            (b"n,,\x01auth=Bearer x\x01\x01", "GS2 header"),
+            (
+                b"p=tls-unique,a=alice,\x01auth=Bearer x\x01\x01",
+                "GS2 header",
+            ),
+            (b"n,a=alice,\x01host=h\x01\x01", "auth=Bearer"),
+            (b"", "Malformed"),
+            (b"n,a=\xff,\x01auth=Bearer x\x01\x01", "Malformed"),
+        ];
+        for (msg, expect) in cases {
+            let mut p = oauth_session();
+            let out = written(&run(
+                &mut p,
+                format!(
+                    "a AUTHENTICATE OAUTHBEARER {}\r\n",
+                    crate::sasl::encode(msg)
+                )
+                .as_bytes(),
+            ));
+            assert!(
+                out.starts_with("a BAD ") && out.contains(expect),
+                "{msg:?}: {out}"
+            );
+            assert!(!p.is_closed());
+        }
+        let mut p = oauth_session();
+        let out = written(&run(
+            &mut p,
+            format!(
+                "a AUTHENTICATE XOAUTH2 {}\r\n",
+                crate::sasl::encode(b"auth=Bearer x\x01\x01")
+            )
+            .as_bytes(),
+        ));
+        assert!(out.contains("user="), "{out}");
+        // Not base64, and a cancel at the continuation.
+        let mut p = oauth_session();
+        let out = written(&run(&mut p, b"a AUTHENTICATE OAUTHBEARER !!!\r\n"));
+        assert!(out.starts_with("a BAD"), "{out}");
+        let mut p = oauth_session();
+        run(&mut p, b"a AUTHENTICATE XOAUTH2\r\n");
+        assert_eq!(
+            written(&run(&mut p, b"*\r\n")),
+            "a BAD Authentication cancelled.\r\n"
+        );
+        // A token past the line limit ends the connection, as any long line.
+        let mut p = oauth_session();
+        let huge = format!("n,a=alice,\x01auth=Bearer {}\x01\x01", "x".repeat(20_000));
+        let a = run(
+            &mut p,
+            format!(
+                "a AUTHENTICATE OAUTHBEARER {}\r\n",
+                crate::sasl::encode(huge.as_bytes())
+            )
+            .as_bytes(),
+        );
+        assert!(written(&a).contains("* BYE Command line too long."));
+        assert!(a.contains(&Action::Close));
+        // Refused before TLS like any login when TLS is required.
+        let mut p = PreAuth::new(Options {
+            oauth: true,
+            starttls_available: true,
+            require_tls: true,
+            ..Options::default()
+        });
+        assert!(!p.capabilities().contains("OAUTHBEARER"));
+        let out = written(&run(&mut p, b"a AUTHENTICATE XOAUTH2\r\n"));
+        assert!(out.starts_with("a NO [PRIVACYREQUIRED]"), "{out}");
+    }
+
     #[test]
     fn password_is_redacted_in_debug() {
         let l = Login {
             tag: "a".into(),
             user: "alice".into(),
-            password: Password(b"hunter2".to_vec()),
+            secret: Secret::Password(b"hunter2".to_vec()),
             mechanism: "LOGIN",
         };
         assert!(!format!("{l:?}").contains("hunter2"));

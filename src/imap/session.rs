@@ -14,6 +14,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::bearer::{self, Failed};
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::relay::{self, End};
 use super::translate::{self, Translator};
@@ -68,6 +69,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared:
         max_literal: cfg.max_literal,
         max_commands: cfg.max_preauth_commands,
         greeting: cfg.greeting.clone(),
+        oauth: cfg.oauth,
         ..Options::default()
     };
     // Shutdown is handled inside: a client waiting for its next command gets
@@ -140,11 +142,30 @@ async fn preauth(
                         peer,
                         id: core.client_id().to_vec(),
                     };
-                    match authenticate(&login, &info, shared).await {
+                    let result = match login.password() {
+                        Some(password) => authenticate(&login, password, &info, shared)
+                            .await
+                            .map_err(Failed::Refused),
+                        None => {
+                            match bearer::login(&mut stream, &mut core, &login, &info, shared).await
+                            {
+                                Ok((user, target, backend)) => {
+                                    with_map(user, target, backend, peer, shared)
+                                        .await
+                                        .map_err(Failed::Refused)
+                                }
+                                Err(f) => Err(f),
+                            }
+                        }
+                    };
+                    match result {
                         Ok((user, target, backend, map)) => {
                             METRICS.imap_logins.with_label_values(&["ok"]).inc();
                             shared.throttle.succeeded(&login.user);
-                            shared.logged_in(&user.login, &login.password.0);
+                            match login.password() {
+                                Some(password) => shared.logged_in(&user.login, password),
+                                None => shared.logged_in_with_token(&user.login),
+                            }
                             let caps = match map {
                                 Some(_) => translate::filter_capabilities(&backend.capabilities()),
                                 None => backend.capabilities(),
@@ -163,7 +184,7 @@ async fn preauth(
                                 started,
                             });
                         }
-                        Err(Refusal::AuthFailed) => {
+                        Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
                             METRICS
                                 .imap_logins
                                 .with_label_values(&["auth_failed"])
@@ -174,15 +195,17 @@ async fn preauth(
                                 delay_ms = delay.as_millis() as u64, "login failed"
                             );
                             tokio::time::sleep(delay).await;
-                            let out = core.login_failed(
-                                &login.tag,
-                                "NO [AUTHENTICATIONFAILED] Authentication failed.",
-                            );
+                            let text = match e {
+                                // A token's refusal is the store's to word.
+                                Failed::Store(text) => text,
+                                _ => "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
+                            };
+                            let out = core.login_failed(&login.tag, &text);
                             if !write(&mut stream, &out).await {
                                 return None;
                             }
                         }
-                        Err(Refusal::Unavailable(why)) => {
+                        Err(Failed::Refused(Refusal::Unavailable(why))) => {
                             METRICS
                                 .imap_logins
                                 .with_label_values(&["unavailable"])
@@ -193,8 +216,11 @@ async fn preauth(
                                 return None;
                             }
                         }
+                        Err(Failed::Gone) => return None,
                     }
                 }
+                // Only asked for inside a bearer login, which reads it there.
+                Action::Answer(_) => {}
             }
         }
         if core.is_closed() {
@@ -221,15 +247,14 @@ async fn preauth(
 /// reads the UID maps (cached per user; no round trip for other users).
 async fn authenticate(
     login: &Login,
+    password: &[u8],
     client: &ClientInfo,
     shared: &Arc<App>,
 ) -> Result<(User, Arc<Store>, StoreClient, Option<Arc<UserMap>>), Refusal> {
     let peer = client.peer;
-    let (user, target) = shared
-        .admit(&login.user, Some(&login.password.0), peer)
-        .await?;
+    let (user, target) = shared.admit(&login.user, Some(password), peer).await?;
     let started = Instant::now();
-    let creds = target.session_credentials(&login.user, &login.password.0);
+    let creds = target.session_credentials(&login.user, password);
     let result = StoreClient::connect(&target, &creds, Some(client)).await;
     let took = started.elapsed().as_secs_f64();
     let outcome = match &result {
@@ -242,27 +267,39 @@ async fn authenticate(
         .with_label_values(&[target.name(), outcome])
         .observe(took);
     match result {
-        Ok(mut logged_in) => match shared
-            .maps
-            .for_session(&user, &target, &mut logged_in)
-            .await
-        {
-            Ok(map) => Ok((user, target, logged_in, map)),
-            Err(e) => {
-                // Relaying plainly would show the store's UIDVALIDITY and make
-                // the client download everything again: refuse, it retries.
-                tracing::warn!(user = %login.user, client = %peer, backend = target.name(), error = %e, "UID maps unreadable");
-                Err(Refusal::Unavailable(
-                    "Mailbox temporarily unavailable, try again.",
-                ))
-            }
-        },
+        Ok(logged_in) => with_map(user, target, logged_in, peer, shared).await,
         Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => {
             tracing::debug!(user = %login.user, client = %peer, backend = target.name(), reply = %e.error, "store refused login");
             Err(Refusal::AuthFailed)
         }
         Err(e) => {
             tracing::warn!(user = %login.user, client = %peer, backend = target.name(), error = %e, "store unavailable");
+            Err(Refusal::Unavailable(
+                "Mailbox temporarily unavailable, try again.",
+            ))
+        }
+    }
+}
+
+/// The user's UID maps on this store, read with the session's own login
+/// (none for a user mailshift did not move: no round trip).
+async fn with_map(
+    user: User,
+    target: Arc<Store>,
+    mut logged_in: StoreClient,
+    peer: SocketAddr,
+    shared: &Arc<App>,
+) -> Result<(User, Arc<Store>, StoreClient, Option<Arc<UserMap>>), Refusal> {
+    match shared
+        .maps
+        .for_session(&user, &target, &mut logged_in)
+        .await
+    {
+        Ok(map) => Ok((user, target, logged_in, map)),
+        Err(e) => {
+            // Relaying plainly would show the store's UIDVALIDITY and make
+            // the client download everything again: refuse, it retries.
+            tracing::warn!(user = %user.login, client = %peer, backend = target.name(), error = %e, "UID maps unreadable");
             Err(Refusal::Unavailable(
                 "Mailbox temporarily unavailable, try again.",
             ))
@@ -282,7 +319,9 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
     } = h;
     let (mut backend_stream, leftover) = logged_in.into_relay();
     let name = target.name().to_string();
-    let registration = shared.sessions.register(&user.login, &name, &shared.cancel);
+    let registration = shared
+        .sessions
+        .register(&user.login, &name, peer, &shared.cancel);
     let gauge = METRICS.imap_sessions.with_label_values(&[&name]);
     gauge.inc();
     tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), translated = map.is_some(), "session start");

@@ -253,7 +253,9 @@ async fn relay_session(
     } = h;
     let (mut backend_stream, leftover) = backend.into_relay();
     let name = target.name().to_string();
-    let registration = shared.sessions.register(&user.login, &name, &shared.cancel);
+    let registration = shared
+        .sessions
+        .register(&user.login, &name, peer, &shared.cancel);
     let gauge = SIEVE.sessions.with_label_values(&[&name]);
     gauge.inc();
     tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), "ManageSieve session start");

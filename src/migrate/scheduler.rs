@@ -353,6 +353,14 @@ impl Scheduler {
         });
     }
 
+    /// Lazy mode, a login with a bearer token (OAuth): there is no password
+    /// to migrate with, so only a source store with a master user starts one.
+    pub fn on_token_login(self: &Arc<Self>, login: &str) {
+        if self.mover.forward.from.cfg.master.is_some() {
+            self.on_login(login, b"");
+        }
+    }
+
     /// Resolves holds left behind by a stopped instance: every hold whose
     /// lease expired, and at start also those this instance owned (it was
     /// restarted, so nothing of it is still working on them).

@@ -321,7 +321,9 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
     let map = uidl_map(shared, &user.login, &target).await;
     let (mut backend_stream, leftover) = logged_in.into_relay();
     let name = target.name().to_string();
-    let registration = shared.sessions.register(&user.login, &name, &shared.cancel);
+    let registration = shared
+        .sessions
+        .register(&user.login, &name, peer, &shared.cancel);
     let gauge = METRICS.pop3_sessions.with_label_values(&[&name]);
     gauge.inc();
     let kept = map.as_ref().map_or(0, UidlMap::len);

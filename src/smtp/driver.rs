@@ -160,6 +160,20 @@ pub async fn accept_loop(
             Ok((tcp, peer)) => {
                 let shared = Arc::clone(&shared);
                 tracker.spawn(async move {
+                    // The client is who the PROXY header names: limits per
+                    // address, the Received: line and XCLIENT are about it.
+                    let Some((tcp, peer)) = crate::proxy_protocol::client_of(
+                        tcp,
+                        peer,
+                        shared.smtp.proxy_protocol,
+                        &shared.config.trusted_proxies,
+                        shared.smtp.command_timeout,
+                        "smtp",
+                    )
+                    .await
+                    else {
+                        return;
+                    };
                     let ip = peer.ip();
                     let count = {
                         let mut n = shared.per_ip.entry(ip).or_insert(0);

@@ -256,7 +256,7 @@ async fn relay_session(h: Handoff, peer: SocketAddr, app: &Arc<App>) {
     } = h;
     let (mut store_stream, leftover) = store_conn.into_relay();
     let name = target.name().to_string();
-    let registration = app.sessions.register(&user.login, &name, &app.cancel);
+    let registration = app.sessions.register(&user.login, &name, peer, &app.cancel);
     let gauge = SUBMISSION.sessions.with_label_values(&[&name]);
     gauge.inc();
     tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), "submission session start");

@@ -34,6 +34,9 @@ pub struct DovecotOpts {
     pub metadata: bool,
     /// More Sieve plugin settings (e.g. `sieve_extensions = -regex`).
     pub sieve: String,
+    /// OAuth: AUTH=OAUTHBEARER and AUTH=XOAUTH2 checked by the `oauth2`
+    /// passdb against this introspection URL (`support::oauth`).
+    pub oauth2_introspection: Option<String>,
 }
 
 impl Default for DovecotOpts {
@@ -45,6 +48,7 @@ impl Default for DovecotOpts {
             extra: String::new(),
             metadata: false,
             sieve: String::new(),
+            oauth2_introspection: None,
         }
     }
 }
@@ -136,9 +140,34 @@ impl Dovecot {
         } else {
             ""
         };
+        let oauth = match &opts.oauth2_introspection {
+            Some(url) => {
+                let ext = d.join("dovecot-oauth2.conf.ext");
+                fs::write(
+                    &ext,
+                    format!(
+                        "introspection_mode = post\nintrospection_url = {url}\n\
+                         force_introspection = yes\nusername_attribute = username\n\
+                         active_attribute = active\nactive_value = true\n"
+                    ),
+                )
+                .expect("writing dovecot-oauth2.conf.ext");
+                super::set_mode(&ext, 0o644);
+                format!(
+                    "auth_mechanisms = plain login oauthbearer xoauth2\n\
+                     passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                     args = {}\n}}\n",
+                    ext.display()
+                )
+            }
+            None => String::new(),
+        };
         fs::write(
             &conf,
-            format!("{conf_text}\n{metadata}{sieve_text}\n{}\n", opts.extra),
+            format!(
+                "{conf_text}\n{metadata}{sieve_text}\n{oauth}{}\n",
+                opts.extra
+            ),
         )
         .expect("writing dovecot.conf");
         let ldap_ext = render(

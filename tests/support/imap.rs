@@ -20,7 +20,12 @@ impl ImapClient {
     }
 
     pub fn try_connect(port: u16) -> std::io::Result<ImapClient> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
+        Self::try_from_stream(TcpStream::connect(("127.0.0.1", port))?)
+    }
+
+    /// Takes a connected stream (e.g. one bound to another loopback address)
+    /// and reads the greeting.
+    pub fn try_from_stream(s: TcpStream) -> std::io::Result<ImapClient> {
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut c = ImapClient {
             reader: BufReader::new(s.try_clone()?),

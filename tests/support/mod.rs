@@ -12,14 +12,16 @@ pub mod courier;
 pub mod cyrus;
 pub mod dovecot;
 pub mod forwarder;
+pub mod haproxy;
 pub mod imap;
 pub mod ldap;
 pub mod mailbox;
+pub mod oauth;
 pub mod ports;
 pub mod postfix;
 pub mod proxy;
-pub mod sink;
 pub mod sieve;
+pub mod sink;
 pub mod smtp;
 
 pub use certs::Certs;

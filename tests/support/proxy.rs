@@ -23,12 +23,22 @@ pub struct Lab {
 
 impl Lab {
     pub fn start(syncprov: bool) -> Lab {
-        Self::start_with_metadata(syncprov, false)
+        Self::start_full(syncprov, DovecotOpts::default(), false)
     }
 
     /// Like [`start`](Self::start); `new_metadata` turns METADATA on in the
     /// new store (the old one never has it).
     pub fn start_with_metadata(syncprov: bool, new_metadata: bool) -> Lab {
+        Self::start_full(syncprov, DovecotOpts::default(), new_metadata)
+    }
+
+    /// Like [`start`](Self::start), both stores with `base`'s options (the
+    /// separator and format stay each store's own).
+    pub fn start_with(syncprov: bool, base: DovecotOpts) -> Lab {
+        Self::start_full(syncprov, base, false)
+    }
+
+    fn start_full(syncprov: bool, base: DovecotOpts, new_metadata: bool) -> Lab {
         let certs = Certs::shared();
         let ldap = Slapd::start(syncprov);
         ldap.add_user("alice", "alicepw", OLD_HOST);
@@ -42,7 +52,7 @@ impl Lab {
                     DovecotOpts {
                         separator: '/',
                         format: MailFormat::Maildir,
-                        ..DovecotOpts::default()
+                        ..base.clone()
                     },
                 )
             });
@@ -57,7 +67,7 @@ impl Lab {
                         // A store that lacks an extension the old one has:
                         // scripts that need it are refused, and reported.
                         sieve: "sieve_extensions = -regex".into(),
-                        ..DovecotOpts::default()
+                        ..base.clone()
                     },
                 )
             });

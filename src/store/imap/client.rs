@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::login::{self, id_arguments, quoted, Action, Credentials, Login};
 use super::response::{Reader, Response, Status, Untagged};
 use crate::config::Security;
+use crate::store::bearer::Outcome;
 use crate::store::{Error, Store, StoreError};
 use crate::stream::Stream;
 
@@ -76,6 +77,134 @@ pub struct Client {
     out: Vec<u8>,
 }
 
+/// A login dialog in progress: the connection and the sans-I/O machine.
+struct Dialog {
+    stream: Stream,
+    reader: Reader,
+    login: Login,
+}
+
+/// Where [`Dialog::drive`] stopped.
+enum Step {
+    Done(Client),
+    Challenge(Vec<u8>, Dialog),
+}
+
+/// A bearer login the store challenged (its failure JSON, for OAUTHBEARER):
+/// the connection waits for the client's answer ([`Challenged::answer`]).
+pub struct Challenged {
+    dialog: Dialog,
+}
+
+impl Dialog {
+    /// Runs the dialog until it is done or the store challenges.
+    async fn drive(mut self, store: &Store, stage: &mut &'static str) -> Result<Step, Error> {
+        let ep = &store.cfg.imap;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            *stage = self.login.stage();
+            let response = loop {
+                match self.reader.next_response() {
+                    Ok(Some(r)) => break r,
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(Error::Protocol {
+                            stage: self.login.stage(),
+                            what: e.to_string(),
+                        })
+                    }
+                }
+                let n = self
+                    .stream
+                    .read(&mut buf)
+                    .await
+                    .map_err(|source| Error::Io {
+                        stage: self.login.stage(),
+                        source,
+                    })?;
+                if n == 0 {
+                    return Err(Error::Io {
+                        stage: self.login.stage(),
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    });
+                }
+                self.reader.push(&buf[..n]);
+            };
+            match self.login.on_response(response)? {
+                Action::Read => {}
+                Action::Send(bytes) => send(&mut self.stream, &bytes, self.login.stage()).await?,
+                Action::StartTls => {
+                    if !self.reader.take_buffered().is_empty() {
+                        // Bytes the store sent before TLS would be read as if
+                        // they came over TLS: an injection.
+                        return Err(Error::Protocol {
+                            stage: "starttls",
+                            what: "store sent data after STARTTLS OK".into(),
+                        });
+                    }
+                    self.stream = store.connector.starttls(self.stream, ep).await?;
+                    if let Action::Send(bytes) = self.login.tls_started() {
+                        send(&mut self.stream, &bytes, "capability").await?;
+                    }
+                }
+                Action::Challenge(challenge) => return Ok(Step::Challenge(challenge, self)),
+                Action::Done(caps) => {
+                    let upper = caps.iter().map(|c| c.to_ascii_uppercase()).collect();
+                    return Ok(Step::Done(Client {
+                        stream: self.stream,
+                        reader: self.reader,
+                        next_tag: 1,
+                        caps,
+                        upper,
+                        store: store.name().to_string(),
+                        out: Vec::new(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// The error of a dialog that timed out or failed, with the store's name.
+fn at(store: &Store, error: Error) -> StoreError {
+    StoreError {
+        store: store.name().to_string(),
+        error,
+    }
+}
+
+impl Challenged {
+    /// Sends the client's answer to the challenge (`None`: it cancelled) and
+    /// reads the store's verdict, within the store's `connect_timeout`.
+    pub async fn answer(self, store: &Store, answer: Option<&[u8]>) -> Result<Client, StoreError> {
+        let mut stage = "login";
+        let verdict = Self::verdict(self.dialog, store, answer, &mut stage);
+        match tokio::time::timeout(store.cfg.connect_timeout, verdict).await {
+            Ok(result) => result.map_err(|e| at(store, e)),
+            Err(_) => Err(at(store, Error::Timeout { stage })),
+        }
+    }
+
+    async fn verdict(
+        mut dialog: Dialog,
+        store: &Store,
+        answer: Option<&[u8]>,
+        stage: &mut &'static str,
+    ) -> Result<Client, Error> {
+        if let Action::Send(bytes) = dialog.login.answer(answer)? {
+            send(&mut dialog.stream, &bytes, "login").await?;
+        }
+        match dialog.drive(store, stage).await? {
+            Step::Done(c) => Ok(c),
+            // The exchange refuses a second challenge before it gets here.
+            Step::Challenge(..) => Err(Error::Protocol {
+                stage: "login",
+                what: "second challenge".into(),
+            }),
+        }
+    }
+}
+
 impl Client {
     /// Connects and logs in, within the store's `connect_timeout`. `client`
     /// (a proxied session) is forwarded by ID with its address.
@@ -84,15 +213,52 @@ impl Client {
         creds: &Credentials<'_>,
         client: Option<&ClientInfo>,
     ) -> Result<Client, StoreError> {
-        let at = |error| StoreError {
-            store: store.name().to_string(),
-            error,
+        match Self::connect_step(store, creds, client).await? {
+            Step::Done(c) => Ok(c),
+            Step::Challenge(..) => Err(at(
+                store,
+                Error::Protocol {
+                    stage: "login",
+                    what: "challenge to a password login".into(),
+                },
+            )),
+        }
+    }
+
+    /// Logs in with the client's bearer token (OAUTHBEARER, XOAUTH2) as it
+    /// sent it; the store judges it. A failure challenge comes back for the
+    /// client to see and answer ([`Outcome::Challenged`]).
+    pub async fn connect_bearer(
+        store: &Store,
+        user: &str,
+        mechanism: crate::sasl::Mechanism,
+        message: &[u8],
+        client: Option<&ClientInfo>,
+    ) -> Result<Outcome<Client, Challenged>, StoreError> {
+        let creds = Credentials::Bearer {
+            user,
+            mechanism,
+            message,
         };
+        Ok(match Self::connect_step(store, &creds, client).await? {
+            Step::Done(c) => Outcome::LoggedIn(c),
+            Step::Challenge(challenge, dialog) => Outcome::Challenged {
+                challenge,
+                pending: Challenged { dialog },
+            },
+        })
+    }
+
+    async fn connect_step(
+        store: &Store,
+        creds: &Credentials<'_>,
+        client: Option<&ClientInfo>,
+    ) -> Result<Step, StoreError> {
         let mut stage = "connect";
         let dialog = Self::login(store, creds, client, &mut stage);
         match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
-            Ok(result) => result.map_err(at),
-            Err(_) => Err(at(Error::Timeout { stage })),
+            Ok(result) => result.map_err(|e| at(store, e)),
+            Err(_) => Err(at(store, Error::Timeout { stage })),
         }
     }
 
@@ -101,74 +267,22 @@ impl Client {
         creds: &Credentials<'_>,
         client: Option<&ClientInfo>,
         stage: &mut &'static str,
-    ) -> Result<Client, Error> {
+    ) -> Result<Step, Error> {
         let ep = &store.cfg.imap;
-        let mut stream = store.connector.connect(ep).await?;
+        let stream = store.connector.connect(ep).await?;
         let id = client.map(|c| id_arguments(&c.id, c.peer));
-        let mut dialog = Login::new(
+        let login = Login::new(
             creds,
             store.master().as_ref(),
             ep.security == Security::StartTls,
             id,
         )?;
-        let mut reader = Reader::new(MAX_LINE, MAX_LITERAL);
-        let mut buf = vec![0u8; 4096];
-        loop {
-            *stage = dialog.stage();
-            let response = loop {
-                match reader.next_response() {
-                    Ok(Some(r)) => break r,
-                    Ok(None) => {}
-                    Err(e) => {
-                        return Err(Error::Protocol {
-                            stage: dialog.stage(),
-                            what: e.to_string(),
-                        })
-                    }
-                }
-                let n = stream.read(&mut buf).await.map_err(|source| Error::Io {
-                    stage: dialog.stage(),
-                    source,
-                })?;
-                if n == 0 {
-                    return Err(Error::Io {
-                        stage: dialog.stage(),
-                        source: std::io::ErrorKind::UnexpectedEof.into(),
-                    });
-                }
-                reader.push(&buf[..n]);
-            };
-            match dialog.on_response(response)? {
-                Action::Read => {}
-                Action::Send(bytes) => send(&mut stream, &bytes, dialog.stage()).await?,
-                Action::StartTls => {
-                    if !reader.take_buffered().is_empty() {
-                        // Bytes the store sent before TLS would be read as if
-                        // they came over TLS: an injection.
-                        return Err(Error::Protocol {
-                            stage: "starttls",
-                            what: "store sent data after STARTTLS OK".into(),
-                        });
-                    }
-                    stream = store.connector.starttls(stream, ep).await?;
-                    if let Action::Send(bytes) = dialog.tls_started() {
-                        send(&mut stream, &bytes, "capability").await?;
-                    }
-                }
-                Action::Done(caps) => {
-                    let upper = caps.iter().map(|c| c.to_ascii_uppercase()).collect();
-                    return Ok(Client {
-                        stream,
-                        reader,
-                        next_tag: 1,
-                        caps,
-                        upper,
-                        store: store.name().to_string(),
-                        out: Vec::new(),
-                    });
-                }
-            }
-        }
+        let dialog = Dialog {
+            stream,
+            reader: Reader::new(MAX_LINE, MAX_LITERAL),
+            login,
+        };
+        dialog.drive(store, stage).await
     }
 
     /// The store's post-login capabilities, as it listed them.
@@ -473,11 +587,6 @@ async fn send(s: &mut Stream, bytes: &[u8], stage: &'static str) -> Result<(), E
 /// `backend_login` and its corpus replay drive the real machine through this.
 /// Returns the post-login capabilities and what followed the login's reply.
 pub fn replay_login(replies: &[u8], master: bool) -> Result<(Vec<String>, Vec<u8>), Error> {
-    let m = login::Master {
-        user: "admin",
-        password: "adminpw",
-        separator: None,
-    };
     let creds = if master {
         Credentials::Master { user: "alice" }
     } else {
@@ -486,11 +595,31 @@ pub fn replay_login(replies: &[u8], master: bool) -> Result<(Vec<String>, Vec<u8
             password: b"p\"w\\",
         }
     };
+    replay(replies, &creds)
+}
+
+/// Like [`replay_login`] for a client's OAUTHBEARER login: a challenge the
+/// store sends is answered as a client would (`AQ==`).
+pub fn replay_bearer_login(replies: &[u8]) -> Result<(Vec<String>, Vec<u8>), Error> {
+    let creds = Credentials::Bearer {
+        user: "alice",
+        mechanism: crate::sasl::Mechanism::OAuthBearer,
+        message: b"n,a=alice,\x01auth=Bearer tok\x01\x01",
+    };
+    replay(replies, &creds)
+}
+
+fn replay(replies: &[u8], creds: &Credentials<'_>) -> Result<(Vec<String>, Vec<u8>), Error> {
+    let m = login::Master {
+        user: "admin",
+        password: "adminpw",
+        separator: None,
+    };
     let id = id_arguments(
         &[("name".into(), Some("fuzz".into()))],
         SocketAddr::from(([192, 0, 2, 1], 50000)),
     );
-    let mut dialog = Login::new(&creds, Some(&m), false, Some(id))?;
+    let mut dialog = Login::new(creds, Some(&m), false, Some(id))?;
     let mut reader = Reader::new(64 * 1024, 64 * 1024);
     reader.push(replies);
     loop {
@@ -508,6 +637,9 @@ pub fn replay_login(replies: &[u8], master: bool) -> Result<(Vec<String>, Vec<u8
             Action::Done(caps) => return Ok((caps, reader.take_buffered())),
             Action::StartTls => {
                 let _ = dialog.tls_started();
+            }
+            Action::Challenge(_) => {
+                dialog.answer(Some(b"\x01"))?;
             }
             Action::Read | Action::Send(_) => {}
         }

@@ -1,6 +1,7 @@
 //! Logging in to a store, sans I/O: greeting, STARTTLS, capabilities, the
 //! client's ID, AUTHENTICATE PLAIN (as the user or a master user) or LOGIN,
-//! post-login capabilities. [`Login`] takes the store's responses and says
+//! or the client's own OAUTHBEARER / XOAUTH2 message (with a failure
+//! challenge relayed: [`Action::Challenge`]), post-login capabilities. [`Login`] takes the store's responses and says
 //! what to send next; the driver in [`super::client`] does the I/O, and the
 //! fuzz target drives the same machine with whatever bytes it likes.
 
@@ -24,6 +25,16 @@ pub enum Credentials<'a> {
         /// Login name.
         user: &'a str,
     },
+    /// The client's bearer token, passed on unchanged (never a master login:
+    /// the store judges the token).
+    Bearer {
+        /// Login name (from the message), for logs.
+        user: &'a str,
+        /// OAUTHBEARER or XOAUTH2.
+        mechanism: crate::sasl::Mechanism,
+        /// The client's decoded SASL message.
+        message: &'a [u8],
+    },
 }
 
 impl std::fmt::Debug for Credentials<'_> {
@@ -32,6 +43,9 @@ impl std::fmt::Debug for Credentials<'_> {
         match self {
             Credentials::User { user, .. } => write!(f, "User({user})"),
             Credentials::Master { user } => write!(f, "Master({user})"),
+            Credentials::Bearer {
+                user, mechanism, ..
+            } => write!(f, "Bearer({user}, {})", mechanism.name()),
         }
     }
 }
@@ -60,6 +74,9 @@ pub enum Action {
     StartTls,
     /// Logged in, with the store's post-login capabilities.
     Done(Vec<String>),
+    /// The store challenged a bearer login (decoded; for OAUTHBEARER its
+    /// JSON error): relay it to the client, then call [`Login::answer`].
+    Challenge(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +87,8 @@ enum State {
     /// AUTHENTICATE PLAIN without SASL-IR: waiting for `+`.
     Continue,
     Authenticating,
+    /// A bearer login was challenged: waiting for the client's answer.
+    Challenged,
     PostCapability,
     Done,
 }
@@ -88,6 +107,8 @@ pub struct Login {
     secret: Vec<u8>,
     /// The base64 PLAIN response, sent after `+` when there is no SASL-IR.
     pending_plain: Option<Vec<u8>>,
+    /// A bearer login: the client's message instead of PLAIN or LOGIN.
+    bearer: Option<crate::store::bearer::Exchange>,
 }
 
 /// Tags of the login dialog (fixed: one dialog per connection).
@@ -172,9 +193,18 @@ impl Login {
         starttls: bool,
         id: Option<Vec<u8>>,
     ) -> Result<Login, Error> {
+        let mut bearer = None;
         let (authz, authc, secret) = match creds {
             Credentials::User { user, password } => {
                 (String::new(), user.to_string(), password.to_vec())
+            }
+            Credentials::Bearer {
+                user,
+                mechanism,
+                message,
+            } => {
+                bearer = Some(crate::store::bearer::Exchange::new(*mechanism, message));
+                (String::new(), user.to_string(), Vec::new())
             }
             Credentials::Master { user } => {
                 let m =
@@ -203,6 +233,7 @@ impl Login {
             authc,
             secret,
             pending_plain: None,
+            bearer,
         })
     }
 
@@ -217,7 +248,7 @@ impl Login {
             State::Greeting => "greeting",
             State::StartTls => "starttls",
             State::Capability => "capability",
-            State::Continue | State::Authenticating => "login",
+            State::Continue | State::Authenticating | State::Challenged => "login",
             State::PostCapability => "post-login capability",
             State::Done => "done",
         }
@@ -238,6 +269,18 @@ impl Login {
             Response::Continue(_) if self.state == State::Continue => {
                 self.state = State::Authenticating;
                 Ok(Action::Send(self.pending_plain.take().unwrap_or_default()))
+            }
+            Response::Continue(raw) if self.state == State::Authenticating => {
+                let Some(exchange) = self.bearer.as_mut() else {
+                    return Err(Error::Protocol {
+                        stage,
+                        what: "challenge to a PLAIN login".into(),
+                    });
+                };
+                let payload = raw.strip_prefix(b"+").unwrap_or(&raw);
+                let challenge = exchange.on_challenge(payload.trim_ascii())?;
+                self.state = State::Challenged;
+                Ok(Action::Challenge(challenge))
             }
             Response::Continue(raw) => Err(Error::Protocol {
                 stage,
@@ -293,13 +336,15 @@ impl Login {
                 self.after_capabilities()
             }
             // The store's answer to ID does not matter: the login decides.
-            (State::Continue | State::Authenticating, ID) => Ok(Action::Read),
+            (State::Continue | State::Authenticating | State::Challenged, ID) => Ok(Action::Read),
             (State::Continue | State::Authenticating, AUTH) => {
                 if t.status != Status::Ok {
                     let upper = t.text.to_ascii_uppercase();
+                    // A bearer login's BAD is the store's word on the client's
+                    // message (a cancel, a malformed token): the client's.
+                    let bad_is_ours = t.status == Status::Bad && self.bearer.is_none();
                     return Err(
-                        if t.is_temporary() || upper.contains("[INUSE]") || t.status == Status::Bad
-                        {
+                        if t.is_temporary() || upper.contains("[INUSE]") || bad_is_ours {
                             Error::Unavailable(t.text)
                         } else {
                             Error::Rejected(t.text)
@@ -331,6 +376,21 @@ impl Login {
         }
     }
 
+    /// The client's answer to the store's challenge (`None`: cancelled):
+    /// what to send the store.
+    pub fn answer(&mut self, answer: Option<&[u8]>) -> Result<Action, Error> {
+        match (&self.bearer, self.state) {
+            (Some(exchange), State::Challenged) => {
+                self.state = State::Authenticating;
+                Ok(Action::Send(exchange.answer(answer)))
+            }
+            _ => Err(Error::Protocol {
+                stage: self.stage(),
+                what: "an answer without a challenge".into(),
+            }),
+        }
+    }
+
     /// Capabilities known: ask for them, or send ID and the login in one write.
     fn after_capabilities(&mut self) -> Result<Action, Error> {
         let Some(caps) = self.caps.clone() else {
@@ -355,6 +415,27 @@ impl Login {
             out.extend_from_slice(b"\r\n");
         }
         let literal_plus = has(caps, "LITERAL+");
+        if let Some(exchange) = &self.bearer {
+            let mech = exchange.mechanism().name();
+            let offered = caps.iter().filter_map(|c| {
+                c.get(..5)
+                    .filter(|p| p.eq_ignore_ascii_case("AUTH="))
+                    .map(|_| &c[5..])
+            });
+            if !exchange.offered_by(offered) {
+                return Err(format!("store does not offer AUTH={mech}"));
+            }
+            let b64 = exchange.initial_response();
+            if has(caps, "SASL-IR") {
+                out.extend_from_slice(format!("{AUTH} AUTHENTICATE {mech} {b64}\r\n").as_bytes());
+                self.state = State::Authenticating;
+            } else {
+                out.extend_from_slice(format!("{AUTH} AUTHENTICATE {mech}\r\n").as_bytes());
+                self.pending_plain = Some(format!("{b64}\r\n").into_bytes());
+                self.state = State::Continue;
+            }
+            return Ok(out);
+        }
         if has(caps, "AUTH=PLAIN") {
             let mut raw = Vec::new();
             raw.extend_from_slice(self.authz.as_bytes());
@@ -557,6 +638,108 @@ mod tests {
         assert!(out.contains("{10+}\r\np"), "{out}");
         let mut l = Login::new(&creds, None, false, None).expect("new");
         assert!(feed(&mut l, "* OK [CAPABILITY IMAP4rev1] hi\r\n").is_err());
+    }
+
+    fn bearer(message: &'static [u8]) -> Credentials<'static> {
+        Credentials::Bearer {
+            user: "alice",
+            mechanism: crate::sasl::Mechanism::OAuthBearer,
+            message,
+        }
+    }
+
+    #[test]
+    fn bearer_goes_unchanged_and_a_failure_challenge_is_relayed() {
+        use base64::engine::general_purpose::STANDARD;
+        let msg = b"n,a=alice,\x01auth=Bearer tok\x01\x01";
+        let m = Master {
+            user: "admin",
+            password: "pw",
+            separator: Some("*"),
+        };
+        // A master user configured for the store is not used.
+        let mut l = Login::new(&bearer(msg), Some(&m), false, None).expect("new");
+        let out = sent(
+            feed(
+                &mut l,
+                "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN AUTH=OAUTHBEARER] hi\r\n",
+            )
+            .expect("ok"),
+        );
+        assert_eq!(
+            out,
+            format!("S4 AUTHENTICATE OAUTHBEARER {}\r\n", STANDARD.encode(msg))
+        );
+        let json = br#"{"status":"invalid_token"}"#;
+        let challenge = format!("+ {}\r\n", STANDARD.encode(json));
+        assert_eq!(
+            feed(&mut l, &challenge).expect("ok"),
+            Action::Challenge(json.to_vec())
+        );
+        assert_eq!(sent(l.answer(Some(b"\x01")).expect("ok")), "AQ==\r\n");
+        match feed(
+            &mut l,
+            "S4 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+        ) {
+            Err(Error::Rejected(text)) => {
+                assert_eq!(text, "NO [AUTHENTICATIONFAILED] Authentication failed.")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without SASL-IR: the message after the store's `+`; a cancel's BAD
+        // is the client's doing.
+        let mut l = Login::new(&bearer(msg), None, false, None).expect("new");
+        assert_eq!(
+            sent(
+                feed(
+                    &mut l,
+                    "* OK [CAPABILITY IMAP4rev1 AUTH=OAUTHBEARER] hi\r\n"
+                )
+                .expect("ok")
+            ),
+            "S4 AUTHENTICATE OAUTHBEARER\r\n"
+        );
+        assert_eq!(
+            sent(feed(&mut l, "+ \r\n").expect("ok")),
+            format!("{}\r\n", STANDARD.encode(msg))
+        );
+        feed(&mut l, &challenge).expect("challenge");
+        assert_eq!(sent(l.answer(None).expect("ok")), "*\r\n");
+        assert!(matches!(
+            feed(&mut l, "S4 BAD Authentication aborted by client.\r\n"),
+            Err(Error::Rejected(_))
+        ));
+        // A second challenge, or a store without the mechanism: protocol errors.
+        let mut l = Login::new(&bearer(msg), None, false, None).expect("new");
+        feed(
+            &mut l,
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=OAUTHBEARER] hi\r\n",
+        )
+        .expect("ok");
+        feed(&mut l, &challenge).expect("challenge");
+        l.answer(Some(b"\x01")).expect("answer");
+        assert!(matches!(
+            feed(&mut l, &challenge),
+            Err(Error::Protocol { .. })
+        ));
+        let mut l = Login::new(&bearer(msg), None, false, None).expect("new");
+        assert!(matches!(
+            feed(
+                &mut l,
+                "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] hi\r\n"
+            ),
+            Err(Error::Protocol { .. })
+        ));
+        // A challenge to a PLAIN login is refused, and so is an answer without one.
+        let mut l = Login::new(&user(), None, false, None).expect("new");
+        feed(
+            &mut l,
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] hi\r\n",
+        )
+        .expect("ok");
+        assert!(l.answer(None).is_err());
+        assert!(feed(&mut l, &challenge).is_err());
+        assert!(!format!("{:?}", bearer(msg)).contains("tok"));
     }
 
     #[test]

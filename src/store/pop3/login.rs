@@ -52,6 +52,11 @@ fn plain_message(creds: &Credentials<'_>, master: Option<&Master<'_>>) -> Result
         (Credentials::Master { .. }, None) => {
             return Err(Error::Config("master login without a master user".into()))
         }
+        (Credentials::Bearer { .. }, _) => {
+            return Err(Error::Config(
+                "bearer tokens go to POP3 stores by AUTH XOAUTH2/OAUTHBEARER, not PLAIN".into(),
+            ))
+        }
         (Credentials::Master { user }, Some(m)) => match m.separator {
             // Dovecot's "user*master" form.
             Some(sep) => ("", format!("{user}{sep}{}", m.user), m.password.as_bytes()),

@@ -61,6 +61,11 @@ impl Login {
     ) -> Result<Login, Error> {
         let (authz, authc, secret): (&str, String, &[u8]) = match creds {
             Credentials::User { user, password } => ("", user.to_string(), password),
+            Credentials::Bearer { .. } => {
+                return Err(Error::Config(
+                    "bearer tokens are not passed on to ManageSieve stores".into(),
+                ))
+            }
             Credentials::Master { user } => {
                 let m =
                     master.ok_or_else(|| Error::Config("no master_user for this store".into()))?;

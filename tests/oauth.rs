@@ -1,0 +1,336 @@
+//! OAuth pass-through: AUTHENTICATE OAUTHBEARER (RFC 7628) and XOAUTH2
+//! through mailshift to stores that check tokens themselves (Dovecot's
+//! `oauth2` passdb asking a local introspection endpoint). mailshift routes
+//! by the user the message names and passes the token on unchanged; the
+//! store's verdict, its error JSON included, is what the client sees,
+//! exactly as when it talks to the store directly.
+mod support;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use support::oauth::Introspection;
+use support::{DovecotOpts, ImapClient, Lab, Mailshift};
+
+const ALICE_TOKEN: &str = "alice-token-1";
+const BOB_TOKEN: &str = "bob-token-1";
+
+fn oauthbearer(user: &str, token: &str) -> Vec<u8> {
+    format!("n,a={user},\x01host=127.0.0.1\x01port=143\x01auth=Bearer {token}\x01\x01").into_bytes()
+}
+
+fn xoauth2(user: &str, token: &str) -> Vec<u8> {
+    format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes()
+}
+
+/// What a client saw of one AUTHENTICATE: the store's challenge (decoded), if
+/// any, and the tagged reply without its tag.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    challenge: Option<String>,
+    reply: String,
+}
+
+/// AUTHENTICATE `mech` with `message` (as SASL-IR, or after the empty `+`),
+/// answering a challenge with `AQ==` as RFC 7628 says a client must.
+fn authenticate(c: &mut ImapClient, mech: &str, message: &[u8], ir: bool) -> Seen {
+    let b64 = STANDARD.encode(message);
+    let tag = if ir {
+        c.send(&format!("AUTHENTICATE {mech} {b64}"))
+    } else {
+        c.send(&format!("AUTHENTICATE {mech}"))
+    };
+    let mut sent = ir;
+    let mut challenge = None;
+    loop {
+        let line = c.read_response();
+        if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+            return Seen {
+                challenge,
+                reply: rest.to_string(),
+            };
+        }
+        let Some(cont) = line.strip_prefix('+') else {
+            continue;
+        };
+        if !sent {
+            c.write_raw(format!("{b64}\r\n").as_bytes());
+            sent = true;
+        } else {
+            let decoded = STANDARD.decode(cont.trim()).expect("challenge is base64");
+            challenge = Some(String::from_utf8_lossy(&decoded).into_owned());
+            c.write_raw(b"AQ==\r\n");
+        }
+    }
+}
+
+fn start() -> (Introspection, Lab, Mailshift) {
+    start_with(false, |_| String::new())
+}
+
+/// The lab with token-checking stores; `extra` gives tables to append.
+fn start_with(syncprov: bool, extra: impl Fn(&Lab) -> String) -> (Introspection, Lab, Mailshift) {
+    let idp = Introspection::start(&[(ALICE_TOKEN, "alice"), (BOB_TOKEN, "bob")]);
+    let lab = Lab::start_with(
+        syncprov,
+        DovecotOpts {
+            oauth2_introspection: Some(idp.url()),
+            ..DovecotOpts::default()
+        },
+    );
+    // Short failure delays: a test of refusals refuses often from one address.
+    let cfg = lab.mailshift_config(&extra(&lab)).replacen(
+        "[imap]\n",
+        "[imap]\noauth = true\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"50ms\"\n",
+        1,
+    );
+    let proxy = Mailshift::start(&cfg);
+    (idp, lab, proxy)
+}
+
+#[test]
+fn oauthbearer_and_xoauth2_log_in_through_mailshift_on_the_old_and_the_new_store() {
+    let (idp, lab, proxy) = start();
+    let mut c = ImapClient::connect(proxy.imap_port());
+    assert!(
+        c.greeting.contains("AUTH=OAUTHBEARER") && c.greeting.contains("AUTH=XOAUTH2"),
+        "{}",
+        c.greeting
+    );
+    let seen = authenticate(
+        &mut c,
+        "OAUTHBEARER",
+        &oauthbearer("alice", ALICE_TOKEN),
+        true,
+    );
+    assert!(
+        seen.reply.starts_with("OK"),
+        "{seen:?}\n{}",
+        proxy.log_tail()
+    );
+    assert_eq!(seen.challenge, None);
+    c.ok("SELECT INBOX");
+    assert_eq!(c.subjects(), vec!["only-on-old".to_string()]);
+    c.ok("LOGOUT");
+
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let seen = authenticate(&mut c, "XOAUTH2", &xoauth2("bob", BOB_TOKEN), false);
+    assert!(
+        seen.reply.starts_with("OK"),
+        "{seen:?}\n{}",
+        proxy.log_tail()
+    );
+    c.ok("SELECT INBOX");
+    assert_eq!(c.subjects(), vec!["only-on-new".to_string()]);
+    c.ok("LOGOUT");
+
+    // The other way round: XOAUTH2 with SASL-IR for alice, OAUTHBEARER after
+    // the continuation for bob.
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let seen = authenticate(&mut c, "XOAUTH2", &xoauth2("alice", ALICE_TOKEN), true);
+    assert!(seen.reply.starts_with("OK"), "{seen:?}");
+    c.ok("LOGOUT");
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let seen = authenticate(&mut c, "OAUTHBEARER", &oauthbearer("bob", BOB_TOKEN), false);
+    assert!(seen.reply.starts_with("OK"), "{seen:?}");
+    c.ok("LOGOUT");
+
+    // The stores got the tokens as the client sent them, and logged the
+    // users in by them (not by the master user the old store has).
+    let asked = idp.seen();
+    assert_eq!(
+        asked.iter().filter(|t| *t == ALICE_TOKEN).count(),
+        2,
+        "{asked:?}"
+    );
+    assert_eq!(
+        asked.iter().filter(|t| *t == BOB_TOKEN).count(),
+        2,
+        "{asked:?}"
+    );
+    assert!(lab
+        .old
+        .log()
+        .lines()
+        .any(|l| l.contains("Login: user=<alice>, method=OAUTHBEARER")));
+    assert!(lab
+        .new
+        .log()
+        .lines()
+        .any(|l| l.contains("Login: user=<bob>, method=XOAUTH2")));
+    let log = proxy.log();
+    for (user, backend) in [("alice", "old"), ("bob", "new")] {
+        let starts = log
+            .lines()
+            .filter(|l| {
+                l.contains("session start")
+                    && l.contains(&format!("user={user}"))
+                    && l.contains(&format!("backend={backend}"))
+            })
+            .count();
+        assert_eq!(starts, 2, "{user}:\n{log}");
+    }
+    assert!(
+        !log.contains(ALICE_TOKEN) && !log.contains(BOB_TOKEN),
+        "{log}"
+    );
+}
+
+#[test]
+fn invalid_tokens_get_the_stores_own_error_through_mailshift() {
+    let (idp, lab, proxy) = start();
+    let cases: [(&str, &str, Vec<u8>, u16); 4] = [
+        (
+            "alice",
+            "OAUTHBEARER",
+            oauthbearer("alice", "expired-token"),
+            lab.old.imap_port(),
+        ),
+        (
+            "bob",
+            "XOAUTH2",
+            xoauth2("bob", "expired-token"),
+            lab.new.imap_port(),
+        ),
+        // A valid token of someone else: the store refuses it for this user.
+        (
+            "alice",
+            "OAUTHBEARER",
+            oauthbearer("alice", BOB_TOKEN),
+            lab.old.imap_port(),
+        ),
+        (
+            "bob",
+            "OAUTHBEARER",
+            oauthbearer("bob", "expired-token"),
+            lab.new.imap_port(),
+        ),
+    ];
+    for (user, mech, message, store_port) in cases {
+        for ir in [true, false] {
+            let mut direct = ImapClient::connect(store_port);
+            let want = authenticate(&mut direct, mech, &message, ir);
+            assert!(want.reply.starts_with("NO"), "{user} {mech}: {want:?}");
+            let mut c = ImapClient::connect(proxy.imap_port());
+            let got = authenticate(&mut c, mech, &message, ir);
+            assert_eq!(got, want, "{user} {mech} ir={ir}\n{}", proxy.log_tail());
+            // The session goes on: a good token next works.
+            let token = if user == "alice" {
+                ALICE_TOKEN
+            } else {
+                BOB_TOKEN
+            };
+            let ok = authenticate(&mut c, "OAUTHBEARER", &oauthbearer(user, token), true);
+            assert!(ok.reply.starts_with("OK"), "{ok:?}");
+            c.ok("LOGOUT");
+        }
+    }
+    // What the client saw for OAUTHBEARER was the store's JSON error.
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let seen = authenticate(
+        &mut c,
+        "OAUTHBEARER",
+        &oauthbearer("alice", "expired-token"),
+        true,
+    );
+    let json = seen.challenge.expect("a failure challenge");
+    assert!(json.contains("invalid_token"), "{json}");
+    assert!(idp.seen().iter().any(|t| t == "expired-token"));
+    let log = proxy.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("login failed") && l.contains("OAUTHBEARER")),
+        "{log}"
+    );
+    assert!(!log.contains("expired-token"), "{log}");
+}
+
+#[test]
+fn malformed_bearer_messages_and_cancels_get_clear_errors() {
+    let (_idp, lab, proxy) = start();
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let bad: [(&str, &[u8], &str); 4] = [
+        ("OAUTHBEARER", b"n,,\x01auth=Bearer x\x01\x01", "GS2 header"),
+        (
+            "OAUTHBEARER",
+            b"n,a=alice,\x01host=h\x01\x01",
+            "auth=Bearer",
+        ),
+        ("XOAUTH2", b"auth=Bearer x\x01\x01", "user="),
+        ("OAUTHBEARER", b"garbage", "Malformed"),
+    ];
+    for (mech, msg, expect) in bad {
+        let seen = authenticate(&mut c, mech, msg, true);
+        assert!(
+            seen.reply.starts_with("BAD") && seen.reply.contains(expect),
+            "{mech} {msg:?}: {seen:?}"
+        );
+    }
+    // A cancel at the continuation.
+    let tag = c.send("AUTHENTICATE XOAUTH2");
+    assert!(c.read_response().starts_with('+'));
+    c.write_raw(b"*\r\n");
+    assert_eq!(
+        c.read_response(),
+        format!("{tag} BAD Authentication cancelled.")
+    );
+    // Still usable; then a message past the line limit ends the connection.
+    c.ok("NOOP");
+    let huge = oauthbearer("alice", &"x".repeat(20_000));
+    c.write_raw(format!("h AUTHENTICATE OAUTHBEARER {}\r\n", STANDARD.encode(huge)).as_bytes());
+    let bye = c.read_response();
+    assert!(bye.starts_with("* BYE"), "{bye}");
+    // Nothing of this reached a store.
+    assert!(!lab.old.log().contains("user=<alice>"), "{}", lab.old.log());
+    let log = proxy.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Lazy mode: a user who logs in with a token (no password to migrate with)
+/// is moved by the old store's master user.
+#[test]
+fn a_token_login_starts_a_lazy_migration_by_the_master_user() {
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().join("state");
+    let (_idp, lab, proxy) = start_with(true, |_| {
+        format!(
+            "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\n\
+             mode = \"lazy\"\nusers_filter = \"(uid=alice)\"\nlease = \"3s\"\n",
+            state_dir.display()
+        )
+    });
+    let mut c = ImapClient::connect(proxy.imap_port());
+    let seen = authenticate(
+        &mut c,
+        "OAUTHBEARER",
+        &oauthbearer("alice", ALICE_TOKEN),
+        true,
+    );
+    assert!(seen.reply.starts_with("OK"), "{seen:?}");
+    c.ok("SELECT INBOX");
+    let mail_host = || {
+        lab.ldap
+            .search("(uid=alice)", &["mailHost"])
+            .lines()
+            .find_map(|l| l.strip_prefix("mailHost: ").map(str::to_string))
+            .unwrap_or_default()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while mail_host() != support::proxy::NEW_HOST {
+        assert!(
+            std::time::Instant::now() < until,
+            "no lazy migration after a token login\n{}",
+            proxy.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        proxy.log().contains("lazy migration started by login"),
+        "{}",
+        proxy.log_tail()
+    );
+    let mut n = ImapClient::connect(lab.new.imap_port());
+    n.login("alice*admin", "adminpw");
+    n.ok("EXAMINE INBOX");
+    assert!(n.subjects().contains(&"only-on-old".to_string()));
+}
