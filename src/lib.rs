@@ -3,7 +3,8 @@
 //! # Layout and data flow
 //!
 //! ```text
-//!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry)
+//!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry),
+//!              submission (preauth sans-I/O, session)
 //!        │
 //!        ▼
 //!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file) ─► Router (mailHost ─► Store)
@@ -31,6 +32,11 @@
 //!   per store (`store::smtp::Conn`, opened by `Store::delivery`);
 //!   the mixed outcome goes to `smtp::queue`, retried by `smtp::retry`
 //!   (resolving again).
+//! - A submission: `submission::session` runs `submission::preauth` (EHLO,
+//!   STARTTLS, AUTH), `App::admit` resolves and checks the user,
+//!   `Store::submission` opens the store's submission service as the user
+//!   (`store::smtp`: EHLO, STARTTLS, XCLIENT, AUTH), then `imap::relay`'s
+//!   byte relay carries the session.
 //! - A migration: `migrate::sync::Engine::pass` plans folders, then per folder
 //!   recognises what is there (fingerprints, intents of batches in flight),
 //!   copies in source UID order through `store::imap::Client`, pushes flags;
