@@ -6,6 +6,7 @@
 //!  front ends: imap (session, preauth sans-I/O, relay), smtp (session sans-I/O, driver, queue, retry),
 //!              pop3 (session, preauth sans-I/O, uidl rewriting for moved users)
 //!              managesieve (preauth sans-I/O, session; relays with imap::relay)
+//!              submission (preauth sans-I/O, session)
 //!        │
 //!        ▼
 //!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file) ─► Router (mailHost ─► Store)
@@ -36,6 +37,11 @@
 //!   per store (`store::smtp::Conn`, opened by `Store::delivery`);
 //!   the mixed outcome goes to `smtp::queue`, retried by `smtp::retry`
 //!   (resolving again).
+//! - A submission: `submission::session` runs `submission::preauth` (EHLO,
+//!   STARTTLS, AUTH), `App::admit` resolves and checks the user,
+//!   `Store::submission` opens the store's submission service as the user
+//!   (`store::smtp`: EHLO, STARTTLS, XCLIENT, AUTH), then `imap::relay`'s
+//!   byte relay carries the session.
 //! - A migration: `migrate::sync::Engine::pass` plans folders, then per folder
 //!   recognises what is there (fingerprints, intents of batches in flight),
 //!   copies in source UID order through `store::imap::Client`, pushes flags;
