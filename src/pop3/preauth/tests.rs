@@ -150,7 +150,10 @@ fn require_tls_refuses_credentials_in_the_clear() {
     let out = written(&a);
     assert_eq!(out.matches("-ERR [AUTH] Plaintext").count(), 3, "{out}");
     let caps = written(&run(&mut p, b"CAPA\r\n"));
-    assert!(!caps.contains("\r\nUSER\r\n") && caps.contains("STLS"), "{caps}");
+    assert!(
+        !caps.contains("\r\nUSER\r\n") && caps.contains("STLS"),
+        "{caps}"
+    );
 }
 
 #[test]
