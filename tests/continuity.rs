@@ -31,7 +31,7 @@ fn setup(metadata: bool, messages: usize) -> Setup {
     let lab = Lab::start_with_metadata(true, metadata);
     let dir = tempfile::tempdir().expect("tempdir");
     let migration = format!(
-        "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"20s\"\ninstance_id = \"test-cli\"\n",
+        "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"20s\"\ninstance_id = \"test-cli\"\nsweep_interval = \"1s\"\n",
         dir.path().join("state").display(),
     );
     let text = lab.mailshift_config(&migration);
@@ -280,6 +280,28 @@ fn cutover_keeps_uids_in_metadata_and_every_instance_reads_them() {
     let (&newest, _) = now.iter().find(|(_, v)| *v == "after").expect("delivered");
     let c = map.to_client_uid(newest).expect("a client UID");
     assert!(c >= map.old_uidnext && !before.contains_key(&c));
+
+    // Mail that still reached the old INBOX after the cutover is swept over
+    // by `serve`: it too lands above every UID clients knew.
+    s.lab.old.deliver(
+        "alice",
+        &message("x@example.net", "alice@example.org", "late", "hi"),
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    let late = loop {
+        let now = uid_subjects(s.lab.new.imap_port(), "INBOX");
+        if let Some((n, _)) = now.iter().find(|(_, v)| *v == "late") {
+            break *n;
+        }
+        assert!(
+            Instant::now() < until,
+            "never swept:\n{}",
+            s.proxy.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let c_late = map.to_client_uid(late).expect("a client UID");
+    assert!(c_late >= map.old_uidnext && c_late != c && !before.contains_key(&c_late));
 
     // The instance that served before the cutover and a new one read the
     // same maps from the store.
