@@ -349,6 +349,19 @@ fn without_metadata_the_maps_live_in_a_hidden_folder() {
     );
     let v = uid_view(&s.proxy, NEW_HOST);
     assert_eq!(v["folders"].as_u64(), Some(maps.len() as u64));
+
+    // A rollback never copies the map folder back as mail: its passes do not
+    // even list it.
+    let back = cli(&s, &["rollback", "--user", "alice", "--json"]);
+    assert!(back.status.success(), "{}", text(&back));
+    let report = String::from_utf8_lossy(&back.stdout);
+    assert!(report.contains("\"folder\":\"INBOX\""), "{report}");
+    assert!(!report.contains(HIDDEN_FOLDER), "{report}");
+    let r = hidden_maps(s.lab.old.imap_port())
+        .remove("INBOX")
+        .expect("INBOX mapped on the old store");
+    assert_eq!(r.presented_uidvalidity, map.presented_uidvalidity);
+    assert_same_messages(&before, &r, &uid_subjects(s.lab.old.imap_port(), "INBOX"));
 }
 
 #[test]
