@@ -2,12 +2,15 @@
 //!
 //! - [`framer`] and [`preauth`]: sans-I/O; bytes in, actions out.
 //! - [`session`]: the async driver of one connection.
-//! - [`relay`]: bytes both ways after login.
+//! - [`relay`]: bytes both ways after login (plain, spliced, or translated).
+//! - [`translate`]: sans-I/O; for a user mailshift moved, the old store's
+//!   UIDVALIDITY, UIDs and MODSEQs in both directions.
 
 pub mod framer;
 pub mod preauth;
 pub mod relay;
 pub mod session;
+pub mod translate;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

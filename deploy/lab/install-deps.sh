@@ -6,7 +6,7 @@
 # system ones would hold 389/143/993/25 and confuse anyone debugging.
 set -eu
 
-PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap swaks postfix isync openssl python3 ca-certificates chromium"
+PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap swaks postfix isync offlineimap3 openssl python3 ca-certificates chromium"
 
 missing=""
 for p in $PACKAGES; do

@@ -11,6 +11,9 @@
 
 #[cfg(target_os = "linux")]
 mod splice;
+mod translating;
+
+pub use translating::relay_translated;
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -16,8 +16,10 @@ use tokio::net::TcpStream;
 
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::relay::{self, End};
+use super::translate::{self, Translator};
 use crate::app::App;
 use crate::app::Refusal;
+use crate::continuity::UserMap;
 use crate::directory::User;
 use crate::metrics::METRICS;
 use crate::store::imap::{Client as StoreClient, ClientInfo};
@@ -84,6 +86,8 @@ struct Handoff {
     backend: StoreClient,
     target: Arc<Store>,
     user: User,
+    /// The user's UID maps: the session is translated.
+    map: Option<Arc<UserMap>>,
     pipelined: Vec<u8>,
     started: Instant,
 }
@@ -137,17 +141,17 @@ async fn preauth(
                         id: core.client_id().to_vec(),
                     };
                     match authenticate(&login, &info, shared).await {
-                        Ok((user, target, backend)) => {
+                        Ok((user, target, backend, map)) => {
                             METRICS.imap_logins.with_label_values(&["ok"]).inc();
                             shared.throttle.succeeded(&login.user);
                             if let Some(s) = &shared.scheduler {
                                 s.on_login(&user.login, &login.password.0);
                             }
-                            let ok = format!(
-                                "{} OK [CAPABILITY {}] Logged in\r\n",
-                                login.tag,
-                                backend.capabilities()
-                            );
+                            let caps = match map {
+                                Some(_) => translate::filter_capabilities(&backend.capabilities()),
+                                None => backend.capabilities(),
+                            };
+                            let ok = format!("{} OK [CAPABILITY {caps}] Logged in\r\n", login.tag);
                             if !write(&mut stream, ok.as_bytes()).await {
                                 return None;
                             }
@@ -156,6 +160,7 @@ async fn preauth(
                                 backend,
                                 target,
                                 user,
+                                map,
                                 pipelined: core.into_pipelined(),
                                 started,
                             });
@@ -214,12 +219,13 @@ async fn preauth(
 }
 
 /// Admits the login (lookup, hold wait, password check, route; shared by
-/// every front end) and logs in to the store.
+/// every front end), logs in to the store and, for a user mailshift moved,
+/// reads the UID maps (cached per user; no round trip for other users).
 async fn authenticate(
     login: &Login,
     client: &ClientInfo,
     shared: &Arc<App>,
-) -> Result<(User, Arc<Store>, StoreClient), Refusal> {
+) -> Result<(User, Arc<Store>, StoreClient, Option<Arc<UserMap>>), Refusal> {
     let peer = client.peer;
     let (user, target) = shared
         .admit(&login.user, Some(&login.password.0), peer)
@@ -238,7 +244,21 @@ async fn authenticate(
         .with_label_values(&[target.name(), outcome])
         .observe(took);
     match result {
-        Ok(logged_in) => Ok((user, target, logged_in)),
+        Ok(mut logged_in) => match shared
+            .maps
+            .for_session(&user, &target, &mut logged_in)
+            .await
+        {
+            Ok(map) => Ok((user, target, logged_in, map)),
+            Err(e) => {
+                // Relaying plainly would show the store's UIDVALIDITY and make
+                // the client download everything again: refuse, it retries.
+                tracing::warn!(user = %login.user, client = %peer, backend = target.name(), error = %e, "UID maps unreadable");
+                Err(Refusal::Unavailable(
+                    "Mailbox temporarily unavailable, try again.",
+                ))
+            }
+        },
         Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => {
             tracing::debug!(user = %login.user, client = %peer, backend = target.name(), reply = %e.error, "store refused login");
             Err(Refusal::AuthFailed)
@@ -258,6 +278,7 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
         backend: logged_in,
         target,
         user,
+        map,
         pipelined,
         started,
     } = h;
@@ -266,14 +287,34 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
     let registration = shared.sessions.register(&user.login, &name, &shared.cancel);
     let gauge = METRICS.imap_sessions.with_label_values(&[&name]);
     gauge.inc();
-    tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), "session start");
+    tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), translated = map.is_some(), "session start");
+    let mut translator = map.map(|m| {
+        let mut t = Translator::new(m);
+        t.hide_folder(crate::continuity::stored::HIDDEN_FOLDER.as_bytes());
+        t
+    });
     // Handoff forwards: what the client pipelined after LOGIN goes to the store,
-    // what the store sent after its OK goes to the client, before relaying.
+    // what the store sent after its OK goes to the client, before relaying
+    // (translated like the rest for a translated session).
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    match &mut translator {
+        Some(t) => {
+            t.from_client(&pipelined, &mut up);
+            if t.from_store(&leftover, &mut down).is_err() {
+                down.clear();
+            }
+            t.take_replies(&mut down);
+        }
+        None => {
+            up.extend_from_slice(&pipelined);
+            down.extend_from_slice(&leftover);
+        }
+    }
     let mut early_close = false;
-    if !pipelined.is_empty() && !write(&mut backend_stream, &pipelined).await {
+    if !up.is_empty() && !write(&mut backend_stream, &up).await {
         early_close = true;
     }
-    if !leftover.is_empty() && !write(&mut client, &leftover).await {
+    if !down.is_empty() && !write(&mut client, &down).await {
         early_close = true;
     }
     let (end, totals) = if early_close {
@@ -284,10 +325,20 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
             to_backend: METRICS.imap_bytes.with_label_values(&[&name, "to_backend"]),
             to_client: METRICS.imap_bytes.with_label_values(&[&name, "to_client"]),
         };
-        match (&client, &backend_stream) {
+        match (&client, &backend_stream, &mut translator) {
+            (_, _, Some(t)) => {
+                relay::relay_translated(
+                    &mut client,
+                    &mut backend_stream,
+                    t,
+                    opts,
+                    &registration.token,
+                )
+                .await
+            }
             // Both legs plain: the kernel moves the bytes (splice).
             #[cfg(target_os = "linux")]
-            (Stream::Plain(c), Stream::Plain(b)) if shared.config.imap.splice => {
+            (Stream::Plain(c), Stream::Plain(b), None) if shared.config.imap.splice => {
                 relay::relay_plain(c, b, opts, &registration.token).await
             }
             _ => relay::relay(&mut client, &mut backend_stream, opts, &registration.token).await,
