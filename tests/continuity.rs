@@ -117,6 +117,48 @@ fn uid_subjects(port: u16, folder: &str) -> BTreeMap<u32, String> {
     out
 }
 
+/// INBOX as alice's client sees it through the proxy: (UIDVALIDITY, UID → Subject).
+fn through_proxy(proxy: &Mailshift) -> (u32, BTreeMap<u32, String>) {
+    let mut c = ImapClient::connect(proxy.imap_port());
+    c.login("alice", "alicepw");
+    let lines = c.ok("SELECT INBOX");
+    let validity = lines
+        .iter()
+        .find_map(|l| l.split("[UIDVALIDITY ").nth(1))
+        .and_then(|r| r.split(']').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no UIDVALIDITY in {lines:?}"));
+    let lines = c.ok("UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    let mut out = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.contains(" FETCH ")) {
+        let uid = l
+            .split("UID ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ')']).next())
+            .and_then(|u| u.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no UID in {l}"));
+        let subject = l
+            .lines()
+            .find_map(|h| h.strip_prefix("Subject: ").map(|s| s.trim().to_string()))
+            .unwrap_or_else(|| panic!("no Subject in {l}"));
+        out.insert(uid, subject);
+    }
+    c.ok("LOGOUT");
+    (validity, out)
+}
+
+/// Nothing a client saw through the proxy names another message now.
+fn assert_consistent(seen: &BTreeMap<u32, String>, now: &BTreeMap<u32, String>) {
+    for (c, subject) in now {
+        if let Some(earlier) = seen.get(c) {
+            assert_eq!(
+                earlier, subject,
+                "UID {c} names another message through the proxy"
+            );
+        }
+    }
+}
+
 fn uidvalidity(port: u16, folder: &str) -> u32 {
     let mut c = store(port);
     let lines = c.ok(&format!(
@@ -402,6 +444,13 @@ fn rollback_and_a_second_cutover_keep_every_uid_a_client_saw() {
         }
     }
 
+    // The same through the proxy (the translating relay).
+    uid_view(&s.proxy, NEW_HOST);
+    let (v1, shown1) = through_proxy(&s.proxy);
+    assert_eq!(v1, f.presented_uidvalidity);
+    assert_consistent(&seen, &shown1);
+    assert!(shown1.values().any(|v| v == "new-3"));
+
     let back = cli(&s, &["rollback", "--user", "alice"]);
     assert!(back.status.success(), "{}", text(&back));
     assert_eq!(attr(&s, "mailHost"), OLD_HOST);
@@ -429,6 +478,12 @@ fn rollback_and_a_second_cutover_keep_every_uid_a_client_saw() {
         assert!(r.to_client_uid(*o).is_some(), "old UID {o} hidden");
     }
     uid_view(&s.proxy, OLD_HOST);
+    let (v2, shown2) = through_proxy(&s.proxy);
+    assert_eq!(v2, v1, "the proxy changed the UIDVALIDITY at the rollback");
+    assert_consistent(&seen, &shown2);
+    for (c, subject) in &shown1 {
+        assert_eq!(shown2.get(c), Some(subject), "UID {c} lost at the rollback");
+    }
 
     // The message deleted on the new store is back (the rollback copies,
     // never deletes): the user deletes it again. Copied to the new store a
@@ -463,4 +518,11 @@ fn rollback_and_a_second_cutover_keep_every_uid_a_client_saw() {
         "after-rollback"
     );
     uid_view(&s.proxy, NEW_HOST);
+    let (v3, shown3) = through_proxy(&s.proxy);
+    assert_eq!(
+        v3, v1,
+        "the proxy changed the UIDVALIDITY at the second cutover"
+    );
+    assert_consistent(&seen, &shown3);
+    assert!(shown3.values().any(|v| v == "after-rollback"));
 }
