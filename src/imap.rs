@@ -2,7 +2,9 @@
 //!
 //! - [`framer`] and [`preauth`]: sans-I/O; bytes in, actions out.
 //! - [`session`]: the async driver of one connection.
-//! - [`relay`]: bytes both ways after login.
+//! - [`relay`]: bytes both ways after login (plain, spliced, or translated).
+//! - [`translate`]: sans-I/O; for a user mailshift moved, the old store's
+//!   UIDVALIDITY, UIDs and MODSEQs in both directions.
 
 mod bearer;
 pub mod framer;

@@ -6,7 +6,7 @@
 # system ones would hold 389/143/993/25 and confuse anyone debugging.
 set -eu
 
-PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-submissiond dovecot-ldap swaks postfix isync openssl python3 ca-certificates chromium dovecot-pop3d fetchmail dovecot-managesieved dovecot-sieve sieve-connect haproxy"
+PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-submissiond dovecot-ldap swaks postfix isync openssl python3 ca-certificates chromium dovecot-pop3d fetchmail dovecot-managesieved dovecot-sieve sieve-connect haproxy offlineimap3"
 
 missing=""
 for p in $PACKAGES; do
