@@ -28,11 +28,16 @@ const REGEX: &str =
     "require [\"regex\", \"fileinto\"];\r\nif header :regex \"subject\" \"^x+$\" { fileinto \"X\"; }\r\n";
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// `managesieve` is added to the `[managesieve]` table.
+fn setup_with(managesieve: &str) -> Setup {
     let lab = Lab::start(true);
     let dir = tempfile::tempdir().expect("tempdir");
     let sieve_port = support::free_port();
     let extra = format!(
-        "[managesieve]\nlisten = \"127.0.0.1:{sieve_port}\"\n\
+        "[managesieve]\nlisten = \"127.0.0.1:{sieve_port}\"\n{managesieve}\
          [migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\ninstance_id = \"test-cli\"\n",
         dir.path().join("state").display(),
     );
@@ -386,4 +391,36 @@ for login in ["*)(uid=*", "alice)(|(uid=*", "*", "alice\\5c"]:
     let c = SieveClient::connect(port);
     assert!(c.greeting.last().is_some_and(|l| l.starts_with("OK")));
     assert!(!s.proxy.log().contains("panicked"), "{}", s.proxy.log());
+}
+
+#[test]
+fn a_store_that_is_down_gets_trylater_and_the_other_store_still_serves() {
+    let mut s = setup_with("require_tls = false\n");
+    // Plain login allowed here: the capability says so.
+    let mut c = SieveClient::connect(s.sieve_port);
+    assert!(
+        c.greeting.contains(&"\"SASL\" \"PLAIN\"".to_string()),
+        "{:?}",
+        c.greeting
+    );
+    assert_eq!(c.login("nobody", "x"), "NO \"Authentication failed.\"");
+    s.lab.old.stop();
+    let r = c.login("alice", "alicepw");
+    assert!(
+        r.starts_with("NO (TRYLATER)"),
+        "{r}\n{}",
+        s.proxy.log_tail()
+    );
+    // Bob's store is up: logged in, and the relay carries his commands.
+    let mut c = SieveClient::connect(s.sieve_port);
+    assert_eq!(c.login("bob", "bobpw"), "OK \"Logged in.\"");
+    let (lines, ok) = c.cmd("LISTSCRIPTS");
+    assert!(ok.starts_with("OK"), "{lines:?} {ok}");
+    let (_, ok) = c.cmd("PUTSCRIPT \"plain\" {7+}\r\nkeep;\r\n");
+    assert!(ok.starts_with("OK"), "{ok}");
+    assert_eq!(
+        on_store(&s.lab.new.mail_home("bob"), "plain").as_deref(),
+        Some("keep;\r\n")
+    );
+    assert_eq!(c.cmd("LOGOUT").1.split(' ').next(), Some("OK"));
 }

@@ -73,7 +73,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared:
         implementation: cfg.implementation.clone(),
         sieve_extensions: cfg.sieve_extensions.clone(),
     };
-    let result = tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &shared)).await;
+    // Boxed: the pre-auth phase (store login included) is freed before the
+    // relay, so an idle relayed session's task holds only what relaying needs.
+    let phase = Box::pin(preauth(stream, peer, opts, &shared));
+    let result = tokio::time::timeout_at(deadline, phase).await;
     match result {
         Ok(Some(handoff)) => relay_session(handoff, peer, cfg.idle_timeout, &shared).await,
         Ok(None) => {}
@@ -268,6 +271,8 @@ async fn relay_session(
     if !leftover.is_empty() && !write(&mut client, &leftover).await {
         early_close = true;
     }
+    // An idle session holds no buffer: keep the counts, not the bytes.
+    let (pipelined, leftover) = (pipelined.len() as u64, leftover.len() as u64);
     let (end, totals) = if early_close {
         (End::Closed, relay::Totals::default())
     } else {
@@ -300,8 +305,8 @@ async fn relay_session(
     drop(registration);
     tracing::info!(
         user = %user.login, client = %peer, backend = %name,
-        to_backend = totals.to_backend + pipelined.len() as u64,
-        to_client = totals.to_client + leftover.len() as u64,
+        to_backend = totals.to_backend + pipelined,
+        to_client = totals.to_client + leftover,
         duration_ms = started.elapsed().as_millis() as u64,
         end = reason,
         "ManageSieve session end"

@@ -318,7 +318,9 @@ async fn read_line(
     framer: &mut Framer,
     stage: &'static str,
 ) -> Result<Vec<Token>, Error> {
-    let mut buf = [0u8; 8192];
+    // On the heap: a stack array would live in every future that awaits
+    // this, the proxied session's task included, for the session's life.
+    let mut buf = vec![0u8; 8192];
     loop {
         match framer.next_line() {
             Ok(Some(line)) => return Ok(line),
