@@ -31,7 +31,7 @@ fn setup(metadata: bool, messages: usize) -> Setup {
     let lab = Lab::start_with_metadata(true, metadata);
     let dir = tempfile::tempdir().expect("tempdir");
     let migration = format!(
-        "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"20s\"\ninstance_id = \"test-cli\"\n",
+        "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"20s\"\ninstance_id = \"test-cli\"\nsweep_interval = \"1s\"\n",
         dir.path().join("state").display(),
     );
     let text = lab.mailshift_config(&migration);
@@ -115,6 +115,48 @@ fn uid_subjects(port: u16, folder: &str) -> BTreeMap<u32, String> {
     }
     c.ok("LOGOUT");
     out
+}
+
+/// INBOX as alice's client sees it through the proxy: (UIDVALIDITY, UID → Subject).
+fn through_proxy(proxy: &Mailshift) -> (u32, BTreeMap<u32, String>) {
+    let mut c = ImapClient::connect(proxy.imap_port());
+    c.login("alice", "alicepw");
+    let lines = c.ok("SELECT INBOX");
+    let validity = lines
+        .iter()
+        .find_map(|l| l.split("[UIDVALIDITY ").nth(1))
+        .and_then(|r| r.split(']').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no UIDVALIDITY in {lines:?}"));
+    let lines = c.ok("UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    let mut out = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.contains(" FETCH ")) {
+        let uid = l
+            .split("UID ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ')']).next())
+            .and_then(|u| u.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no UID in {l}"));
+        let subject = l
+            .lines()
+            .find_map(|h| h.strip_prefix("Subject: ").map(|s| s.trim().to_string()))
+            .unwrap_or_else(|| panic!("no Subject in {l}"));
+        out.insert(uid, subject);
+    }
+    c.ok("LOGOUT");
+    (validity, out)
+}
+
+/// Nothing a client saw through the proxy names another message now.
+fn assert_consistent(seen: &BTreeMap<u32, String>, now: &BTreeMap<u32, String>) {
+    for (c, subject) in now {
+        if let Some(earlier) = seen.get(c) {
+            assert_eq!(
+                earlier, subject,
+                "UID {c} names another message through the proxy"
+            );
+        }
+    }
 }
 
 fn uidvalidity(port: u16, folder: &str) -> u32 {
@@ -281,6 +323,28 @@ fn cutover_keeps_uids_in_metadata_and_every_instance_reads_them() {
     let c = map.to_client_uid(newest).expect("a client UID");
     assert!(c >= map.old_uidnext && !before.contains_key(&c));
 
+    // Mail that still reached the old INBOX after the cutover is swept over
+    // by `serve`: it too lands above every UID clients knew.
+    s.lab.old.deliver(
+        "alice",
+        &message("x@example.net", "alice@example.org", "late", "hi"),
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    let late = loop {
+        let now = uid_subjects(s.lab.new.imap_port(), "INBOX");
+        if let Some((n, _)) = now.iter().find(|(_, v)| *v == "late") {
+            break *n;
+        }
+        assert!(
+            Instant::now() < until,
+            "never swept:\n{}",
+            s.proxy.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let c_late = map.to_client_uid(late).expect("a client UID");
+    assert!(c_late >= map.old_uidnext && c_late != c && !before.contains_key(&c_late));
+
     // The instance that served before the cutover and a new one read the
     // same maps from the store.
     let first = uid_view(&s.proxy, NEW_HOST);
@@ -327,6 +391,19 @@ fn without_metadata_the_maps_live_in_a_hidden_folder() {
     );
     let v = uid_view(&s.proxy, NEW_HOST);
     assert_eq!(v["folders"].as_u64(), Some(maps.len() as u64));
+
+    // A rollback never copies the map folder back as mail: its passes do not
+    // even list it.
+    let back = cli(&s, &["rollback", "--user", "alice", "--json"]);
+    assert!(back.status.success(), "{}", text(&back));
+    let report = String::from_utf8_lossy(&back.stdout);
+    assert!(report.contains("\"folder\":\"INBOX\""), "{report}");
+    assert!(!report.contains(HIDDEN_FOLDER), "{report}");
+    let r = hidden_maps(s.lab.old.imap_port())
+        .remove("INBOX")
+        .expect("INBOX mapped on the old store");
+    assert_eq!(r.presented_uidvalidity, map.presented_uidvalidity);
+    assert_same_messages(&before, &r, &uid_subjects(s.lab.old.imap_port(), "INBOX"));
 }
 
 #[test]
@@ -367,6 +444,13 @@ fn rollback_and_a_second_cutover_keep_every_uid_a_client_saw() {
         }
     }
 
+    // The same through the proxy (the translating relay).
+    uid_view(&s.proxy, NEW_HOST);
+    let (v1, shown1) = through_proxy(&s.proxy);
+    assert_eq!(v1, f.presented_uidvalidity);
+    assert_consistent(&seen, &shown1);
+    assert!(shown1.values().any(|v| v == "new-3"));
+
     let back = cli(&s, &["rollback", "--user", "alice"]);
     assert!(back.status.success(), "{}", text(&back));
     assert_eq!(attr(&s, "mailHost"), OLD_HOST);
@@ -394,6 +478,12 @@ fn rollback_and_a_second_cutover_keep_every_uid_a_client_saw() {
         assert!(r.to_client_uid(*o).is_some(), "old UID {o} hidden");
     }
     uid_view(&s.proxy, OLD_HOST);
+    let (v2, shown2) = through_proxy(&s.proxy);
+    assert_eq!(v2, v1, "the proxy changed the UIDVALIDITY at the rollback");
+    assert_consistent(&seen, &shown2);
+    for (c, subject) in &shown1 {
+        assert_eq!(shown2.get(c), Some(subject), "UID {c} lost at the rollback");
+    }
 
     // The message deleted on the new store is back (the rollback copies,
     // never deletes): the user deletes it again. Copied to the new store a
@@ -428,4 +518,11 @@ fn rollback_and_a_second_cutover_keep_every_uid_a_client_saw() {
         "after-rollback"
     );
     uid_view(&s.proxy, NEW_HOST);
+    let (v3, shown3) = through_proxy(&s.proxy);
+    assert_eq!(
+        v3, v1,
+        "the proxy changed the UIDVALIDITY at the second cutover"
+    );
+    assert_consistent(&seen, &shown3);
+    assert!(shown3.values().any(|v| v == "after-rollback"));
 }

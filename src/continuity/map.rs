@@ -155,6 +155,7 @@ impl FolderMap {
             map.push(o, n, 1)?;
         }
         map.check_uidnexts()?;
+        map.runs.shrink_to_fit();
         Ok(map)
     }
 
@@ -551,6 +552,7 @@ impl FolderMap {
             pn = new + l;
         }
         map.check_uidnexts()?;
+        map.runs.shrink_to_fit();
         for entry in uidls.split(',').filter(|e| !e.is_empty()) {
             let (uid, value) = entry.split_once(':').ok_or_else(|| bad("uidls", entry))?;
             let uid = uid.parse::<u32>().map_err(|_| bad("uidls", entry))?;
