@@ -350,3 +350,131 @@ fn offlineimap_syncs_across_the_cutover_without_downloading_again() {
     assert!(!all.contains("ERROR"), "{all}");
     assert_downloaded_once(&before, &mail_files(&mail));
 }
+
+/// Dovecot's ImapTest in stress mode (random commands from several clients,
+/// with its state tracking: a UID that changes message, a flag or MODSEQ
+/// going backwards, an unexpected EXPUNGE is an error) on a migrated INBOX,
+/// through the translating relay, then straight to the new store: no error
+/// through mailshift that the store alone does not give. ImapTest is built
+/// from source (README, Cyrus section), so the default suite skips it.
+#[test]
+#[ignore = "needs ImapTest: IMAPTEST=… cargo test --test continuity_clients imaptest -- --ignored"]
+fn imaptest_stress_on_a_migrated_inbox_through_the_translating_relay() {
+    let bin = std::env::var("IMAPTEST").expect("IMAPTEST=/path/to/imaptest");
+    let s = setup(120);
+    // ImapTest tells messages apart by Message-ID: before the move, the
+    // corpus's duplicate and missing IDs go (leaving more gaps in old UIDs).
+    let mut c = ImapClient::connect(s.lab.old.imap_port());
+    c.login("alice*admin", "adminpw");
+    c.ok("SELECT INBOX");
+    let lines = c.ok("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+    let mut ids = BTreeSet::new();
+    let mut drop = Vec::new();
+    for l in lines.iter().filter(|l| l.contains(" FETCH (")) {
+        let uid = l
+            .split("UID ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ')']).next())
+            .unwrap_or("")
+            .to_string();
+        let id = l
+            .to_ascii_lowercase()
+            .split("message-id:")
+            .nth(1)
+            .map(|r| r.trim().to_string());
+        match id {
+            Some(id) if !id.is_empty() && ids.insert(id.clone()) => {}
+            _ => drop.push(uid),
+        }
+    }
+    if !drop.is_empty() {
+        c.ok(&format!(
+            "UID STORE {} +FLAGS.SILENT (\\Deleted)",
+            drop.join(",")
+        ));
+        c.ok(&format!("UID EXPUNGE {}", drop.join(",")));
+    }
+    c.ok("LOGOUT");
+    cutover_and_deliver(&s);
+    // The messages ImapTest appends: an mbox of a few generated ones.
+    let mbox = s.dir.path().join("source.mbox");
+    let mut text = String::new();
+    // ImapTest tells messages apart by Message-ID: one message per ID (the
+    // corpus reuses some on purpose, and leaves a few without).
+    let mut seen = BTreeSet::new();
+    for (i, m) in corpus::generate(24, 77).iter().enumerate() {
+        let body = String::from_utf8_lossy(&m.body).replace("\r\n", "\n");
+        let Some(id) = body.lines().find(|l| l.starts_with("Message-ID:")) else {
+            continue;
+        };
+        if !seen.insert(id.to_string()) {
+            continue;
+        }
+        // mbox: a From_ line opens each message; body lines that start
+        // with "From " are quoted.
+        text.push_str(&format!(
+            "From sender{i}@example.net Mon Jan  1 00:00:00 2024\n"
+        ));
+        for line in body.lines() {
+            if line.starts_with("From ") {
+                text.push('>');
+            }
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push('\n');
+    }
+    std::fs::write(&mbox, text).expect("write mbox");
+    let run = |port: u16| -> (usize, String) {
+        let libs = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+        let out = Command::new(&bin)
+            .args([
+                "host=127.0.0.1",
+                &format!("port={port}"),
+                "user=alice",
+                "pass=alicepw",
+                "box=INBOX",
+                &format!("mbox={}", mbox.display()),
+                "clients=4",
+                "msgs=150",
+                "secs=20",
+                "no_pipelining",
+            ])
+            .env("LD_LIBRARY_PATH", format!("/usr/lib/dovecot:{libs}"))
+            .output()
+            .expect("run imaptest");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let errors = all.lines().filter(|l| l.contains("Error:")).count();
+        (errors, all)
+    };
+    // Through mailshift first, on the migrated INBOX as the cutover left it;
+    // then straight to the store, for reference, on what the first run left.
+    let (through, through_out) = run(s.proxy.imap_port());
+    let (direct, direct_out) = run(s.lab.new.imap_port());
+    let tail = |t: &str| t.lines().rev().take(25).collect::<Vec<_>>().join("\n");
+    eprintln!(
+        "through mailshift: {through} errors\n{}\n\ndirect: {direct} errors\n{}",
+        tail(&through_out),
+        tail(&direct_out)
+    );
+    assert!(
+        through_out.contains("Logi") || through_out.contains("Fetc"),
+        "ImapTest did not run: {}",
+        tail(&through_out)
+    );
+    assert!(
+        through <= direct,
+        "errors through the translating relay that the store does not give:\n{}\n{}",
+        through_out
+            .lines()
+            .filter(|l| l.contains("Error:"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        s.proxy.log_tail()
+    );
+}
