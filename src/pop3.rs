@@ -8,6 +8,7 @@
 //! - [`uidl`]: sans-I/O UIDL rewriting for users mailshift moved, driven by
 //!   [`relay`]; everyone else gets the IMAP front end's byte relay.
 
+mod bearer;
 pub mod preauth;
 pub mod relay;
 pub mod session;

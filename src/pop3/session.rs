@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::bearer::{self, Failed};
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::uidl::{Rewriter, UidlMap};
 use crate::app::{App, Refusal};
@@ -72,6 +73,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared:
         max_line: cfg.max_line,
         max_commands: cfg.max_preauth_commands,
         greeting: cfg.greeting.clone(),
+        oauth: cfg.oauth,
     };
     let result = tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &shared)).await;
     match result {
@@ -134,54 +136,64 @@ async fn preauth(
                     }
                     core.tls_started();
                 }
-                Action::Login(login) => match authenticate(&login, peer, shared).await {
-                    Ok((user, target, backend)) => {
-                        METRICS.pop3_logins.with_label_values(&["ok"]).inc();
-                        shared.throttle.succeeded(&login.identity.user);
-                        if let (Some(s), Secret::Password(pw)) =
-                            (&shared.scheduler, &login.identity.secret)
-                        {
-                            s.on_login(&user.login, pw);
+                // Only the login core's challenge reader asks for answers.
+                Action::Answer(_) => {}
+                Action::Login(login) => {
+                    match login_any(&mut stream, &mut core, &login, peer, shared).await {
+                        Ok((user, target, backend)) => {
+                            METRICS.pop3_logins.with_label_values(&["ok"]).inc();
+                            shared.throttle.succeeded(&login.identity.user);
+                            if let (Some(s), Secret::Password(pw)) =
+                                (&shared.scheduler, &login.identity.secret)
+                            {
+                                s.on_login(&user.login, pw);
+                            }
+                            if !write(&mut stream, b"+OK Logged in.\r\n").await {
+                                return None;
+                            }
+                            return Some(Handoff {
+                                client: stream,
+                                backend,
+                                target,
+                                user,
+                                pipelined: core.into_pipelined(),
+                                started,
+                            });
                         }
-                        if !write(&mut stream, b"+OK Logged in.\r\n").await {
-                            return None;
+                        Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
+                            METRICS
+                                .pop3_logins
+                                .with_label_values(&["auth_failed"])
+                                .inc();
+                            let delay = shared.throttle.failed(peer.ip(), &login.identity.user);
+                            tracing::info!(
+                                user = %login.identity.user, client = %peer, mechanism = login.mechanism,
+                                delay_ms = delay.as_millis() as u64, "POP3 login failed"
+                            );
+                            tokio::time::sleep(delay).await;
+                            let text = match e {
+                                // A token's refusal is the store's to word.
+                                Failed::Store(text) => text,
+                                _ => "[AUTH] Authentication failed.".into(),
+                            };
+                            let out = core.login_failed(&text);
+                            if !write(&mut stream, &out).await {
+                                return None;
+                            }
                         }
-                        return Some(Handoff {
-                            client: stream,
-                            backend,
-                            target,
-                            user,
-                            pipelined: core.into_pipelined(),
-                            started,
-                        });
+                        Err(Failed::Gone) => return None,
+                        Err(Failed::Refused(Refusal::Unavailable(why))) => {
+                            METRICS
+                                .pop3_logins
+                                .with_label_values(&["unavailable"])
+                                .inc();
+                            let out = core.login_failed(&format!("[SYS/TEMP] {why}"));
+                            if !write(&mut stream, &out).await {
+                                return None;
+                            }
+                        }
                     }
-                    Err(Refusal::AuthFailed) => {
-                        METRICS
-                            .pop3_logins
-                            .with_label_values(&["auth_failed"])
-                            .inc();
-                        let delay = shared.throttle.failed(peer.ip(), &login.identity.user);
-                        tracing::info!(
-                            user = %login.identity.user, client = %peer, mechanism = login.mechanism,
-                            delay_ms = delay.as_millis() as u64, "POP3 login failed"
-                        );
-                        tokio::time::sleep(delay).await;
-                        let out = core.login_failed("[AUTH] Authentication failed.");
-                        if !write(&mut stream, &out).await {
-                            return None;
-                        }
-                    }
-                    Err(Refusal::Unavailable(why)) => {
-                        METRICS
-                            .pop3_logins
-                            .with_label_values(&["unavailable"])
-                            .inc();
-                        let out = core.login_failed(&format!("[SYS/TEMP] {why}"));
-                        if !write(&mut stream, &out).await {
-                            return None;
-                        }
-                    }
-                },
+                }
             }
         }
         if core.is_closed() {
@@ -203,6 +215,22 @@ async fn preauth(
     }
 }
 
+/// A password login by [`authenticate`], a token by [`bearer::login`].
+async fn login_any(
+    stream: &mut Stream,
+    core: &mut PreAuth,
+    login: &Login,
+    peer: SocketAddr,
+    shared: &Arc<App>,
+) -> Result<(User, Arc<Store>, StoreClient), Failed> {
+    match login.identity.secret {
+        Secret::Password(_) => authenticate(login, peer, shared)
+            .await
+            .map_err(Failed::Refused),
+        Secret::Bearer { .. } => bearer::login(stream, core, login, peer, shared).await,
+    }
+}
+
 /// Admits the login and logs in to the store's POP3.
 async fn authenticate(
     login: &Login,
@@ -212,8 +240,7 @@ async fn authenticate(
     let user = &login.identity.user;
     let password = match &login.identity.secret {
         Secret::Password(pw) => pw.as_slice(),
-        // Bearer mechanisms are not offered on POP3 yet (see preauth's
-        // Mechanism); the store would judge the token.
+        // Tokens go by bearer::login.
         Secret::Bearer { .. } => return Err(Refusal::AuthFailed),
     };
     let (found, target) = shared.admit(user, Some(password), peer).await?;
