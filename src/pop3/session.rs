@@ -91,6 +91,8 @@ struct Handoff {
     user: User,
     pipelined: Vec<u8>,
     started: Instant,
+    /// Old UIDLs for a user mailshift moved here.
+    map: Option<UidlMap>,
 }
 
 async fn write(s: &mut Stream, bytes: &[u8]) -> bool {
@@ -148,6 +150,8 @@ async fn preauth(
                             {
                                 s.on_login(&user.login, pw);
                             }
+                            // Before the +OK: a client's first UIDL must see it.
+                            let map = uidl_map(shared, &user, &target, &login.identity).await;
                             if !write(&mut stream, b"+OK Logged in.\r\n").await {
                                 return None;
                             }
@@ -158,6 +162,7 @@ async fn preauth(
                                 user,
                                 pipelined: core.into_pipelined(),
                                 started,
+                                map,
                             });
                         }
                         Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
@@ -278,12 +283,89 @@ async fn authenticate(
 }
 
 /// The UIDL map of a user mailshift moved to `target`: INBOX's old UID → new
-/// UID with both UIDVALIDITYs from the migration state (`[migration]
-/// state_dir`), as a [`FolderMap`], formatted with each store's
-/// `pop3_uidl_format`. `None` for everyone else (the plain relay). When the
-/// continuity map stored in the mailbox can be loaded, it replaces the state
-/// as the source (every instance reads it, not only the one that migrated).
-async fn uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option<UidlMap> {
+/// UID with both UIDVALIDITYs, formatted with each store's
+/// `pop3_uidl_format`. `None` for everyone else (the plain relay).
+///
+/// The source is the UID maps stored in the mailbox, read by the shared
+/// loader ([`App::maps`]) over an IMAP login to the store with the user's
+/// own credentials, so every instance answers the same UIDLs; only users
+/// whose directory entry names maps (`User.uid_map`) pay for it. Failing
+/// that, this instance's migration state (`[migration] state_dir`).
+async fn uidl_map(
+    shared: &Arc<App>,
+    user: &User,
+    target: &Store,
+    identity: &crate::sasl::Identity,
+) -> Option<UidlMap> {
+    if shared.maps.translated(user, target) {
+        if let Some(map) = stored_uidl_map(shared, user, target, identity).await {
+            return Some(map);
+        }
+    }
+    state_uidl_map(shared, &user.login, target).await
+}
+
+/// The INBOX map from the mailbox's stored UID maps (see [`uidl_map`]).
+async fn stored_uidl_map(
+    shared: &Arc<App>,
+    user: &User,
+    target: &Store,
+    identity: &crate::sasl::Identity,
+) -> Option<UidlMap> {
+    use crate::store::imap::Client as ImapClient;
+    let login = &identity.user;
+    let imap = match &identity.secret {
+        Secret::Password(pw) => {
+            let creds = target.session_credentials(login, pw);
+            ImapClient::connect(target, &creds, None).await
+        }
+        Secret::Bearer { mechanism, message } => {
+            match ImapClient::connect_bearer(target, login, *mechanism, message, None).await {
+                Ok(crate::store::bearer::Outcome::LoggedIn(c)) => Ok(c),
+                // The token was taken over POP3 a moment ago; a challenge
+                // now leaves the store's own UIDLs.
+                Ok(crate::store::bearer::Outcome::Challenged { .. }) => return None,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let mut imap = match imap {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(user = %user.login, backend = target.name(), error = %e, "no IMAP login to read the UID maps; the store's own UIDLs are shown");
+            return None;
+        }
+    };
+    let loaded = shared.maps.for_session(user, target, &mut imap).await;
+    imap.logout().await;
+    let folder = match loaded {
+        Ok(Some(maps)) => maps.folder("INBOX").cloned()?,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(user = %user.login, backend = target.name(), error = %e, "UID maps unreadable; the store's own UIDLs are shown");
+            return None;
+        }
+    };
+    // The old store's format: the migration's source where this instance
+    // has one, else the target's (the stores of one fleet agree).
+    let from = shared
+        .config
+        .migration
+        .as_ref()
+        .and_then(|m| shared.config.backend_named(&m.from))
+        .map_or_else(
+            || target.cfg.pop3_uidl_format.clone(),
+            |b| b.pop3_uidl_format.clone(),
+        );
+    Some(UidlMap::from_folder_map(
+        &folder,
+        &from,
+        &target.cfg.pop3_uidl_format,
+    ))
+}
+
+/// The INBOX map from this instance's migration state.
+async fn state_uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option<UidlMap> {
     let m = shared.config.migration.as_ref()?;
     if target.name() != m.to {
         return None;
@@ -344,8 +426,8 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
         user,
         pipelined,
         started,
+        map,
     } = h;
-    let map = uidl_map(shared, &user.login, &target).await;
     let (mut backend_stream, leftover) = logged_in.into_relay();
     let name = target.name().to_string();
     let registration = shared
