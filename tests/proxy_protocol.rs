@@ -372,3 +372,125 @@ fn pop3_behind_haproxy_v2_names_the_client_and_an_untrusted_header_is_refused() 
         "only the trusted client logged in: {log}"
     );
 }
+
+/// Lines from `r` up to and including the first that starts with `OK`, `NO`
+/// or `BYE` (a ManageSieve response's end).
+fn sieve_response(r: &mut impl std::io::BufRead) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).expect("read") == 0 {
+            return out;
+        }
+        let l = l.trim_end().to_string();
+        let done = ["OK", "NO", "BYE"].iter().any(|p| l.starts_with(p));
+        out.push(l);
+        if done {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn managesieve_and_submission_behind_haproxy_v2_name_the_client() {
+    use base64::Engine as _;
+    let lab = Lab::start(false);
+    let (sieve_port, submission_port) = (support::free_port(), support::free_port());
+    let text = config(&lab, "\"127.0.0.1/32\"", "")
+        .replacen(
+            "[backends.old]\n",
+            &format!(
+                "[backends.old]\nsubmission = \"smtp+starttls://127.0.0.1:{}\"\n",
+                lab.old.submission_port()
+            ),
+            1,
+        )
+        .replacen(
+            "[backends.new]\n",
+            &format!(
+                "[backends.new]\nsubmission = \"smtp+starttls://127.0.0.1:{}\"\n",
+                lab.new.submission_port()
+            ),
+            1,
+        );
+    let text = format!(
+        "{text}\n[managesieve]\nlisten = \"127.0.0.1:{sieve_port}\"\nrequire_tls = false\n\
+         proxy_protocol = true\n\
+         [submission]\nlisten = \"127.0.0.1:{submission_port}\"\nproxy_protocol = true\n"
+    );
+    let proxy = Mailshift::start(&text);
+    eventually(
+        "the ManageSieve and submission listeners",
+        || support::port_open(sieve_port) && support::port_open(submission_port),
+        || proxy.log_tail(),
+    );
+    let hap = Haproxy::start(&[
+        Frontend {
+            send: "send-proxy-v2",
+            target: sieve_port,
+            source: None,
+        },
+        Frontend {
+            send: "send-proxy-v2",
+            target: submission_port,
+            source: None,
+        },
+        Frontend {
+            send: "send-proxy-v2",
+            target: submission_port,
+            source: Some("127.0.0.9"),
+        },
+    ]);
+
+    // ManageSieve from 127.0.0.7: greeting, login, LOGOUT.
+    let s = connect_from("127.0.0.7", hap.ports[0]);
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    let greeting = sieve_response(&mut r);
+    assert!(
+        greeting.last().is_some_and(|l| l.starts_with("OK")),
+        "{greeting:?}\n{}",
+        proxy.log_tail()
+    );
+    let plain = base64::engine::general_purpose::STANDARD.encode(b"\0alice\0alicepw");
+    write!(w, "AUTHENTICATE \"PLAIN\" \"{plain}\"\r\n").expect("write");
+    let said = sieve_response(&mut r);
+    assert!(
+        said.last().is_some_and(|l| l.starts_with("OK")),
+        "{said:?}\n{}",
+        proxy.log_tail()
+    );
+    write!(w, "LOGOUT\r\n").expect("write");
+    let _ = sieve_response(&mut r);
+    eventually(
+        "ManageSieve session start logged with 127.0.0.7",
+        || {
+            lines_with(&proxy.log(), &["ManageSieve session start", "user=alice"])
+                .iter()
+                .any(|l| l.contains("client=127.0.0.7:"))
+        },
+        || proxy.log(),
+    );
+
+    // Submission through the trusted balancer greets; through the
+    // untrusted one the connection closes unanswered.
+    let s = connect_from("127.0.0.7", hap.ports[1]);
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut r = std::io::BufReader::new(s);
+    let mut greeting = String::new();
+    std::io::BufRead::read_line(&mut r, &mut greeting).expect("greeting");
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let got = read_all(connect_from("127.0.0.7", hap.ports[2]));
+    assert!(
+        got.is_empty(),
+        "untrusted balancer's client was answered: {got:?}"
+    );
+    eventually(
+        "the refusal logged",
+        || proxy.log().contains("127.0.0.9 is not in trusted_proxies"),
+        || proxy.log(),
+    );
+}
