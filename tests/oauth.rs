@@ -559,3 +559,119 @@ fn pop3_oauthbearer_and_xoauth2_log_in_and_invalid_tokens_get_the_stores_error()
         "{log}"
     );
 }
+
+/// One submission login by smtplib over STARTTLS with `mech` and the raw
+/// SASL `message`, answering a challenge with `\x01` as RFC 7628 says;
+/// prints `challenge JSON` if one came, then `ok` or `error CODE TEXT`.
+const SMTP_BEARER: &str = r#"
+import smtplib, ssl, sys
+port, ca, mech, message = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+s = smtplib.SMTP("localhost", port, timeout=60)
+s.starttls(context=ctx)
+s.ehlo()
+def answer(challenge=None):
+    if challenge is None:
+        return message
+    print("challenge", challenge.decode())
+    return "\x01"
+try:
+    s.auth(mech, answer, initial_response_ok=True)
+    print("ok")
+except smtplib.SMTPResponseException as e:
+    print("error", e.smtp_code, e.smtp_error.decode(errors="replace"))
+s.close()
+"#;
+
+fn smtp_bearer(lab: &Lab, port: u16, mech: &str, message: &[u8]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SMTP_BEARER)
+        .arg(port.to_string())
+        .arg(&lab.certs.ca_pem)
+        .arg(mech)
+        .arg(String::from_utf8_lossy(message).into_owned())
+        .output()
+        .expect("python3 runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn submission_oauthbearer_and_xoauth2_reach_the_store_and_its_refusal_the_client() {
+    let idp = Introspection::start(&[(ALICE_TOKEN, "alice"), (BOB_TOKEN, "bob")]);
+    let lab = Lab::start_with(
+        false,
+        DovecotOpts {
+            oauth2_introspection: Some(idp.url()),
+            ..DovecotOpts::default()
+        },
+    );
+    let port = support::free_port();
+    let (old, new) = (lab.old.submission_port(), lab.new.submission_port());
+    let cfg = lab
+        .mailshift_config(&format!(
+            "\n[submission]\nlisten = \"127.0.0.1:{port}\"\noauth = true\n"
+        ))
+        .replacen(
+            "[backends.old]\n",
+            &format!("[backends.old]\nsubmission = \"smtp+starttls://127.0.0.1:{old}\"\n"),
+            1,
+        )
+        .replacen(
+            "[backends.new]\n",
+            &format!("[backends.new]\nsubmission = \"smtp+starttls://127.0.0.1:{new}\"\n"),
+            1,
+        )
+        .replacen(
+            "[imap]\n",
+            "[imap]\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"50ms\"\n",
+            1,
+        );
+    let proxy = Mailshift::start(&cfg);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !support::port_open(port) {
+        assert!(
+            std::time::Instant::now() < until,
+            "no submission listener\n{}",
+            proxy.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+
+    let said = smtp_bearer(&lab, port, "XOAUTH2", &xoauth2("alice", ALICE_TOKEN));
+    assert_eq!(said.trim(), "ok", "{said}\n{}", proxy.log_tail());
+    let said = smtp_bearer(&lab, port, "OAUTHBEARER", &oauthbearer("bob", BOB_TOKEN));
+    assert_eq!(said.trim(), "ok", "{said}\n{}", proxy.log_tail());
+    let log = proxy.log();
+    for (user, backend) in [("alice", "old"), ("bob", "new")] {
+        assert!(
+            log.lines().any(|l| l.contains("submission session start")
+                && l.contains(&format!("user={user}"))
+                && l.contains(&format!("backend={backend}"))),
+            "{user}:\n{log}"
+        );
+    }
+    assert!(lab
+        .old
+        .log()
+        .lines()
+        .any(|l| l.contains("submission") && l.contains("Login: user=<alice>, method=XOAUTH2")));
+
+    // Invalid tokens: the client sees what the store says to it directly.
+    for (mech, message, store_port) in [
+        ("OAUTHBEARER", oauthbearer("alice", "expired-token"), old),
+        ("XOAUTH2", xoauth2("bob", "expired-token"), new),
+    ] {
+        let want = smtp_bearer(&lab, store_port, mech, &message);
+        assert!(want.contains("error 535"), "{mech}: {want}");
+        let got = smtp_bearer(&lab, port, mech, &message);
+        assert_eq!(got, want, "{mech}\n{}", proxy.log_tail());
+        // The store's JSON error came through as its challenge.
+        assert!(got.contains("challenge {\"status\":"), "{got}");
+    }
+    assert!(!proxy.log().contains("expired-token"));
+}

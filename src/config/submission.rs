@@ -30,6 +30,8 @@ pub struct SubmissionConfig {
     /// Each connection starts with a PROXY header (v1 or v2) from one of
     /// `trusted_proxies`; its address is the client's.
     pub proxy_protocol: bool,
+    /// AUTH OAUTHBEARER and XOAUTH2 offered and passed to the store.
+    pub oauth: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -44,6 +46,7 @@ pub(super) struct RawSubmission {
     max_line: Option<usize>,
     max_preauth_commands: Option<u32>,
     proxy_protocol: Option<bool>,
+    oauth: Option<bool>,
 }
 
 /// Validates `[submission]`; `has_tls`: a `[tls]` table is set.
@@ -110,6 +113,7 @@ pub(super) fn validate(
         max_line,
         max_preauth_commands: s.max_preauth_commands.unwrap_or(32),
         proxy_protocol: super::proxy::listener("submission", s.proxy_protocol, trusted, p),
+        oauth: s.oauth.unwrap_or(false),
     }
 }
 
