@@ -662,14 +662,14 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
     }
     let pop3 = raw
         .pop3
-        .map(|r| pop3::validate_pop3(r, tls.is_some(), &backends, p));
+        .map(|r| pop3::validate_pop3(r, tls.is_some(), &backends, &trusted_proxies, p));
     let state_dir = raw.migration.as_ref().map(|m| m.state_dir.clone());
     let smtp = raw
         .smtp
         .map(|s| validate_smtp(s, state_dir.as_deref(), &backends, &trusted_proxies, p));
     let submission = raw
         .submission
-        .map(|s| submission::validate(s, tls.is_some(), &backends, p));
+        .map(|s| submission::validate(s, tls.is_some(), &backends, &trusted_proxies, p));
     let admin = raw.admin.map(|a| AdminConfig {
         listen: a
             .listen
@@ -681,7 +681,7 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
     let migration = raw.migration.map(|m| validate_migration(m, &backends, p));
     let managesieve = raw
         .managesieve
-        .map(|m| managesieve::validate(m, tls.is_some(), p));
+        .map(|m| managesieve::validate(m, tls.is_some(), &trusted_proxies, p));
     let shutdown_grace = p.duration(
         "shutdown_grace",
         raw.shutdown_grace.as_deref(),

@@ -8,6 +8,7 @@
 //! - [`uidl`]: sans-I/O UIDL rewriting for users mailshift moved, driven by
 //!   [`relay`]; everyone else gets the IMAP front end's byte relay.
 
+mod bearer;
 pub mod preauth;
 pub mod relay;
 pub mod session;
@@ -43,7 +44,24 @@ pub async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let shared = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
-                tracker.spawn(session::serve(tcp, peer, kind, shared));
+                tracker.spawn(async move {
+                    // From here on the client is who the PROXY header names.
+                    let cfg = &shared.config;
+                    if let Some((tcp, client)) = crate::proxy_protocol::client_of(
+                        tcp,
+                        peer,
+                        cfg.pop3.as_ref().is_some_and(|c| c.proxy_protocol),
+                        &cfg.trusted_proxies,
+                        cfg.pop3
+                            .as_ref()
+                            .map_or(Duration::from_secs(60), |c| c.preauth_timeout),
+                        "pop3",
+                    )
+                    .await
+                    {
+                        session::serve(tcp, client, kind, shared).await;
+                    }
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

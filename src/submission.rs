@@ -46,7 +46,24 @@ pub async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let app = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
-                tracker.spawn(session::serve(tcp, peer, kind, app));
+                tracker.spawn(async move {
+                    // From here on the client is who the PROXY header names.
+                    let cfg = &app.config;
+                    if let Some((tcp, client)) = crate::proxy_protocol::client_of(
+                        tcp,
+                        peer,
+                        cfg.submission.as_ref().is_some_and(|c| c.proxy_protocol),
+                        &cfg.trusted_proxies,
+                        cfg.submission
+                            .as_ref()
+                            .map_or(Duration::from_secs(60), |c| c.preauth_timeout),
+                        "submission",
+                    )
+                    .await
+                    {
+                        session::serve(tcp, client, kind, app).await;
+                    }
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "submission accept failed; backing off");

@@ -12,10 +12,16 @@ fn every_pop3_corpus_file_gets_well_formed_answers() {
     for entry in std::fs::read_dir(dir).expect("corpus dir") {
         let path = entry.expect("entry").path();
         let data = std::fs::read(&path).expect("read");
-        for (tls, require) in [(false, false), (true, false), (true, true)] {
+        for (tls, require, oauth) in [
+            (false, false, false),
+            (true, false, false),
+            (true, true, false),
+            (false, false, true),
+        ] {
             let mut opts = Options::default();
             opts.tls_available = tls;
             opts.require_tls = require;
+            opts.oauth = oauth;
             opts.max_line = 512;
             opts.max_commands = 16;
             let out = run_script(&data, opts);

@@ -334,3 +334,344 @@ fn a_token_login_starts_a_lazy_migration_by_the_master_user() {
     n.ok("EXAMINE INBOX");
     assert!(n.subjects().contains(&"only-on-old".to_string()));
 }
+
+/// A raw POP3 connection: one line at a time.
+struct Pop3 {
+    w: std::net::TcpStream,
+    r: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Pop3 {
+    fn connect(port: u16) -> (Pop3, String) {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .expect("timeout");
+        let mut p = Pop3 {
+            w: s.try_clone().expect("clone"),
+            r: std::io::BufReader::new(s),
+        };
+        let greeting = p.line();
+        (p, greeting)
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut l = String::new();
+        self.r.read_line(&mut l).expect("read");
+        l.trim_end().to_string()
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        write!(self.w, "{line}\r\n").expect("write");
+    }
+
+    /// A command and its first reply line.
+    fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        self.line()
+    }
+
+    /// A multi-line answer's lines after `+OK`, up to the final `.`.
+    fn multi(&mut self, line: &str) -> Vec<String> {
+        let first = self.cmd(line);
+        assert!(first.starts_with("+OK"), "{line}: {first}");
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            if l == "." {
+                return out;
+            }
+            out.push(l);
+        }
+    }
+
+    /// AUTH `mech` with `message` (as an initial response or after the empty
+    /// `+`), answering a challenge with `AQ==`.
+    fn auth(&mut self, mech: &str, message: &[u8], ir: bool) -> Seen {
+        let b64 = STANDARD.encode(message);
+        if ir {
+            self.send(&format!("AUTH {mech} {b64}"));
+        } else {
+            self.send(&format!("AUTH {mech}"));
+        }
+        let mut sent = ir;
+        let mut challenge = None;
+        loop {
+            let line = self.line();
+            let Some(cont) = line.strip_prefix('+').filter(|_| !line.starts_with("+OK")) else {
+                return Seen {
+                    challenge,
+                    reply: line,
+                };
+            };
+            if !sent {
+                self.send(&b64);
+                sent = true;
+            } else {
+                let decoded = STANDARD.decode(cont.trim()).expect("challenge is base64");
+                challenge = Some(String::from_utf8_lossy(&decoded).into_owned());
+                self.send("AQ==");
+            }
+        }
+    }
+}
+
+/// The lab with token-checking stores and mailshift's POP3 with OAuth on.
+fn start_pop3() -> (Introspection, Lab, Mailshift, u16) {
+    let idp = Introspection::start(&[(ALICE_TOKEN, "alice"), (BOB_TOKEN, "bob")]);
+    let lab = Lab::start_with(
+        false,
+        DovecotOpts {
+            oauth2_introspection: Some(idp.url()),
+            ..DovecotOpts::default()
+        },
+    );
+    let port = support::free_port();
+    let (old, new) = (lab.old.pop3_port(), lab.new.pop3_port());
+    let cfg = lab
+        .mailshift_config(&format!(
+            "\n[pop3]\nlisten = \"127.0.0.1:{port}\"\noauth = true\n"
+        ))
+        .replacen(
+            "[backends.old]\n",
+            &format!("[backends.old]\npop3 = \"pop3://127.0.0.1:{old}\"\n"),
+            1,
+        )
+        .replacen(
+            "[backends.new]\n",
+            &format!("[backends.new]\npop3 = \"pop3://127.0.0.1:{new}\"\n"),
+            1,
+        )
+        .replacen(
+            "[imap]\n",
+            "[imap]\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"50ms\"\n",
+            1,
+        );
+    let proxy = Mailshift::start(&cfg);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !support::port_open(port) {
+        assert!(
+            std::time::Instant::now() < until,
+            "no POP3 listener\n{}",
+            proxy.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    (idp, lab, proxy, port)
+}
+
+#[test]
+fn pop3_oauthbearer_and_xoauth2_log_in_and_invalid_tokens_get_the_stores_error() {
+    let (idp, lab, proxy, port) = start_pop3();
+    let (mut c, greeting) = Pop3::connect(port);
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let capa = c.multi("CAPA");
+    assert!(
+        capa.iter().any(|l| l == "SASL PLAIN OAUTHBEARER XOAUTH2"),
+        "{capa:?}"
+    );
+    // alice (old) by OAUTHBEARER with an initial response.
+    let seen = c.auth("OAUTHBEARER", &oauthbearer("alice", ALICE_TOKEN), true);
+    assert!(
+        seen.reply.starts_with("+OK") && seen.challenge.is_none(),
+        "{seen:?}\n{}",
+        proxy.log_tail()
+    );
+    assert!(c.cmd("STAT").starts_with("+OK 1 "));
+    let top = c.multi("TOP 1 0");
+    assert!(top.iter().any(|l| l.contains("only-on-old")), "{top:?}");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    // bob (new) by XOAUTH2 after the empty continuation.
+    let (mut c, _) = Pop3::connect(port);
+    let seen = c.auth("XOAUTH2", &xoauth2("bob", BOB_TOKEN), false);
+    assert!(
+        seen.reply.starts_with("+OK"),
+        "{seen:?}\n{}",
+        proxy.log_tail()
+    );
+    let top = c.multi("TOP 1 0");
+    assert!(top.iter().any(|l| l.contains("only-on-new")), "{top:?}");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(lab
+        .old
+        .log()
+        .lines()
+        .any(|l| l.contains("pop3") && l.contains("Login: user=<alice>, method=OAUTHBEARER")));
+    assert!(lab
+        .new
+        .log()
+        .lines()
+        .any(|l| l.contains("pop3") && l.contains("Login: user=<bob>, method=XOAUTH2")));
+
+    // Invalid tokens: the client sees what the store says to it directly,
+    // its JSON challenge included; then a good token still works.
+    for (user, mech, message, store_port) in [
+        (
+            "alice",
+            "OAUTHBEARER",
+            oauthbearer("alice", "expired-token"),
+            lab.old.pop3_port(),
+        ),
+        (
+            "bob",
+            "XOAUTH2",
+            xoauth2("bob", "expired-token"),
+            lab.new.pop3_port(),
+        ),
+        (
+            "alice",
+            "OAUTHBEARER",
+            oauthbearer("alice", BOB_TOKEN),
+            lab.old.pop3_port(),
+        ),
+    ] {
+        for ir in [true, false] {
+            let (mut direct, _) = Pop3::connect(store_port);
+            let want = direct.auth(mech, &message, ir);
+            assert!(want.reply.starts_with("-ERR"), "{user} {mech}: {want:?}");
+            let (mut c, _) = Pop3::connect(port);
+            let got = c.auth(mech, &message, ir);
+            assert_eq!(got, want, "{user} {mech} ir={ir}\n{}", proxy.log_tail());
+            let token = if user == "alice" {
+                ALICE_TOKEN
+            } else {
+                BOB_TOKEN
+            };
+            let ok = c.auth("OAUTHBEARER", &oauthbearer(user, token), true);
+            assert!(ok.reply.starts_with("+OK"), "{ok:?}");
+            assert!(c.cmd("QUIT").starts_with("+OK"));
+        }
+    }
+    let (mut c, _) = Pop3::connect(port);
+    let seen = c.auth("OAUTHBEARER", &oauthbearer("alice", "expired-token"), true);
+    let json = seen.challenge.expect("a failure challenge");
+    assert!(json.contains("invalid_token"), "{json}");
+    assert!(idp.seen().iter().any(|t| t == "expired-token"));
+    let log = proxy.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("POP3 login failed") && l.contains("OAUTHBEARER")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("expired-token") && !log.contains(ALICE_TOKEN),
+        "{log}"
+    );
+}
+
+/// One submission login by smtplib over STARTTLS with `mech` and the raw
+/// SASL `message`, answering a challenge with `\x01` as RFC 7628 says;
+/// prints `challenge JSON` if one came, then `ok` or `error CODE TEXT`.
+const SMTP_BEARER: &str = r#"
+import smtplib, ssl, sys
+port, ca, mech, message = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+s = smtplib.SMTP("localhost", port, timeout=60)
+s.starttls(context=ctx)
+s.ehlo()
+def answer(challenge=None):
+    if challenge is None:
+        return message
+    print("challenge", challenge.decode())
+    return "\x01"
+try:
+    s.auth(mech, answer, initial_response_ok=True)
+    print("ok")
+except smtplib.SMTPResponseException as e:
+    print("error", e.smtp_code, e.smtp_error.decode(errors="replace"))
+s.close()
+"#;
+
+fn smtp_bearer(lab: &Lab, port: u16, mech: &str, message: &[u8]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SMTP_BEARER)
+        .arg(port.to_string())
+        .arg(&lab.certs.ca_pem)
+        .arg(mech)
+        .arg(String::from_utf8_lossy(message).into_owned())
+        .output()
+        .expect("python3 runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn submission_oauthbearer_and_xoauth2_reach_the_store_and_its_refusal_the_client() {
+    let idp = Introspection::start(&[(ALICE_TOKEN, "alice"), (BOB_TOKEN, "bob")]);
+    let lab = Lab::start_with(
+        false,
+        DovecotOpts {
+            oauth2_introspection: Some(idp.url()),
+            ..DovecotOpts::default()
+        },
+    );
+    let port = support::free_port();
+    let (old, new) = (lab.old.submission_port(), lab.new.submission_port());
+    let cfg = lab
+        .mailshift_config(&format!(
+            "\n[submission]\nlisten = \"127.0.0.1:{port}\"\noauth = true\n"
+        ))
+        .replacen(
+            "[backends.old]\n",
+            &format!("[backends.old]\nsubmission = \"smtp+starttls://127.0.0.1:{old}\"\n"),
+            1,
+        )
+        .replacen(
+            "[backends.new]\n",
+            &format!("[backends.new]\nsubmission = \"smtp+starttls://127.0.0.1:{new}\"\n"),
+            1,
+        )
+        .replacen(
+            "[imap]\n",
+            "[imap]\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"50ms\"\n",
+            1,
+        );
+    let proxy = Mailshift::start(&cfg);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !support::port_open(port) {
+        assert!(
+            std::time::Instant::now() < until,
+            "no submission listener\n{}",
+            proxy.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+
+    let said = smtp_bearer(&lab, port, "XOAUTH2", &xoauth2("alice", ALICE_TOKEN));
+    assert_eq!(said.trim(), "ok", "{said}\n{}", proxy.log_tail());
+    let said = smtp_bearer(&lab, port, "OAUTHBEARER", &oauthbearer("bob", BOB_TOKEN));
+    assert_eq!(said.trim(), "ok", "{said}\n{}", proxy.log_tail());
+    let log = proxy.log();
+    for (user, backend) in [("alice", "old"), ("bob", "new")] {
+        assert!(
+            log.lines().any(|l| l.contains("submission session start")
+                && l.contains(&format!("user={user}"))
+                && l.contains(&format!("backend={backend}"))),
+            "{user}:\n{log}"
+        );
+    }
+    assert!(lab
+        .old
+        .log()
+        .lines()
+        .any(|l| l.contains("submission") && l.contains("Login: user=<alice>, method=XOAUTH2")));
+
+    // Invalid tokens: the client sees what the store says to it directly.
+    for (mech, message, store_port) in [
+        ("OAUTHBEARER", oauthbearer("alice", "expired-token"), old),
+        ("XOAUTH2", xoauth2("bob", "expired-token"), new),
+    ] {
+        let want = smtp_bearer(&lab, store_port, mech, &message);
+        assert!(want.contains("error 535"), "{mech}: {want}");
+        let got = smtp_bearer(&lab, port, mech, &message);
+        assert_eq!(got, want, "{mech}\n{}", proxy.log_tail());
+        // The store's JSON error came through as its challenge.
+        assert!(got.contains("challenge {\"status\":"), "{got}");
+    }
+    assert!(!proxy.log().contains("expired-token"));
+}

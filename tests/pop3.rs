@@ -473,6 +473,10 @@ fn fetchmail_downloads_nothing_again_after_the_cutover() {
     let before = poplib(&lab, "plain", ports.plain, "alice", "alicepw", "user").values("UIDL");
     assert_eq!(before.len(), 5);
 
+    // Dovecot's UIDVALIDITY is the creation second: a new INBOX made in the
+    // old one's second would get the same UIDLs by chance, and the test
+    // would not show that mailshift kept them.
+    std::thread::sleep(Duration::from_millis(1100));
     let out = Command::new(env!("CARGO_BIN_EXE_mailshift"))
         .args(["migrate", "--user", "alice", "--cutover", "--config"])
         .arg(&cli_config)
@@ -544,6 +548,26 @@ fn fetchmail_downloads_nothing_again_after_the_cutover() {
 
     assert_eq!(fetch.run(), ["after-move"]);
     assert!(fetch.run().is_empty(), "fetchmail fetched again");
+
+    // A second instance that never saw the migration (its own, empty
+    // state_dir) reads the UID maps from the mailbox and answers the same.
+    let other = tempfile::tempdir().expect("tempdir");
+    let migration = format!(
+        "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\ninstance_id = \"second\"\n",
+        other.path().join("state").display(),
+    );
+    let (text, ports2) = config(&lab, &migration, &[]);
+    let second = Mailshift::start(&text);
+    wait_pop3(&second, ports2.plain);
+    let again = poplib(&lab, "plain", ports2.plain, "alice", "alicepw", "user");
+    assert_eq!(again.values("UIDL"), after_uidls, "{}", again.out);
+    let log = second.log();
+    assert!(
+        log.lines().any(|l| l.contains("POP3 session start")
+            && l.contains("backend=new")
+            && l.contains("uidls_kept=5")),
+        "{log}"
+    );
 }
 
 /// A POP3 connection held open by the test.

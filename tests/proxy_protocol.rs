@@ -244,3 +244,253 @@ fn smtp_behind_haproxy_the_trace_header_and_the_store_name_the_client() {
     );
     assert!(!headers[0].contains("[127.0.0.1]"), "{}", headers[0]);
 }
+
+/// The lab config with POP3 on both stores and a `[pop3]` listener that
+/// expects a PROXY header; returns it and the listener's port.
+fn pop3_config(lab: &Lab, trusted: &str) -> (String, u16) {
+    let port = support::free_port();
+    let text = config(lab, trusted, "")
+        .replacen(
+            "[backends.old]\n",
+            &format!(
+                "[backends.old]\npop3 = \"pop3://127.0.0.1:{}\"\n",
+                lab.old.pop3_port()
+            ),
+            1,
+        )
+        .replacen(
+            "[backends.new]\n",
+            &format!(
+                "[backends.new]\npop3 = \"pop3://127.0.0.1:{}\"\n",
+                lab.new.pop3_port()
+            ),
+            1,
+        );
+    (
+        format!("{text}\n[pop3]\nlisten = \"127.0.0.1:{port}\"\nproxy_protocol = true\n"),
+        port,
+    )
+}
+
+/// One POP3 exchange per command on `s`; each answer's first line.
+fn pop3_dialog(s: TcpStream, commands: &[&str]) -> Vec<String> {
+    use std::io::BufRead;
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    let mut line = String::new();
+    let mut said = Vec::new();
+    r.read_line(&mut line).expect("greeting");
+    said.push(line.trim_end().to_string());
+    for c in commands {
+        write!(w, "{c}\r\n").expect("write");
+        line.clear();
+        r.read_line(&mut line).expect("answer");
+        said.push(line.trim_end().to_string());
+    }
+    said
+}
+
+#[test]
+fn pop3_behind_haproxy_v2_names_the_client_and_an_untrusted_header_is_refused() {
+    let lab = Lab::start(false);
+    let (text, pop3_port) = pop3_config(&lab, "\"127.0.0.1/32\"");
+    let proxy = Mailshift::start(&text);
+    eventually(
+        "the POP3 listener",
+        || support::port_open(pop3_port),
+        || proxy.log_tail(),
+    );
+    let hap = Haproxy::start(&[
+        Frontend {
+            send: "send-proxy-v2",
+            target: pop3_port,
+            source: None,
+        },
+        // HAProxy connecting from 127.0.0.9, outside trusted_proxies.
+        Frontend {
+            send: "send-proxy-v2",
+            target: pop3_port,
+            source: Some("127.0.0.9"),
+        },
+    ]);
+
+    let said = pop3_dialog(
+        connect_from("127.0.0.7", hap.ports[0]),
+        &["USER alice", "PASS alicepw", "STAT", "QUIT"],
+    );
+    assert!(said[0].starts_with("+OK"), "{said:?}\n{}", proxy.log_tail());
+    assert!(said[2].starts_with("+OK"), "{said:?}\n{}", proxy.log_tail());
+    assert!(
+        said[3].starts_with("+OK 1 "),
+        "alice has one message: {said:?}"
+    );
+
+    let log = proxy.log();
+    let started = lines_with(&log, &["POP3 session start", "user=alice"]);
+    assert_eq!(started.len(), 1, "{log}");
+    assert!(started[0].contains("client=127.0.0.7:"), "{}", started[0]);
+    // The store learned it by XCLIENT.
+    eventually(
+        "Dovecot logging the POP3 login with rip=127.0.0.7",
+        || {
+            lab.old.log().lines().any(|l| {
+                l.contains("pop3-login")
+                    && l.contains("Login: user=<alice>")
+                    && l.contains("rip=127.0.0.7,")
+            })
+        },
+        || lab.old.log(),
+    );
+
+    // Through the untrusted balancer: closed before any greeting.
+    let got = read_all(connect_from("127.0.0.7", hap.ports[1]));
+    assert!(
+        got.is_empty(),
+        "untrusted balancer's client was answered: {got:?}"
+    );
+    // A forged v1 header straight from 127.0.0.10 neither.
+    let mut s = connect_from("127.0.0.10", pop3_port);
+    s.write_all(b"PROXY TCP4 203.0.113.5 127.0.0.1 40000 110\r\nUSER alice\r\n")
+        .expect("write");
+    assert!(read_all(s).is_empty());
+    eventually(
+        "the refusals logged",
+        || {
+            let log = proxy.log();
+            log.contains("127.0.0.9 is not in trusted_proxies")
+                && log.contains("127.0.0.10 is not in trusted_proxies")
+        },
+        || proxy.log(),
+    );
+    let log = proxy.log();
+    assert!(!log.contains("203.0.113.5"), "{log}");
+    assert_eq!(
+        lines_with(&log, &["POP3 session start"]).len(),
+        1,
+        "only the trusted client logged in: {log}"
+    );
+}
+
+/// Lines from `r` up to and including the first that starts with `OK`, `NO`
+/// or `BYE` (a ManageSieve response's end).
+fn sieve_response(r: &mut impl std::io::BufRead) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).expect("read") == 0 {
+            return out;
+        }
+        let l = l.trim_end().to_string();
+        let done = ["OK", "NO", "BYE"].iter().any(|p| l.starts_with(p));
+        out.push(l);
+        if done {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn managesieve_and_submission_behind_haproxy_v2_name_the_client() {
+    use base64::Engine as _;
+    let lab = Lab::start(false);
+    let (sieve_port, submission_port) = (support::free_port(), support::free_port());
+    let text = config(&lab, "\"127.0.0.1/32\"", "")
+        .replacen(
+            "[backends.old]\n",
+            &format!(
+                "[backends.old]\nsubmission = \"smtp+starttls://127.0.0.1:{}\"\n",
+                lab.old.submission_port()
+            ),
+            1,
+        )
+        .replacen(
+            "[backends.new]\n",
+            &format!(
+                "[backends.new]\nsubmission = \"smtp+starttls://127.0.0.1:{}\"\n",
+                lab.new.submission_port()
+            ),
+            1,
+        );
+    let text = format!(
+        "{text}\n[managesieve]\nlisten = \"127.0.0.1:{sieve_port}\"\nrequire_tls = false\n\
+         proxy_protocol = true\n\
+         [submission]\nlisten = \"127.0.0.1:{submission_port}\"\nproxy_protocol = true\n"
+    );
+    let proxy = Mailshift::start(&text);
+    eventually(
+        "the ManageSieve and submission listeners",
+        || support::port_open(sieve_port) && support::port_open(submission_port),
+        || proxy.log_tail(),
+    );
+    let hap = Haproxy::start(&[
+        Frontend {
+            send: "send-proxy-v2",
+            target: sieve_port,
+            source: None,
+        },
+        Frontend {
+            send: "send-proxy-v2",
+            target: submission_port,
+            source: None,
+        },
+        Frontend {
+            send: "send-proxy-v2",
+            target: submission_port,
+            source: Some("127.0.0.9"),
+        },
+    ]);
+
+    // ManageSieve from 127.0.0.7: greeting, login, LOGOUT.
+    let s = connect_from("127.0.0.7", hap.ports[0]);
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    let greeting = sieve_response(&mut r);
+    assert!(
+        greeting.last().is_some_and(|l| l.starts_with("OK")),
+        "{greeting:?}\n{}",
+        proxy.log_tail()
+    );
+    let plain = base64::engine::general_purpose::STANDARD.encode(b"\0alice\0alicepw");
+    write!(w, "AUTHENTICATE \"PLAIN\" \"{plain}\"\r\n").expect("write");
+    let said = sieve_response(&mut r);
+    assert!(
+        said.last().is_some_and(|l| l.starts_with("OK")),
+        "{said:?}\n{}",
+        proxy.log_tail()
+    );
+    write!(w, "LOGOUT\r\n").expect("write");
+    let _ = sieve_response(&mut r);
+    eventually(
+        "ManageSieve session start logged with 127.0.0.7",
+        || {
+            lines_with(&proxy.log(), &["ManageSieve session start", "user=alice"])
+                .iter()
+                .any(|l| l.contains("client=127.0.0.7:"))
+        },
+        || proxy.log(),
+    );
+
+    // Submission through the trusted balancer greets; through the
+    // untrusted one the connection closes unanswered.
+    let s = connect_from("127.0.0.7", hap.ports[1]);
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut r = std::io::BufReader::new(s);
+    let mut greeting = String::new();
+    std::io::BufRead::read_line(&mut r, &mut greeting).expect("greeting");
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let got = read_all(connect_from("127.0.0.7", hap.ports[2]));
+    assert!(
+        got.is_empty(),
+        "untrusted balancer's client was answered: {got:?}"
+    );
+    eventually(
+        "the refusal logged",
+        || proxy.log().contains("127.0.0.9 is not in trusted_proxies"),
+        || proxy.log(),
+    );
+}

@@ -9,6 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let mut opts = Options::default();
     opts.tls_available = data.first().is_some_and(|b| b & 1 == 1);
     opts.require_tls = data.first().is_some_and(|b| b & 2 == 2);
+    opts.oauth = data.first().is_some_and(|b| b & 4 == 4);
     opts.max_line = 512;
     opts.max_commands = 16;
     let out = run_script(data, opts);

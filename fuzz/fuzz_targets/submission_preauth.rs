@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         starttls_available: flags & 1 == 1,
         tls_active: flags & 2 == 2,
         require_tls: flags & 4 == 0,
+        oauth: flags & 8 == 8,
         max_line: 512,
         ..Options::default()
     };

@@ -33,6 +33,9 @@ pub struct ManageSieveConfig {
     pub max_literal: usize,
     /// Commands allowed before authentication.
     pub max_preauth_commands: u32,
+    /// Each connection starts with a PROXY header (v1 or v2) from one of
+    /// `trusted_proxies`; its address is the client's.
+    pub proxy_protocol: bool,
 }
 
 /// Pigeonhole's default set (Dovecot 2.3), what most stores offer.
@@ -55,9 +58,15 @@ pub(super) struct RawManageSieve {
     max_line: Option<usize>,
     max_literal: Option<usize>,
     max_preauth_commands: Option<u32>,
+    proxy_protocol: Option<bool>,
 }
 
-pub(super) fn validate(raw: RawManageSieve, has_tls: bool, p: &mut Problems) -> ManageSieveConfig {
+pub(super) fn validate(
+    raw: RawManageSieve,
+    has_tls: bool,
+    trusted: &[crate::proxy_protocol::IpNet],
+    p: &mut Problems,
+) -> ManageSieveConfig {
     let listen = raw
         .listen
         .as_deref()
@@ -105,6 +114,7 @@ pub(super) fn validate(raw: RawManageSieve, has_tls: bool, p: &mut Problems) -> 
         max_line: max_line.max(512),
         max_literal,
         max_preauth_commands: raw.max_preauth_commands.unwrap_or(32),
+        proxy_protocol: super::proxy::listener("managesieve", raw.proxy_protocol, trusted, p),
     }
 }
 

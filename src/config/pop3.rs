@@ -31,6 +31,11 @@ pub struct Pop3Config {
     pub max_line: usize,
     /// Commands allowed before authentication.
     pub max_preauth_commands: u32,
+    /// Each connection starts with a PROXY header (v1 or v2) from one of
+    /// `trusted_proxies`; its address is the client's.
+    pub proxy_protocol: bool,
+    /// AUTH OAUTHBEARER and XOAUTH2 offered and passed to the store.
+    pub oauth: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -44,12 +49,15 @@ pub(super) struct RawPop3 {
     idle_timeout: Option<String>,
     max_line: Option<usize>,
     max_preauth_commands: Option<u32>,
+    proxy_protocol: Option<bool>,
+    oauth: Option<bool>,
 }
 
 pub(super) fn validate_pop3(
     r: RawPop3,
     has_tls: bool,
     backends: &[super::BackendConfig],
+    trusted: &[crate::proxy_protocol::IpNet],
     p: &mut Problems,
 ) -> Pop3Config {
     for b in backends.iter().filter(|b| b.pop3.is_none()) {
@@ -99,6 +107,8 @@ pub(super) fn validate_pop3(
         idle_timeout,
         max_line,
         max_preauth_commands: r.max_preauth_commands.unwrap_or(32).max(1),
+        proxy_protocol: super::proxy::listener("pop3", r.proxy_protocol, trusted, p),
+        oauth: r.oauth.unwrap_or(false),
     }
 }
 

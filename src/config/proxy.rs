@@ -72,6 +72,24 @@ imap = "imap://127.0.0.1:31143"
     }
 
     #[test]
+    fn the_new_front_ends_take_proxy_protocol_too() {
+        let tables = "[pop3]\nlisten = \"127.0.0.1:1110\"\nproxy_protocol = true\n\
+             [managesieve]\nlisten = \"127.0.0.1:4190\"\nproxy_protocol = true\n";
+        let base = BASE.replace("imap = ", "pop3 = \"pop3://127.0.0.1:31110\"\nimap = ");
+        let err = Config::parse(&format!("{base}\n{tables}"))
+            .expect_err("no trusted_proxies")
+            .to_string();
+        assert!(err.contains("pop3.proxy_protocol"), "{err}");
+        assert!(err.contains("managesieve.proxy_protocol"), "{err}");
+        let c = Config::parse(&format!(
+            "trusted_proxies = [\"127.0.0.1\"]\n{base}\n{tables}"
+        ))
+        .expect("valid");
+        assert!(c.pop3.is_some_and(|p| p.proxy_protocol));
+        assert!(c.managesieve.is_some_and(|m| m.proxy_protocol));
+    }
+
+    #[test]
     fn bad_trusted_proxies_are_named_by_index() {
         let err = Config::parse(&format!(
             "trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/33\", \"lb.example\"]\n{BASE}"

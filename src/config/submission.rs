@@ -27,6 +27,11 @@ pub struct SubmissionConfig {
     pub max_line: usize,
     /// Commands allowed before authentication.
     pub max_preauth_commands: u32,
+    /// Each connection starts with a PROXY header (v1 or v2) from one of
+    /// `trusted_proxies`; its address is the client's.
+    pub proxy_protocol: bool,
+    /// AUTH OAUTHBEARER and XOAUTH2 offered and passed to the store.
+    pub oauth: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -40,6 +45,8 @@ pub(super) struct RawSubmission {
     idle_timeout: Option<String>,
     max_line: Option<usize>,
     max_preauth_commands: Option<u32>,
+    proxy_protocol: Option<bool>,
+    oauth: Option<bool>,
 }
 
 /// Validates `[submission]`; `has_tls`: a `[tls]` table is set.
@@ -47,6 +54,7 @@ pub(super) fn validate(
     s: RawSubmission,
     has_tls: bool,
     backends: &[BackendConfig],
+    trusted: &[crate::proxy_protocol::IpNet],
     p: &mut Problems,
 ) -> SubmissionConfig {
     let listen = s
@@ -104,6 +112,8 @@ pub(super) fn validate(
         ),
         max_line,
         max_preauth_commands: s.max_preauth_commands.unwrap_or(32),
+        proxy_protocol: super::proxy::listener("submission", s.proxy_protocol, trusted, p),
+        oauth: s.oauth.unwrap_or(false),
     }
 }
 

@@ -6,14 +6,20 @@
 //!  greeting ─► Command ──USER──► Pass ──PASS──► LoggingIn ──ok──► (relay)
 //!                │  ▲                              │ failed
 //!                │  └──────────────────────────────┘
-//!                ├──AUTH PLAIN──► Sasl ──answer──► LoggingIn
+//!                ├──AUTH PLAIN / OAUTHBEARER / XOAUTH2──► Sasl ──answer──► LoggingIn
 //!                │   (initial response goes straight to LoggingIn)
+//!                │   store's challenge (bearer) ─► Challenged ─answer─► LoggingIn
 //!                ├──STLS──► AwaitTls (plaintext after it discarded) ──► Command
 //!                └──QUIT / too many commands / line too long──► Closed
 //! ```
 //!
 //! Mechanisms are one enum, [`Mechanism`]: adding one (OAUTHBEARER, XOAUTH2)
 //! is a variant, its name and one match arm in [`Mechanism::decode`].
+//!
+//! A bearer login is not judged here: the driver routes by the user in the
+//! message and the store judges the token. When the store answers with a
+//! failure challenge, [`PreAuth::relay_challenge`] sends it to the client and
+//! the client's answer comes back as [`Action::Answer`].
 
 use std::collections::VecDeque;
 
@@ -35,6 +41,8 @@ pub struct Options {
     pub max_commands: u32,
     /// The greeting's text.
     pub greeting: String,
+    /// AUTH OAUTHBEARER and XOAUTH2 are offered (`[pop3] oauth`).
+    pub oauth: bool,
 }
 
 impl Default for Options {
@@ -46,6 +54,7 @@ impl Default for Options {
             max_line: 4096,
             max_commands: 32,
             greeting: "POP3 server ready.".into(),
+            oauth: false,
         }
     }
 }
@@ -62,6 +71,9 @@ pub enum Action {
     Login(Login),
     /// Close the connection.
     Close,
+    /// The client's answer to the store's challenge ([`PreAuth::relay_challenge`]),
+    /// decoded; `None` when it cancelled (`*`) or sent something not base64.
+    Answer(Option<Vec<u8>>),
 }
 
 /// A login to admit.
@@ -78,29 +90,45 @@ pub struct Login {
 pub enum Mechanism {
     /// RFC 4616.
     Plain,
+    /// A bearer token (RFC 7628 OAUTHBEARER, XOAUTH2), for the store to judge.
+    Bearer(sasl::Mechanism),
 }
 
 impl Mechanism {
     fn parse(name: &[u8]) -> Option<Mechanism> {
-        match name.to_ascii_uppercase().as_slice() {
-            b"PLAIN" => Some(Mechanism::Plain),
-            _ => None,
-        }
+        Mechanism::ALL
+            .iter()
+            .copied()
+            .find(|m| name.eq_ignore_ascii_case(m.name().as_bytes()))
     }
 
     /// The name on the wire.
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::Plain => "PLAIN",
+            Mechanism::Bearer(m) => m.name(),
         }
     }
 
     /// Every mechanism, in the order CAPA lists them.
-    const ALL: &'static [Mechanism] = &[Mechanism::Plain];
+    const ALL: &'static [Mechanism] = &[
+        Mechanism::Plain,
+        Mechanism::Bearer(sasl::Mechanism::OAuthBearer),
+        Mechanism::Bearer(sasl::Mechanism::XOAuth2),
+    ];
+
+    /// Whether the listener takes it.
+    fn enabled(self, opts: &Options) -> bool {
+        match self {
+            Mechanism::Plain => true,
+            Mechanism::Bearer(_) => opts.oauth,
+        }
+    }
 
     fn decode(self, data: &[u8]) -> Result<Identity, sasl::Error> {
         match self {
             Mechanism::Plain => sasl::plain(data),
+            Mechanism::Bearer(m) => sasl::bearer(m, data),
         }
     }
 }
@@ -111,6 +139,7 @@ enum State {
     Pass { user: String },
     Sasl { mechanism: Mechanism },
     AwaitTls,
+    Challenged,
     LoggingIn,
     Closed,
 }
@@ -175,6 +204,14 @@ impl PreAuth {
         format!("-ERR {}\r\n", text.replace(['\r', '\n'], " ")).into_bytes()
     }
 
+    /// The store challenged a bearer token (for OAUTHBEARER, its JSON error):
+    /// the line for the client. The client's answer comes as
+    /// [`Action::Answer`]; the login then stays under way.
+    pub fn relay_challenge(&mut self, challenge: &[u8]) -> Vec<u8> {
+        self.state = State::Challenged;
+        format!("+ {}\r\n", sasl::encode(challenge)).into_bytes()
+    }
+
     /// What the client sent after the command that logged it in (pipelined):
     /// it goes to the store.
     pub fn into_pipelined(self) -> Vec<u8> {
@@ -226,6 +263,12 @@ impl PreAuth {
     }
 
     fn line(&mut self, line: &[u8]) {
+        if let State::Challenged = self.state {
+            self.state = State::LoggingIn;
+            self.out
+                .push_back(Action::Answer(sasl::decode_line(line).ok()));
+            return;
+        }
         if let State::Sasl { mechanism } = self.state {
             self.state = State::Command;
             match sasl::decode_line(line).and_then(|d| mechanism.decode(&d)) {
@@ -272,7 +315,7 @@ impl PreAuth {
         out.push_str("LOGIN-DELAY 0 USER\r\n");
         if self.auth_allowed() {
             out.push_str("USER\r\nSASL");
-            for m in Mechanism::ALL {
+            for m in Mechanism::ALL.iter().filter(|m| m.enabled(&self.opts)) {
                 out.push(' ');
                 out.push_str(m.name());
             }
@@ -343,7 +386,7 @@ impl PreAuth {
         let Some(name) = words.next() else {
             // RFC 1734 clients list mechanisms with a bare AUTH.
             let mut out = String::from("+OK\r\n");
-            for m in Mechanism::ALL {
+            for m in Mechanism::ALL.iter().filter(|m| m.enabled(&self.opts)) {
                 out.push_str(m.name());
                 out.push_str("\r\n");
             }
@@ -355,7 +398,7 @@ impl PreAuth {
             self.write(AUTH_REQUIRES_TLS);
             return;
         }
-        let Some(mechanism) = Mechanism::parse(name) else {
+        let Some(mechanism) = Mechanism::parse(name).filter(|m| m.enabled(&self.opts)) else {
             self.write(b"-ERR Unsupported authentication mechanism.\r\n");
             return;
         };
@@ -406,11 +449,29 @@ pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
             match action {
                 Action::Write(b) => out.extend_from_slice(&b),
                 Action::StartTls => p.tls_started(),
+                // A bearer token is challenged, as a store that refuses
+                // one does, so the challenge path is driven too.
+                Action::Login(Login {
+                    identity:
+                        Identity {
+                            secret: sasl::Secret::Bearer { .. },
+                            ..
+                        },
+                    ..
+                }) => {
+                    out.extend_from_slice(&p.relay_challenge(
+                        br#"{"status":"invalid_token","schemes":"bearer","scope":"mail"}"#,
+                    ));
+                }
                 Action::Login(_) => {
                     let failed = p.login_failed("[AUTH] Authentication failed.");
                     out.extend_from_slice(&failed);
                 }
                 Action::Close => return out,
+                Action::Answer(_) => {
+                    let failed = p.login_failed("[AUTH] Authentication failed.");
+                    out.extend_from_slice(&failed);
+                }
             }
         }
         if p.is_closed() {

@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::bearer::{self, Failed};
 use super::preauth::{Action, Login, Options, PreAuth};
 use super::uidl::{Rewriter, UidlMap};
 use crate::app::{App, Refusal};
@@ -72,6 +73,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared:
         max_line: cfg.max_line,
         max_commands: cfg.max_preauth_commands,
         greeting: cfg.greeting.clone(),
+        oauth: cfg.oauth,
     };
     let result = tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &shared)).await;
     match result {
@@ -89,6 +91,8 @@ struct Handoff {
     user: User,
     pipelined: Vec<u8>,
     started: Instant,
+    /// Old UIDLs for a user mailshift moved here.
+    map: Option<UidlMap>,
 }
 
 async fn write(s: &mut Stream, bytes: &[u8]) -> bool {
@@ -134,54 +138,67 @@ async fn preauth(
                     }
                     core.tls_started();
                 }
-                Action::Login(login) => match authenticate(&login, peer, shared).await {
-                    Ok((user, target, backend)) => {
-                        METRICS.pop3_logins.with_label_values(&["ok"]).inc();
-                        shared.throttle.succeeded(&login.identity.user);
-                        if let (Some(s), Secret::Password(pw)) =
-                            (&shared.scheduler, &login.identity.secret)
-                        {
-                            s.on_login(&user.login, pw);
+                // Only the login core's challenge reader asks for answers.
+                Action::Answer(_) => {}
+                Action::Login(login) => {
+                    match login_any(&mut stream, &mut core, &login, peer, shared).await {
+                        Ok((user, target, backend)) => {
+                            METRICS.pop3_logins.with_label_values(&["ok"]).inc();
+                            shared.throttle.succeeded(&login.identity.user);
+                            if let (Some(s), Secret::Password(pw)) =
+                                (&shared.scheduler, &login.identity.secret)
+                            {
+                                s.on_login(&user.login, pw);
+                            }
+                            // Before the +OK: a client's first UIDL must see it.
+                            let map = uidl_map(shared, &user, &target, &login.identity).await;
+                            if !write(&mut stream, b"+OK Logged in.\r\n").await {
+                                return None;
+                            }
+                            return Some(Handoff {
+                                client: stream,
+                                backend,
+                                target,
+                                user,
+                                pipelined: core.into_pipelined(),
+                                started,
+                                map,
+                            });
                         }
-                        if !write(&mut stream, b"+OK Logged in.\r\n").await {
-                            return None;
+                        Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
+                            METRICS
+                                .pop3_logins
+                                .with_label_values(&["auth_failed"])
+                                .inc();
+                            let delay = shared.throttle.failed(peer.ip(), &login.identity.user);
+                            tracing::info!(
+                                user = %login.identity.user, client = %peer, mechanism = login.mechanism,
+                                delay_ms = delay.as_millis() as u64, "POP3 login failed"
+                            );
+                            tokio::time::sleep(delay).await;
+                            let text = match e {
+                                // A token's refusal is the store's to word.
+                                Failed::Store(text) => text,
+                                _ => "[AUTH] Authentication failed.".into(),
+                            };
+                            let out = core.login_failed(&text);
+                            if !write(&mut stream, &out).await {
+                                return None;
+                            }
                         }
-                        return Some(Handoff {
-                            client: stream,
-                            backend,
-                            target,
-                            user,
-                            pipelined: core.into_pipelined(),
-                            started,
-                        });
+                        Err(Failed::Gone) => return None,
+                        Err(Failed::Refused(Refusal::Unavailable(why))) => {
+                            METRICS
+                                .pop3_logins
+                                .with_label_values(&["unavailable"])
+                                .inc();
+                            let out = core.login_failed(&format!("[SYS/TEMP] {why}"));
+                            if !write(&mut stream, &out).await {
+                                return None;
+                            }
+                        }
                     }
-                    Err(Refusal::AuthFailed) => {
-                        METRICS
-                            .pop3_logins
-                            .with_label_values(&["auth_failed"])
-                            .inc();
-                        let delay = shared.throttle.failed(peer.ip(), &login.identity.user);
-                        tracing::info!(
-                            user = %login.identity.user, client = %peer, mechanism = login.mechanism,
-                            delay_ms = delay.as_millis() as u64, "POP3 login failed"
-                        );
-                        tokio::time::sleep(delay).await;
-                        let out = core.login_failed("[AUTH] Authentication failed.");
-                        if !write(&mut stream, &out).await {
-                            return None;
-                        }
-                    }
-                    Err(Refusal::Unavailable(why)) => {
-                        METRICS
-                            .pop3_logins
-                            .with_label_values(&["unavailable"])
-                            .inc();
-                        let out = core.login_failed(&format!("[SYS/TEMP] {why}"));
-                        if !write(&mut stream, &out).await {
-                            return None;
-                        }
-                    }
-                },
+                }
             }
         }
         if core.is_closed() {
@@ -203,6 +220,22 @@ async fn preauth(
     }
 }
 
+/// A password login by [`authenticate`], a token by [`bearer::login`].
+async fn login_any(
+    stream: &mut Stream,
+    core: &mut PreAuth,
+    login: &Login,
+    peer: SocketAddr,
+    shared: &Arc<App>,
+) -> Result<(User, Arc<Store>, StoreClient), Failed> {
+    match login.identity.secret {
+        Secret::Password(_) => authenticate(login, peer, shared)
+            .await
+            .map_err(Failed::Refused),
+        Secret::Bearer { .. } => bearer::login(stream, core, login, peer, shared).await,
+    }
+}
+
 /// Admits the login and logs in to the store's POP3.
 async fn authenticate(
     login: &Login,
@@ -212,8 +245,7 @@ async fn authenticate(
     let user = &login.identity.user;
     let password = match &login.identity.secret {
         Secret::Password(pw) => pw.as_slice(),
-        // Bearer mechanisms are not offered on POP3 yet (see preauth's
-        // Mechanism); the store would judge the token.
+        // Tokens go by bearer::login.
         Secret::Bearer { .. } => return Err(Refusal::AuthFailed),
     };
     let (found, target) = shared.admit(user, Some(password), peer).await?;
@@ -251,12 +283,89 @@ async fn authenticate(
 }
 
 /// The UIDL map of a user mailshift moved to `target`: INBOX's old UID → new
-/// UID with both UIDVALIDITYs from the migration state (`[migration]
-/// state_dir`), as a [`FolderMap`], formatted with each store's
-/// `pop3_uidl_format`. `None` for everyone else (the plain relay). When the
-/// continuity map stored in the mailbox can be loaded, it replaces the state
-/// as the source (every instance reads it, not only the one that migrated).
-async fn uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option<UidlMap> {
+/// UID with both UIDVALIDITYs, formatted with each store's
+/// `pop3_uidl_format`. `None` for everyone else (the plain relay).
+///
+/// The source is the UID maps stored in the mailbox, read by the shared
+/// loader ([`App::maps`]) over an IMAP login to the store with the user's
+/// own credentials, so every instance answers the same UIDLs; only users
+/// whose directory entry names maps (`User.uid_map`) pay for it. Failing
+/// that, this instance's migration state (`[migration] state_dir`).
+async fn uidl_map(
+    shared: &Arc<App>,
+    user: &User,
+    target: &Store,
+    identity: &crate::sasl::Identity,
+) -> Option<UidlMap> {
+    if shared.maps.translated(user, target) {
+        if let Some(map) = stored_uidl_map(shared, user, target, identity).await {
+            return Some(map);
+        }
+    }
+    state_uidl_map(shared, &user.login, target).await
+}
+
+/// The INBOX map from the mailbox's stored UID maps (see [`uidl_map`]).
+async fn stored_uidl_map(
+    shared: &Arc<App>,
+    user: &User,
+    target: &Store,
+    identity: &crate::sasl::Identity,
+) -> Option<UidlMap> {
+    use crate::store::imap::Client as ImapClient;
+    let login = &identity.user;
+    let imap = match &identity.secret {
+        Secret::Password(pw) => {
+            let creds = target.session_credentials(login, pw);
+            ImapClient::connect(target, &creds, None).await
+        }
+        Secret::Bearer { mechanism, message } => {
+            match ImapClient::connect_bearer(target, login, *mechanism, message, None).await {
+                Ok(crate::store::bearer::Outcome::LoggedIn(c)) => Ok(c),
+                // The token was taken over POP3 a moment ago; a challenge
+                // now leaves the store's own UIDLs.
+                Ok(crate::store::bearer::Outcome::Challenged { .. }) => return None,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let mut imap = match imap {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(user = %user.login, backend = target.name(), error = %e, "no IMAP login to read the UID maps; the store's own UIDLs are shown");
+            return None;
+        }
+    };
+    let loaded = shared.maps.for_session(user, target, &mut imap).await;
+    imap.logout().await;
+    let folder = match loaded {
+        Ok(Some(maps)) => maps.folder("INBOX").cloned()?,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(user = %user.login, backend = target.name(), error = %e, "UID maps unreadable; the store's own UIDLs are shown");
+            return None;
+        }
+    };
+    // The old store's format: the migration's source where this instance
+    // has one, else the target's (the stores of one fleet agree).
+    let from = shared
+        .config
+        .migration
+        .as_ref()
+        .and_then(|m| shared.config.backend_named(&m.from))
+        .map_or_else(
+            || target.cfg.pop3_uidl_format.clone(),
+            |b| b.pop3_uidl_format.clone(),
+        );
+    Some(UidlMap::from_folder_map(
+        &folder,
+        &from,
+        &target.cfg.pop3_uidl_format,
+    ))
+}
+
+/// The INBOX map from this instance's migration state.
+async fn state_uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option<UidlMap> {
     let m = shared.config.migration.as_ref()?;
     if target.name() != m.to {
         return None;
@@ -317,8 +426,8 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
         user,
         pipelined,
         started,
+        map,
     } = h;
-    let map = uidl_map(shared, &user.login, &target).await;
     let (mut backend_stream, leftover) = logged_in.into_relay();
     let name = target.name().to_string();
     let registration = shared

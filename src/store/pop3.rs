@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::bearer::Outcome;
 use super::imap::login::Credentials;
 use super::{Error, Store, StoreError};
 use crate::config::{Endpoint, Security};
@@ -17,6 +18,28 @@ use login::{Action, Login};
 
 /// Longest reply line accepted from a store (RFC 2449: 512 octets; leeway).
 const MAX_LINE: usize = 64 * 1024;
+
+/// A bearer login the store challenged, waiting for the client's answer.
+pub struct Challenged {
+    client: Client,
+    dialog: Login,
+}
+
+impl Challenged {
+    /// Sends the client's answer (`None`: it cancelled) and reads the
+    /// store's verdict, within the store's `connect_timeout`.
+    pub async fn answer(self, store: &Store, answer: Option<&[u8]>) -> Result<Client, StoreError> {
+        let verdict = self.client.verdict(self.dialog, answer);
+        let at = |error| StoreError {
+            store: store.name().to_string(),
+            error,
+        };
+        match tokio::time::timeout(store.cfg.connect_timeout, verdict).await {
+            Ok(result) => result.map_err(at),
+            Err(_) => Err(at(Error::Timeout { stage: "login" })),
+        }
+    }
+}
 
 /// One logged-in POP3 connection to a store.
 pub struct Client {
@@ -53,6 +76,39 @@ impl Client {
         }
     }
 
+    /// Logs in with the client's bearer token (OAUTHBEARER, XOAUTH2),
+    /// unchanged; a failure challenge from the store comes back for the
+    /// client to answer ([`Challenged::answer`]).
+    pub async fn connect_bearer(
+        store: &Store,
+        user: &str,
+        mechanism: crate::sasl::Mechanism,
+        message: &[u8],
+        peer: Option<SocketAddr>,
+    ) -> Result<Outcome<Client, Challenged>, StoreError> {
+        let creds = Credentials::Bearer {
+            user,
+            mechanism,
+            message,
+        };
+        let at = |error| StoreError {
+            store: store.name().to_string(),
+            error,
+        };
+        let Some(ep) = store.cfg.pop3.as_ref() else {
+            return Err(at(Error::Config(format!(
+                "backends.{}.pop3 is not set",
+                store.name()
+            ))));
+        };
+        let mut stage = "connect";
+        let dialog = Self::login_step(store, ep, &creds, peer, &mut stage);
+        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
+            Ok(result) => result.map_err(at),
+            Err(_) => Err(at(Error::Timeout { stage })),
+        }
+    }
+
     async fn login(
         store: &Store,
         ep: &Endpoint,
@@ -60,6 +116,23 @@ impl Client {
         peer: Option<SocketAddr>,
         stage: &mut &'static str,
     ) -> Result<Client, Error> {
+        match Self::login_step(store, ep, creds, peer, stage).await? {
+            Outcome::LoggedIn(c) => Ok(c),
+            // Only a bearer dialog is challenged.
+            Outcome::Challenged { .. } => Err(Error::Protocol {
+                stage: "login",
+                what: "challenge to a PLAIN login".into(),
+            }),
+        }
+    }
+
+    async fn login_step(
+        store: &Store,
+        ep: &Endpoint,
+        creds: &Credentials<'_>,
+        peer: Option<SocketAddr>,
+        stage: &mut &'static str,
+    ) -> Result<Outcome<Client, Challenged>, Error> {
         let stream = store.connector.connect(ep).await?;
         let mut dialog = Login::new(
             creds,
@@ -92,7 +165,13 @@ impl Client {
                         client.send(&bytes, dialog.stage()).await?;
                     }
                 }
-                Action::Done => return Ok(client),
+                Action::Done => return Ok(Outcome::LoggedIn(client)),
+                Action::Challenge(challenge) => {
+                    return Ok(Outcome::Challenged {
+                        challenge,
+                        pending: Challenged { client, dialog },
+                    })
+                }
             }
         }
     }
@@ -101,6 +180,27 @@ impl Client {
         let io = |source| Error::Io { stage, source };
         self.stream.write_all(bytes).await.map_err(io)?;
         self.stream.flush().await.map_err(io)
+    }
+
+    async fn verdict(mut self, mut dialog: Login, answer: Option<&[u8]>) -> Result<Client, Error> {
+        if let Action::Send(bytes) = dialog.answer(answer)? {
+            self.send(&bytes, "login").await?;
+        }
+        loop {
+            let line = self.line("login").await?;
+            match dialog.on_line(&line)? {
+                Action::Done => return Ok(self),
+                Action::Read => {}
+                Action::Send(bytes) => self.send(&bytes, "login").await?,
+                // The exchange refuses a second challenge; TLS is long on.
+                Action::StartTls | Action::Challenge(_) => {
+                    return Err(Error::Protocol {
+                        stage: "login",
+                        what: "unexpected step after the challenge".into(),
+                    })
+                }
+            }
+        }
     }
 
     /// The next reply line, without CRLF.

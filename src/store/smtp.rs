@@ -11,6 +11,6 @@ pub mod client;
 pub mod dialog;
 pub mod reply;
 
-pub use client::Conn;
+pub use client::{Challenged, Conn};
 pub use dialog::{Auth, Origin, Plan};
 pub use reply::{take_reply, Extensions, Reply};

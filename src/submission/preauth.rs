@@ -41,6 +41,8 @@ pub struct Options {
     pub max_bad: u32,
     /// Failed logins tolerated on one connection.
     pub max_auth_failures: u32,
+    /// AUTH OAUTHBEARER and XOAUTH2 offered (`[submission] oauth`).
+    pub oauth: bool,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             max_commands: 32,
             max_bad: 10,
             max_auth_failures: 3,
+            oauth: false,
         }
     }
 }
@@ -79,6 +82,9 @@ pub enum Action {
     Login(Login),
     /// Send what was queued, then close.
     Close,
+    /// The client's answer to the store's challenge ([`PreAuth::relay_challenge`]),
+    /// decoded; `None` when it cancelled (`*`) or sent something not base64.
+    Answer(Option<Vec<u8>>),
 }
 
 #[derive(Debug)]
@@ -87,6 +93,8 @@ enum State {
     AuthPlain,
     AuthLoginUser,
     AuthLoginPass { user: String },
+    AuthBearer { mechanism: sasl::Mechanism },
+    Challenged,
     Authenticating,
     Closed,
 }
@@ -163,7 +171,11 @@ impl PreAuth {
             ext.push("STARTTLS");
         }
         if self.auth_offered() {
-            ext.push("AUTH PLAIN LOGIN");
+            ext.push(if self.opts.oauth {
+                "AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2"
+            } else {
+                "AUTH PLAIN LOGIN"
+            });
         }
         ext
     }
@@ -204,6 +216,13 @@ impl PreAuth {
             self.state = State::Ready;
         }
         out
+    }
+
+    /// The store challenged a bearer token (for OAUTHBEARER, its JSON error):
+    /// the `334` line for the client; its answer comes as [`Action::Answer`].
+    pub fn relay_challenge(&mut self, challenge: &[u8]) -> Vec<u8> {
+        self.state = State::Challenged;
+        format!("334 {}\r\n", sasl::encode(challenge)).into_bytes()
     }
 
     /// The login succeeded: the bytes the client pipelined after AUTH, for
@@ -280,6 +299,13 @@ impl PreAuth {
             State::AuthPlain => return self.sasl_answer(line, sasl::plain, "PLAIN"),
             State::AuthLoginUser => return self.login_user(line),
             State::AuthLoginPass { user } => return self.login_pass(user, line),
+            State::AuthBearer { mechanism } => {
+                return self.sasl_answer(line, |d| sasl::bearer(mechanism, d), mechanism.name())
+            }
+            State::Challenged => {
+                self.state = State::Authenticating;
+                return Some(Action::Answer(sasl::decode_line(line).ok()));
+            }
             State::Ready => {}
             other @ (State::Authenticating | State::Closed) => {
                 self.state = other;
@@ -374,6 +400,24 @@ impl PreAuth {
                 // base64("Username:")
                 Self::write("334 VXNlcm5hbWU6")
             }
+            ("OAUTHBEARER" | "XOAUTH2", initial) if self.opts.oauth => {
+                let mechanism = if mechanism == "XOAUTH2" {
+                    sasl::Mechanism::XOAuth2
+                } else {
+                    sasl::Mechanism::OAuthBearer
+                };
+                match initial {
+                    Some(ir) => self.sasl_answer(
+                        ir.as_bytes(),
+                        |d| sasl::bearer(mechanism, d),
+                        mechanism.name(),
+                    ),
+                    None => {
+                        self.state = State::AuthBearer { mechanism };
+                        Self::write("334 ")
+                    }
+                }
+            }
             ("", _) => self.bad("501 5.5.4 Syntax: AUTH mechanism [initial-response]"),
             _ => self.bad("504 5.5.4 Unrecognized authentication type"),
         }
@@ -467,6 +511,8 @@ pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
                     out.extend_from_slice(&b);
                 }
                 Action::Close => return out,
+                // run_script never relays a challenge.
+                Action::Answer(_) => {}
             }
         }
     }

@@ -22,7 +22,8 @@ use crate::config::BackendLogin;
 use crate::directory::User;
 use crate::imap::relay::{self, End};
 use crate::sasl::Secret;
-use crate::store::smtp::{Auth, Conn, Origin};
+use crate::store::bearer::Outcome;
+use crate::store::smtp::{Auth, Conn, Origin, Plan};
 use crate::store::{Error as StoreFailure, Store};
 use crate::stream::Stream;
 
@@ -72,6 +73,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, app: Ar
         require_tls: cfg.require_tls,
         max_line: cfg.max_line,
         max_commands: cfg.max_preauth_commands,
+        oauth: cfg.oauth,
         ..Options::default()
     };
     match tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &app)).await {
@@ -121,6 +123,8 @@ async fn preauth(
                     let _ = stream.shutdown().await;
                     return None;
                 }
+                // Only the bearer login's challenge reader asks for answers.
+                Action::Answer(_) => {}
                 Action::StartTls => {
                     let Stream::Plain(tcp) = stream else {
                         return None;
@@ -140,7 +144,7 @@ async fn preauth(
                         peer,
                         helo: core.helo().unwrap_or("").to_string(),
                     };
-                    match authenticate(&login, origin, &hostname, app).await {
+                    match login_any(&mut stream, &mut core, &login, origin, &hostname, app).await {
                         Ok((user, target, store_conn)) => {
                             SUBMISSION.logins.with_label_values(&["ok"]).inc();
                             app.throttle.succeeded(&login.identity.user);
@@ -157,7 +161,7 @@ async fn preauth(
                                 started,
                             });
                         }
-                        Err(Refusal::AuthFailed) => {
+                        Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
                             SUBMISSION.logins.with_label_values(&["auth_failed"]).inc();
                             let delay = app.throttle.failed(peer.ip(), &login.identity.user);
                             tracing::info!(
@@ -165,12 +169,18 @@ async fn preauth(
                                 delay_ms = delay.as_millis() as u64, "submission login failed"
                             );
                             tokio::time::sleep(delay).await;
-                            let out = core.auth_failed(AUTH_FAILED);
+                            let text = match e {
+                                // A token's refusal is the store's to word.
+                                Failed::Store(text) => text,
+                                _ => AUTH_FAILED.to_string(),
+                            };
+                            let out = core.auth_failed(&text);
                             if !write(&mut stream, &out).await {
                                 return None;
                             }
                         }
-                        Err(Refusal::Unavailable(why)) => {
+                        Err(Failed::Gone) => return None,
+                        Err(Failed::Refused(Refusal::Unavailable(why))) => {
                             SUBMISSION.logins.with_label_values(&["unavailable"]).inc();
                             let out = core.auth_failed(&format!("454 4.7.0 {why}"));
                             if !write(&mut stream, &out).await {
@@ -201,6 +211,147 @@ async fn preauth(
     }
 }
 
+/// Why a login did not get through.
+enum Failed {
+    /// Refused before or without the store's own words.
+    Refused(Refusal),
+    /// The store refused the token; its reply line, for the client.
+    Store(String),
+    /// The client went away (or the server is shutting down) mid-exchange.
+    Gone,
+}
+
+/// A password login by [`authenticate`], a token by [`bearer_login`].
+async fn login_any(
+    stream: &mut Stream,
+    core: &mut PreAuth,
+    login: &Login,
+    origin: Origin,
+    hostname: &str,
+    app: &Arc<App>,
+) -> Result<(User, Arc<Store>, Conn), Failed> {
+    match &login.identity.secret {
+        Secret::Password(_) => authenticate(login, origin, hostname, app)
+            .await
+            .map_err(Failed::Refused),
+        Secret::Bearer { .. } => bearer_login(stream, core, login, origin, hostname, app).await,
+    }
+}
+
+/// The store's refusal of a token as the client may see it: a printable
+/// 4xx/5xx line, else our own words.
+fn store_text(text: &str) -> String {
+    let printable = text.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if printable && text.len() <= 512 && (text.starts_with('4') || text.starts_with('5')) {
+        text.to_string()
+    } else {
+        AUTH_FAILED.into()
+    }
+}
+
+/// Admits a bearer login (routed by the message's user, no password check:
+/// only the store can judge a token) and opens the store's submission
+/// service with the client's message unchanged; a failure challenge of the
+/// store goes to the client and its answer back.
+async fn bearer_login(
+    stream: &mut Stream,
+    core: &mut PreAuth,
+    login: &Login,
+    origin: Origin,
+    hostname: &str,
+    app: &Arc<App>,
+) -> Result<(User, Arc<Store>, Conn), Failed> {
+    let Secret::Bearer { mechanism, message } = &login.identity.secret else {
+        return Err(Failed::Refused(Refusal::AuthFailed));
+    };
+    let peer = origin.peer;
+    let name = &login.identity.user;
+    let (user, target) = app.admit(name, None, peer).await.map_err(Failed::Refused)?;
+    let unavailable = || {
+        Failed::Refused(Refusal::Unavailable(
+            "Mail service temporarily unavailable, try again.",
+        ))
+    };
+    let Some(ep) = target.cfg.submission.clone() else {
+        return Err(unavailable());
+    };
+    let plan = Plan {
+        lmtp: false,
+        hostname: hostname.to_string(),
+        starttls: false,
+        origin: Some(origin),
+        auth: Some(Auth::Bearer {
+            user: name.clone(),
+            mechanism: *mechanism,
+            message: message.clone(),
+        }),
+    };
+    let first = Conn::open_step(&target, &ep, plan, target.cfg.connect_timeout).await;
+    let result = match first {
+        Ok(Outcome::LoggedIn(c)) => Ok(c),
+        Ok(Outcome::Challenged { challenge, pending }) => {
+            tracing::debug!(user = %name, client = %peer, backend = target.name(), "store challenged the token; relaying");
+            if !write(stream, &core.relay_challenge(&challenge)).await {
+                return Err(Failed::Gone);
+            }
+            let answer = challenge_answer(stream, core, app).await?;
+            pending.answer(&target, answer.as_deref()).await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(conn) => Ok((user, target, conn)),
+        Err(e) => match e.error {
+            StoreFailure::Rejected(text) => {
+                tracing::debug!(user = %name, client = %peer, backend = target.name(), reply = %text, "store refused the token");
+                Err(Failed::Store(store_text(&text)))
+            }
+            error => {
+                tracing::warn!(user = %name, client = %peer, backend = target.name(), %error, "store submission unavailable");
+                Err(unavailable())
+            }
+        },
+    }
+}
+
+/// Reads the client's answer to a relayed challenge.
+async fn challenge_answer(
+    stream: &mut Stream,
+    core: &mut PreAuth,
+    app: &Arc<App>,
+) -> Result<Option<Vec<u8>>, Failed> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        while let Some(action) = core.poll() {
+            match action {
+                Action::Answer(a) => return Ok(a),
+                Action::Write(bytes) => {
+                    if !write(stream, &bytes).await {
+                        return Err(Failed::Gone);
+                    }
+                }
+                Action::Close => {
+                    let _ = stream.shutdown().await;
+                    return Err(Failed::Gone);
+                }
+                // Not while a login is under way.
+                Action::StartTls | Action::Login(_) => {}
+            }
+        }
+        if core.is_closed() {
+            return Err(Failed::Gone);
+        }
+        let read = tokio::select! {
+            r = stream.read(&mut buf) => r,
+            _ = app.cancel.cancelled() => return Err(Failed::Gone),
+        };
+        match read {
+            Ok(0) | Err(_) => return Err(Failed::Gone),
+            Ok(n) => core.feed(&buf[..n]),
+        }
+    }
+}
+
 /// Admits the login (lookup, hold wait, password check, route; shared by
 /// every front end) and opens the store's submission service as the user.
 async fn authenticate(
@@ -211,8 +362,7 @@ async fn authenticate(
 ) -> Result<(User, Arc<Store>, Conn), Refusal> {
     let peer = origin.peer;
     let name = &login.identity.user;
-    // One arm per kind of secret: the bearer tokens (XOAUTH2, OAUTHBEARER)
-    // are admitted without a password check and passed on to the store.
+    // Tokens go by bearer_login.
     let password = match &login.identity.secret {
         Secret::Password(pw) => pw,
         Secret::Bearer { .. } => return Err(Refusal::AuthFailed),

@@ -226,7 +226,8 @@ fn every_byte_split_gives_the_same_answers() {
                         out.extend_from_slice(&p.login_failed("[AUTH] Authentication failed."))
                     }
                     Action::StartTls => p.tls_started(),
-                    Action::Close => {}
+                    // No bearer login in this script.
+                    Action::Close | Action::Answer(_) => {}
                 }
             }
         }
@@ -240,4 +241,81 @@ fn a_login_never_shows_its_password_in_debug() {
     let a = run(&mut p, b"USER alice\r\nPASS hunter2\r\n");
     let dbg = format!("{a:?}");
     assert!(!dbg.contains("hunter2"), "{dbg}");
+}
+
+fn oauth_core() -> PreAuth {
+    PreAuth::new(Options {
+        oauth: true,
+        ..Options::default()
+    })
+}
+
+#[test]
+fn bearer_mechanisms_only_when_oauth_is_on() {
+    let mut p = core(false);
+    let out = written(&run(&mut p, b"CAPA\r\n"));
+    assert!(out.contains("SASL PLAIN\r\n"), "{out}");
+    let out = written(&run(&mut p, b"AUTH XOAUTH2 dXNlcj1h\r\n"));
+    assert_eq!(out, "-ERR Unsupported authentication mechanism.\r\n");
+
+    let mut p = oauth_core();
+    let out = written(&run(&mut p, b"CAPA\r\n"));
+    assert!(out.contains("SASL PLAIN OAUTHBEARER XOAUTH2\r\n"), "{out}");
+    assert_eq!(
+        written(&run(&mut p, b"AUTH\r\n")),
+        "+OK\r\nPLAIN\r\nOAUTHBEARER\r\nXOAUTH2\r\n.\r\n"
+    );
+}
+
+#[test]
+fn a_bearer_login_names_its_user_and_a_challenge_gets_the_clients_answer() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let msg = b"n,a=alice,\x01auth=Bearer tok\x01\x01";
+    let mut p = oauth_core();
+    let a = run(
+        &mut p,
+        format!("AUTH oauthbearer {}\r\n", b64(msg)).as_bytes(),
+    );
+    let login = login_of(&a).expect("login");
+    assert_eq!(login.identity.user, "alice");
+    assert_eq!(login.mechanism, "OAUTHBEARER");
+    assert!(matches!(
+        &login.identity.secret,
+        sasl::Secret::Bearer { message, .. } if message == msg
+    ));
+    // The store challenged it: the client sees it, its answer comes back.
+    let line = p.relay_challenge(br#"{"status":"invalid_token"}"#);
+    assert_eq!(
+        line,
+        format!("+ {}\r\n", b64(br#"{"status":"invalid_token"}"#)).into_bytes()
+    );
+    assert_eq!(
+        run(&mut p, b"AQ==\r\n"),
+        vec![Action::Answer(Some(vec![1]))]
+    );
+    // Waiting for the store's verdict: nothing more is read.
+    assert!(run(&mut p, b"CAPA\r\n").is_empty());
+    assert!(p
+        .login_failed("[AUTH] Authentication failed.")
+        .starts_with(b"-ERR"));
+    assert!(written(&run(&mut p, b"")).starts_with("+OK"));
+
+    // XOAUTH2 after the empty continuation; a cancel of a challenge.
+    let mut p = oauth_core();
+    assert_eq!(written(&run(&mut p, b"AUTH XOAUTH2\r\n")), "+ \r\n");
+    let a = run(
+        &mut p,
+        format!("{}\r\n", b64(b"user=bob\x01auth=Bearer t\x01\x01")).as_bytes(),
+    );
+    assert_eq!(login_of(&a).expect("login").identity.user, "bob");
+    p.relay_challenge(b"{}");
+    assert_eq!(run(&mut p, b"*\r\n"), vec![Action::Answer(None)]);
+    // A message without a user or token is refused here.
+    let mut p = oauth_core();
+    let out = written(&run(
+        &mut p,
+        format!("AUTH OAUTHBEARER {}\r\n", b64(b"n,,\x01\x01")).as_bytes(),
+    ));
+    assert!(out.starts_with("-ERR [AUTH]"), "{out}");
 }

@@ -1,7 +1,9 @@
 //! Logging in to a store's POP3, sans I/O: greeting, STLS, XCLIENT (Dovecot
 //! forwards the client's address when the greeting says `[XCLIENT]` to a
 //! trusted peer), AUTH PLAIN with an initial response (RFC 5034), as the user
-//! or a master user. [`Login`] takes the store's reply lines and says what to
+//! or a master user, or the client's bearer token unchanged by `AUTH
+//! OAUTHBEARER`/`XOAUTH2` (a failure challenge comes back as
+//! [`Action::Challenge`] for the client to answer, see [`crate::store::bearer`]). [`Login`] takes the store's reply lines and says what to
 //! send next; [`super::Client`] does the I/O.
 //!
 //! ```text
@@ -11,6 +13,7 @@
 
 use std::net::SocketAddr;
 
+use crate::store::bearer::Exchange;
 use crate::store::imap::login::{Credentials, Master};
 use crate::store::Error;
 
@@ -26,6 +29,18 @@ pub enum Action {
     StartTls,
     /// Logged in.
     Done,
+    /// The store challenged the bearer token (decoded, for OAUTHBEARER its
+    /// JSON error): relay it to the client and pass its answer to
+    /// [`Login::answer`].
+    Challenge(Vec<u8>),
+}
+
+/// How the dialog authenticates.
+enum Auth {
+    /// The AUTH PLAIN message.
+    Plain(Vec<u8>),
+    /// The client's bearer message, passed on unchanged.
+    Bearer(Exchange),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +57,7 @@ pub struct Login {
     stage: Stage,
     starttls: bool,
     peer: Option<SocketAddr>,
-    auth: Vec<u8>,
+    auth: Auth,
 }
 
 /// `user\0authcid\0password` for AUTH PLAIN, as the user or a master.
@@ -88,11 +103,18 @@ impl Login {
         starttls: bool,
         peer: Option<SocketAddr>,
     ) -> Result<Login, Error> {
+        let auth = match creds {
+            // Never a master login: only the store can judge the token.
+            Credentials::Bearer {
+                mechanism, message, ..
+            } => Auth::Bearer(Exchange::new(*mechanism, message)),
+            _ => Auth::Plain(plain_message(creds, master)?),
+        };
         Ok(Login {
             stage: Stage::Greeting,
             starttls,
             peer,
-            auth: plain_message(creds, master)?,
+            auth,
         })
     }
 
@@ -113,10 +135,25 @@ impl Login {
     }
 
     fn auth_command(&self) -> Vec<u8> {
-        let mut out = b"AUTH PLAIN ".to_vec();
-        out.extend_from_slice(crate::sasl::encode(&self.auth).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out
+        match &self.auth {
+            Auth::Plain(msg) => format!("AUTH PLAIN {}\r\n", crate::sasl::encode(msg)),
+            Auth::Bearer(x) => {
+                format!("AUTH {} {}\r\n", x.mechanism().name(), x.initial_response())
+            }
+        }
+        .into_bytes()
+    }
+
+    /// The client's answer to a relayed challenge (`None`: it cancelled):
+    /// what to send the store; its verdict follows.
+    pub fn answer(&self, answer: Option<&[u8]>) -> Result<Action, Error> {
+        match (&self.auth, self.stage) {
+            (Auth::Bearer(x), Stage::Auth) => Ok(Action::Send(x.answer(answer))),
+            _ => Err(Error::Protocol {
+                stage: self.stage(),
+                what: "an answer without a challenge".into(),
+            }),
+        }
     }
 
     fn after_greeting(&mut self, xclient: bool) -> Action {
@@ -148,6 +185,11 @@ impl Login {
             (true, r.trim_start())
         } else if let Some(r) = text.strip_prefix("-ERR") {
             (false, r.trim_start())
+        } else if let (Stage::Auth, Some(payload), Auth::Bearer(x)) =
+            (self.stage, text.strip_prefix('+'), &mut self.auth)
+        {
+            // RFC 7628 3.2.2: the failure challenge, for the client.
+            return x.on_challenge(payload.as_bytes()).map(Action::Challenge);
         } else if self.stage == Stage::Auth && text.starts_with('+') {
             // A continuation: the store wants the response after all.
             return Err(Error::Protocol {
@@ -289,6 +331,50 @@ mod tests {
         );
         assert!(matches!(l.on_line(b"+OK Updated").expect("test input"),
             Action::Send(b) if b.starts_with(b"AUTH PLAIN")));
+    }
+
+    #[test]
+    fn a_bearer_token_goes_unchanged_and_its_challenge_comes_back() {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine as _;
+        let msg = b"n,a=alice,\x01auth=Bearer tok\x01\x01";
+        let creds = Credentials::Bearer {
+            user: "alice",
+            mechanism: crate::sasl::Mechanism::OAuthBearer,
+            message: msg,
+        };
+        let master = Master {
+            user: "admin",
+            password: "pw",
+            separator: Some("*"),
+        };
+        let mut l = Login::new(&creds, Some(&master), false, None).expect("new");
+        assert_eq!(
+            l.on_line(b"+OK ready").expect("greeting"),
+            Action::Send(format!("AUTH OAUTHBEARER {}\r\n", STANDARD.encode(msg)).into_bytes())
+        );
+        let json = br#"{"status":"invalid_token"}"#;
+        let challenge = format!("+ {}", STANDARD.encode(json));
+        assert_eq!(
+            l.on_line(challenge.as_bytes()).expect("challenge"),
+            Action::Challenge(json.to_vec())
+        );
+        assert_eq!(
+            l.answer(Some(b"\x01")).expect("answer"),
+            Action::Send(b"AQ==\r\n".to_vec())
+        );
+        assert!(matches!(
+            l.on_line(b"-ERR [AUTH] Authentication failed."),
+            Err(Error::Rejected(t)) if t.contains("[AUTH]")
+        ));
+        // A second challenge is the store misbehaving.
+        let mut l = Login::new(&creds, None, false, None).expect("new");
+        l.on_line(b"+OK").expect("greeting");
+        l.on_line(challenge.as_bytes()).expect("challenge");
+        assert!(l.on_line(challenge.as_bytes()).is_err());
+        // PLAIN logins have no answer to give.
+        let l = Login::new(&user(), None, false, None).expect("new");
+        assert!(l.answer(None).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::dialog::{Dialog, Plan, Step};
 use super::reply::{take_reply, Extensions, Reply};
 use crate::config::{Endpoint, Security};
+use crate::store::bearer::Outcome;
 use crate::store::{Error, Store, StoreError};
 use crate::stream::Stream;
 
@@ -32,6 +33,50 @@ pub struct Conn {
     timeout: Duration,
 }
 
+/// A bearer login the store challenged, waiting for the client's answer.
+pub struct Challenged {
+    conn: Conn,
+    dialog: Dialog,
+}
+
+impl Challenged {
+    /// Sends the client's answer (`None`: it cancelled) and reads the
+    /// store's verdict, within the store's `connect_timeout`.
+    pub async fn answer(self, store: &Store, answer: Option<&[u8]>) -> Result<Conn, StoreError> {
+        let Challenged { mut conn, dialog } = self;
+        let verdict = async move {
+            let mut dialog = dialog;
+            if let Step::Send(line) = dialog.answer(answer)? {
+                conn.send(&line, "auth").await?;
+            }
+            loop {
+                let reply = conn.read_reply("auth").await?;
+                match dialog.receive(&reply)? {
+                    Step::Ready => break,
+                    Step::Send(line) => conn.send(&line, "auth").await?,
+                    // The exchange refuses a second challenge; TLS is long on.
+                    Step::StartTls | Step::Challenge(_) => {
+                        return Err(Error::Protocol {
+                            stage: "auth",
+                            what: "unexpected step after the challenge".into(),
+                        })
+                    }
+                }
+            }
+            conn.extensions = dialog.into_extensions();
+            Ok(conn)
+        };
+        match tokio::time::timeout(store.cfg.connect_timeout, verdict).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout { stage: "auth" }),
+        }
+        .map_err(|error| StoreError {
+            store: store.name().to_string(),
+            error,
+        })
+    }
+}
+
 impl Conn {
     /// Connects to `endpoint` of `store` and runs the session opening of
     /// `plan`, all within the store's `connect_timeout`; later replies may
@@ -43,9 +88,30 @@ impl Conn {
     pub async fn open(
         store: &Store,
         endpoint: &Endpoint,
-        mut plan: Plan,
+        plan: Plan,
         timeout: Duration,
     ) -> Result<Conn, StoreError> {
+        match Self::open_step(store, endpoint, plan, timeout).await? {
+            Outcome::LoggedIn(c) => Ok(c),
+            Outcome::Challenged { .. } => Err(StoreError {
+                store: store.name().to_string(),
+                error: Error::Protocol {
+                    stage: "auth",
+                    what: "challenge to a password login".into(),
+                },
+            }),
+        }
+    }
+
+    /// [`Conn::open`] for a plan with [`super::Auth::Bearer`]: a failure
+    /// challenge of the store comes back for the client to answer
+    /// ([`Challenged::answer`]).
+    pub async fn open_step(
+        store: &Store,
+        endpoint: &Endpoint,
+        mut plan: Plan,
+        timeout: Duration,
+    ) -> Result<Outcome<Conn, Challenged>, StoreError> {
         plan.lmtp = endpoint.scheme == "lmtp";
         plan.starttls = endpoint.security == Security::StartTls;
         let opening = Self::open_inner(store, endpoint, plan, timeout);
@@ -64,7 +130,7 @@ impl Conn {
         endpoint: &Endpoint,
         plan: Plan,
         timeout: Duration,
-    ) -> Result<Conn, Error> {
+    ) -> Result<Outcome<Conn, Challenged>, Error> {
         let stream = store.connector.connect(endpoint).await?;
         let lmtp = plan.lmtp;
         let mut conn = Conn {
@@ -89,10 +155,16 @@ impl Conn {
                     }
                 }
                 Step::Ready => break,
+                Step::Challenge(challenge) => {
+                    return Ok(Outcome::Challenged {
+                        challenge,
+                        pending: Challenged { conn, dialog },
+                    })
+                }
             }
         }
         conn.extensions = dialog.into_extensions();
-        Ok(conn)
+        Ok(Outcome::LoggedIn(conn))
     }
 
     /// Whether this is LMTP (one end-of-data reply per recipient).

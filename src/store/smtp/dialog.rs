@@ -25,10 +25,19 @@ pub struct Origin {
     pub helo: String,
 }
 
-/// How the submission leg authenticates. The bearer mechanisms (XOAUTH2,
-/// OAUTHBEARER: the client's message passed on) are one more arm here.
+/// How the submission leg authenticates.
 #[derive(Clone)]
 pub enum Auth {
+    /// The client's bearer token (XOAUTH2, OAUTHBEARER), its message passed
+    /// on unchanged; a failure challenge comes back as [`Step::Challenge`].
+    Bearer {
+        /// The login (from the message), for logs.
+        user: String,
+        /// The mechanism.
+        mechanism: crate::sasl::Mechanism,
+        /// The client's decoded message.
+        message: Vec<u8>,
+    },
     /// AUTH PLAIN as the user with the client's password.
     User {
         /// The login.
@@ -52,6 +61,9 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Auth::User { user, .. } => write!(f, "User({user}, <redacted>)"),
+            Auth::Bearer {
+                user, mechanism, ..
+            } => write!(f, "Bearer({user}, {}, <redacted>)", mechanism.name()),
             Auth::Master { user, master, .. } => {
                 write!(f, "Master({user} by {master}, <redacted>)")
             }
@@ -113,6 +125,9 @@ pub enum Step {
     StartTls,
     /// The session is open.
     Ready,
+    /// The store challenged the bearer token (decoded, for OAUTHBEARER its
+    /// JSON error): relay it to the client, its answer to [`Dialog::answer`].
+    Challenge(Vec<u8>),
 }
 
 /// The session opening's state.
@@ -124,6 +139,7 @@ pub struct Dialog {
     tls_done: bool,
     introduced: bool,
     authenticated: bool,
+    bearer: Option<crate::store::bearer::Exchange>,
 }
 
 impl Dialog {
@@ -138,6 +154,7 @@ impl Dialog {
             tls_done: false,
             introduced,
             authenticated,
+            bearer: None,
         }
     }
 
@@ -202,6 +219,13 @@ impl Dialog {
                     tracing::debug!(reply = %r.text(), "store refused XCLIENT/XFORWARD; going on without it");
                 }
                 self.after_hello()
+            }
+            Stage::Auth if r.code == 334 && self.bearer.is_some() => {
+                let payload = r.lines.first().cloned().unwrap_or_default();
+                match self.bearer.as_mut() {
+                    Some(x) => x.on_challenge(payload.as_bytes()).map(Step::Challenge),
+                    None => Err(self.refused(r)),
+                }
             }
             Stage::Auth if r.is_positive() => {
                 self.authenticated = true;
@@ -284,18 +308,38 @@ impl Dialog {
         None
     }
 
+    /// The client's answer to a relayed challenge (`None`: it cancelled).
+    pub fn answer(&self, answer: Option<&[u8]>) -> Result<Step, Error> {
+        match (&self.bearer, self.stage) {
+            (Some(x), Stage::Auth) => Ok(Step::Send(x.answer(answer))),
+            _ => Err(Error::Protocol {
+                stage: "auth",
+                what: "an answer without a challenge".into(),
+            }),
+        }
+    }
+
     fn authenticate(&mut self) -> Result<Step, Error> {
         let Some(auth) = &self.plan.auth else {
             self.stage = Stage::Ready;
             return Ok(Step::Ready);
         };
-        if !self.extensions.offers_param("AUTH", "PLAIN") {
-            return Err(Error::Protocol {
-                stage: "auth",
-                what: "the store offers no AUTH PLAIN".into(),
-            });
-        }
         let message = match auth {
+            Auth::Bearer {
+                mechanism, message, ..
+            } => {
+                if !self.extensions.offers_param("AUTH", mechanism.name()) {
+                    return Err(Error::Protocol {
+                        stage: "auth",
+                        what: format!("the store offers no AUTH {}", mechanism.name()),
+                    });
+                }
+                let x = crate::store::bearer::Exchange::new(*mechanism, message);
+                let line = format!("AUTH {} {}\r\n", mechanism.name(), x.initial_response());
+                self.bearer = Some(x);
+                self.stage = Stage::Auth;
+                return Ok(Step::Send(line.into_bytes()));
+            }
             Auth::User { user, password } => {
                 [b"\0", user.as_bytes(), b"\0", password.as_slice()].concat()
             }
@@ -305,6 +349,12 @@ impl Dialog {
                 password,
             } => [user.as_bytes(), b"\0", master.as_bytes(), b"\0", password].concat(),
         };
+        if !self.extensions.offers_param("AUTH", "PLAIN") {
+            return Err(Error::Protocol {
+                stage: "auth",
+                what: "the store offers no AUTH PLAIN".into(),
+            });
+        }
         self.stage = Stage::Auth;
         Ok(Step::Send(
             format!("AUTH PLAIN {}\r\n", crate::sasl::encode(&message)).into_bytes(),
@@ -348,6 +398,46 @@ mod tests {
             }),
             auth,
         }
+    }
+
+    #[test]
+    fn a_bearer_token_goes_unchanged_and_its_challenge_comes_back() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let msg = b"user=alice\x01auth=Bearer t\x01\x01".to_vec();
+        let bearer = Auth::Bearer {
+            user: "alice".into(),
+            mechanism: crate::sasl::Mechanism::XOAuth2,
+            message: msg.clone(),
+        };
+        assert!(!format!("{bearer:?}").contains("Bearer t"));
+        let mut p = plan(Some(bearer));
+        p.origin = None;
+        p.starttls = false;
+        let mut d = Dialog::new(p);
+        d.receive(&reply("220 store\r\n")).expect("greeting");
+        // A store without the mechanism cannot take the token.
+        let mut without = Dialog::new(d.plan.clone());
+        without.receive(&reply("220 store\r\n")).expect("greeting");
+        assert!(without
+            .receive(&reply("250-store\r\n250 AUTH PLAIN\r\n"))
+            .is_err());
+        let s = send(
+            d.receive(&reply("250-store\r\n250 AUTH PLAIN XOAUTH2\r\n"))
+                .expect("ehlo"),
+        );
+        assert_eq!(s, format!("AUTH XOAUTH2 {}\r\n", b64(&msg)));
+        let json = br#"{"status":"401"}"#;
+        assert_eq!(
+            d.receive(&reply(&format!("334 {}\r\n", b64(json))))
+                .expect("challenge"),
+            Step::Challenge(json.to_vec())
+        );
+        assert_eq!(send(d.answer(Some(b"\x01")).expect("answer")), "AQ==\r\n");
+        assert!(matches!(
+            d.receive(&reply("535 5.7.8 Authentication failed.\r\n")),
+            Err(Error::Rejected(t)) if t.starts_with("535 5.7.8")
+        ));
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn run(core: &mut PreAuth, script: &[u8]) -> (String, Vec<Login>) {
             }
             Action::Login(l) => logins.push(l),
             Action::Close => out.extend_from_slice(b"<CLOSE>"),
+            Action::Answer(a) => out.extend_from_slice(format!("<ANSWER {a:?}>").as_bytes()),
         }
     }
     (String::from_utf8(out).expect("ascii"), logins)
@@ -151,4 +152,55 @@ fn pipelined_bytes_after_auth_go_to_the_store() {
     );
     assert_eq!(logins.len(), 1);
     assert_eq!(c.into_pipelined(), b"MAIL FROM:<a@b>\r\n");
+}
+
+#[test]
+fn bearer_mechanisms_only_with_oauth_and_a_challenge_gets_the_clients_answer() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut c = PreAuth::new(opts(true));
+    let (out, _) = run(&mut c, b"EHLO client\r\nAUTH XOAUTH2 dXNlcj1h\r\n");
+    assert!(out.contains("250 AUTH PLAIN LOGIN\r\n"), "{out}");
+    assert!(
+        out.ends_with("504 5.5.4 Unrecognized authentication type\r\n"),
+        "{out}"
+    );
+
+    let mut c = PreAuth::new(Options {
+        oauth: true,
+        ..opts(true)
+    });
+    let (out, _) = run(&mut c, b"EHLO client\r\nAUTH XOAUTH2\r\n");
+    assert!(
+        out.contains("AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2\r\n"),
+        "{out}"
+    );
+    assert!(out.ends_with("334 \r\n"), "{out}");
+    let msg = b"user=bob\x01auth=Bearer t\x01\x01";
+    let (_, logins) = run(&mut c, format!("{}\r\n", b64(msg)).as_bytes());
+    assert_eq!(logins.len(), 1);
+    assert_eq!(logins[0].identity.user, "bob");
+    assert_eq!(logins[0].mechanism, "XOAUTH2");
+    assert!(matches!(&logins[0].identity.secret, Secret::Bearer { message, .. } if message == msg));
+    let line = c.relay_challenge(b"{}");
+    assert_eq!(line, format!("334 {}\r\n", b64(b"{}")).into_bytes());
+    let (out, _) = run(&mut c, b"AQ==\r\n");
+    assert_eq!(out, "<ANSWER Some([1])>");
+    // Waiting for the store's verdict; then commands again.
+    let (out, _) = run(&mut c, b"NOOP\r\n");
+    assert_eq!(out, "");
+    assert!(c
+        .auth_failed("535 5.7.8 Authentication failed.")
+        .starts_with(b"535"));
+
+    let mut c = PreAuth::new(Options {
+        oauth: true,
+        ..opts(true)
+    });
+    let ir = b64(b"n,a=alice,\x01auth=Bearer t\x01\x01");
+    let (_, logins) = run(
+        &mut c,
+        format!("EHLO c\r\nAUTH OAUTHBEARER {ir}\r\n").as_bytes(),
+    );
+    assert_eq!(logins[0].identity.user, "alice");
 }
