@@ -143,6 +143,16 @@ impl Postfix {
             .collect()
     }
 
+    /// Asks Postfix to retry its deferred mail now (`postqueue -f`), as an
+    /// admin would after bringing a relay back.
+    pub fn flush(&self) {
+        let _ = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.conf_dir)
+            .arg("-f")
+            .output();
+    }
+
     /// Messages still in Postfix's queue (files under the queue dirs).
     pub fn queued(&self) -> usize {
         ["incoming", "active", "deferred", "maildrop"]
