@@ -93,8 +93,8 @@ start_dovecot() {
 }
 # Submission relays to mailshift's inbound SMTP (30025), which delivers to
 # example.org users by their mailHost.
-start_dovecot old 31143 31993 31024 'maildir:~/Maildir' / 31587 31110 31995 34190
-start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' . 32587 31210 32995 34290 'sieve_extensions = -regex'
+start_dovecot old 31143 31993 31024 'maildir:~/Maildir' / 31587 31110 31995 31190
+start_dovecot new 31243 32993 31224 'sdbox:~/sdbox' . 32587 31210 32995 31290 'sieve_extensions = -regex'
 
 echo "== sample mail"
 python3 "$here/deliver.py" 31024 old 1 40
@@ -111,9 +111,9 @@ sed -i -e '/^\[backends.old\]$/a submission = "smtp+starttls://127.0.0.1:31587"'
 	-e '/^\[backends.new\]$/a submission = "smtp+starttls://127.0.0.1:32587"' \
 	"$LAB_DIR/mailshift.toml"
 # ManageSieve on both stores, and mailshift's own listener.
-sed -i -e 's|^\[backends.old\]$|&\nsieve = "sieve+starttls://127.0.0.1:34190"|' \
-	-e 's|^\[backends.new\]$|&\nsieve = "sieve://127.0.0.1:34290"|' "$LAB_DIR/mailshift.toml"
-printf '\n[managesieve]\nlisten = "127.0.0.1:34090"\n' >>"$LAB_DIR/mailshift.toml"
+sed -i -e 's|^\[backends.old\]$|&\nsieve = "sieve+starttls://127.0.0.1:31190"|' \
+	-e 's|^\[backends.new\]$|&\nsieve = "sieve://127.0.0.1:31290"|' "$LAB_DIR/mailshift.toml"
+printf '\n[managesieve]\nlisten = "127.0.0.1:30190"\n' >>"$LAB_DIR/mailshift.toml"
 # Inbound SMTP and migration, so the whole flow can be tried in the lab
 # (set LAB_EXTRA_TOML to replace this block).
 if [ -z "${LAB_EXTRA_TOML+set}" ]; then
@@ -147,7 +147,7 @@ cat <<INFO
    new    imap://127.0.0.1:31243  imaps://127.0.0.1:32993  lmtp://127.0.0.1:31224  submission 32587  pop3://127.0.0.1:31210  pop3s://127.0.0.1:32995
    mailshift submission 127.0.0.1:30587 (STARTTLS), 30465 (TLS)
    proxy  imap 30143, imaps 30993, pop3 30110 (STLS), pop3s 30995
-   sieve  old sieve://127.0.0.1:34190  new sieve://127.0.0.1:34290  mailshift 127.0.0.1:34090
+   sieve  old sieve://127.0.0.1:31190  new sieve://127.0.0.1:31290  mailshift 127.0.0.1:30190
    users  user0001..user0060 / pw0001..pw0060, master $MASTER_USER / $MASTER_PW
    CA     $LAB_DIR/certs/ca.pem
    config $LAB_DIR/mailshift.toml
