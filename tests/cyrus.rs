@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use support::proxy::OLD_HOST;
 use support::{corpus, render_keep, Certs, Cyrus, CyrusOpts, Dovecot, DovecotOpts, ImapClient};
-use support::{mailbox, message, MailFormat, Mailshift, Slapd};
+use support::{imaptest, mailbox, message, MailFormat, Mailshift, Slapd};
 
 /// The Cyrus tests start two stores each and pipeline hundreds of APPENDs:
 /// on a 2-core CI machine they take turns.
@@ -643,45 +643,6 @@ fn cutover_from_cyrus_with_smtp_deliveries_loses_nothing() {
     assert!(mail(&on_old) >= 250, "the corpus did not load");
 }
 
-/// One ImapTest run of the scripted suite: the names of the tests that failed
-/// and the summary line.
-fn imaptest(port: u16, mailbox: &str) -> (BTreeSet<String>, String) {
-    let bin = std::env::var("IMAPTEST").expect("IMAPTEST=/path/to/imaptest");
-    let tests =
-        std::env::var("IMAPTEST_TESTS").expect("IMAPTEST_TESTS=/path/to/imaptest/src/tests");
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "host=127.0.0.1",
-        &format!("port={port}"),
-        "user=alice",
-        "pass=alicepw",
-        &format!("box={mailbox}"),
-        &format!("test={tests}"),
-    ]);
-    // ImapTest links Debian's libdovecot, which is not on the default path.
-    let libs = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-    cmd.env("LD_LIBRARY_PATH", format!("/usr/lib/dovecot:{libs}"));
-    let out = cmd.output().expect("run imaptest");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // "*** Test fetch-body command 3/5 (line 12)" opens each failure.
-    let failed = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("*** Test "))
-        .map(|l| l.split(" (line").next().unwrap_or(l).to_string())
-        .collect();
-    let summary = text
-        .lines()
-        .rev()
-        .find(|l| l.contains("test groups"))
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("no summary in:\n{text}"));
-    (failed, summary)
-}
-
 /// Dovecot's ImapTest scripted suite against Cyrus directly and through
 /// mailshift gives the same results: the same tests pass and the same fail
 /// (Cyrus's own answers differ from Dovecot's in places; mailshift must add
@@ -699,39 +660,35 @@ fn imaptest_same_through_mailshift_as_direct() {
     };
     let (direct, direct_summary) = {
         let s = setup_opts(true, Vec::new(), opts());
-        imaptest(s.cyrus.imap_port(), &s.cyrus.folder("imaptest"))
+        imaptest::scripted(
+            s.cyrus.imap_port(),
+            "alice",
+            "alicepw",
+            &s.cyrus.folder("imaptest"),
+        )
     };
     let s = setup_opts(true, Vec::new(), opts());
     let proxy = Mailshift::start(&s.proxy_config);
-    let (through, through_summary) = imaptest(proxy.imap_port(), &s.cyrus.folder("imaptest"));
+    let (through, through_summary) = imaptest::scripted(
+        proxy.imap_port(),
+        "alice",
+        "alicepw",
+        &s.cyrus.folder("imaptest"),
+    );
     eprintln!("direct:  {direct_summary}\nthrough: {through_summary}\nfailed direct: {direct:#?}");
     assert!(
         direct_summary.contains("test groups"),
         "ImapTest did not run: {direct_summary}"
     );
-    // A group whose set-up failed on one side ran no command there: compare
-    // the commands of the groups that ran on both.
-    let group = |f: &String| f.split(' ').next().unwrap_or_default().to_string();
-    let not_run: BTreeSet<String> = direct
-        .iter()
-        .chain(&through)
-        .filter(|f| f.contains("initialization failed"))
-        .map(group)
-        .collect();
-    let ran = |set: &BTreeSet<String>| -> BTreeSet<String> {
-        set.iter()
-            .filter(|f| !not_run.contains(&group(f)))
-            .cloned()
-            .collect()
-    };
+    let (direct, through, not_run) = imaptest::ran_on_both(&direct, &through);
     eprintln!("groups not run on one side or both: {not_run:?}");
     assert!(
         not_run.len() < 10,
         "too many groups did not start; the comparison would say little: {not_run:?}"
     );
     assert_eq!(
-        ran(&through),
-        ran(&direct),
+        through,
+        direct,
         "failures through mailshift differ from direct\n{}",
         proxy.log_tail()
     );

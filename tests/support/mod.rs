@@ -14,6 +14,7 @@ pub mod dovecot;
 pub mod forwarder;
 pub mod haproxy;
 pub mod imap;
+pub mod imaptest;
 pub mod ldap;
 pub mod mailbox;
 pub mod oauth;

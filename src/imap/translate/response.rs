@@ -370,8 +370,12 @@ impl Translator {
                     return edits.replace(whole.0, whole.1, String::new());
                 }
                 let mut ok = true;
-                if let Some(f) = folder_of(&map, dest) {
-                    ok &= num(0) == Some(u64::from(f.store_uidvalidity()));
+                // A destination whose UIDVALIDITY is not the mapped one was
+                // recreated after the cutover: its UIDs are the store's own,
+                // shown as they are (as SELECT shows that folder).
+                let mapped = folder_of(&map, dest)
+                    .filter(|f| num(0) == Some(u64::from(f.store_uidvalidity())));
+                if let Some(f) = mapped {
                     edits.replace(
                         args[0].start,
                         args[0].end,
@@ -396,9 +400,11 @@ impl Translator {
                 if args.len() != 2 {
                     return edits.replace(whole.0, whole.1, String::new());
                 }
-                if let Some(f) = folder_of(&map, dest) {
-                    let ok = num(0) == Some(u64::from(f.store_uidvalidity()))
-                        && each(line, &args[1], f, edits);
+                // As for COPYUID: another UIDVALIDITY is a recreated folder.
+                let mapped = folder_of(&map, dest)
+                    .filter(|f| num(0) == Some(u64::from(f.store_uidvalidity())));
+                if let Some(f) = mapped {
+                    let ok = each(line, &args[1], f, edits);
                     if ok {
                         edits.replace(
                             args[0].start,

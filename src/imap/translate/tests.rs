@@ -335,6 +335,13 @@ fn copyuid_names_old_uids_of_both_folders() {
         ),
         "* OK [COPYUID 4444 7 22] Moved\r\n* 4 EXPUNGE\r\nb OK Done\r\n"
     );
+    // Into Archive recreated since the cutover (another UIDVALIDITY): its
+    // side stays the store's, the source side is still translated.
+    up(&mut t, "d UID MOVE 7 Archive\r\n");
+    assert_eq!(
+        down(&mut t, "* OK [COPYUID 1 4 8] Moved\r\nd OK Done\r\n"),
+        "* OK [COPYUID 1 7 8] Moved\r\nd OK Done\r\n"
+    );
     // Into a folder without a map: only the source side is translated.
     up(&mut t, "c UID COPY 1 New\r\n");
     assert_eq!(
@@ -354,11 +361,12 @@ fn appenduid_names_the_old_uid() {
         down(&mut t, "a OK [APPENDUID 3333 6] Append completed.\r\n"),
         "a OK [APPENDUID 4444 20] Append completed.\r\n"
     );
-    // A UIDVALIDITY that is not the map's: the code goes, never a wrong UID.
+    // A UIDVALIDITY that is not the map's: Archive was recreated since the
+    // cutover, so its UIDs are the store's, shown as SELECT shows them.
     up(&mut t, "b APPEND Archive {3+}\r\nabc\r\n");
     assert_eq!(
         down(&mut t, "b OK [APPENDUID 1 6] Append completed.\r\n"),
-        "b OK  Append completed.\r\n"
+        "b OK [APPENDUID 1 6] Append completed.\r\n"
     );
 }
 
