@@ -250,7 +250,8 @@ pub trait Protocol: Send + Sync + 'static {
     const READ_BUF_BYTES: usize;
     /// What a client is told when the store cannot be reached.
     const STORE_DOWN: &'static str;
-    /// What a client past the connection ceiling is told.
+    /// What a client past the connection ceiling is told (where the accept
+    /// loop is given one: IMAP's today, see [`accept_loop`]).
     const TOO_MANY: &'static [u8];
 
     /// The session's span: `client` set, `user` and `backend` empty.
