@@ -3,10 +3,11 @@
 //! # Layout and data flow
 //!
 //! ```text
-//!  front ends (client side, each a sans-I/O pre-auth core + an async driver):
-//!    imap        preauth, session, relay (bytes) | translate + relay::translating (UIDs kept)
-//!    pop3        preauth, session, uidl (UIDLs kept for moved users)
-//!    submission  preauth, session          managesieve  preauth, session
+//!  frontend: the one accept loop, session driver (span per session) and bearer
+//!    exchange, over each front end's sans-I/O pre-auth core (Core) and hooks (Protocol):
+//!    imap        preauth, session (hooks), relay (bytes) | translate + relay::translating
+//!    pop3        preauth, session (hooks), uidl (UIDLs kept for moved users)
+//!    submission  preauth, session (hooks)  managesieve  preauth, session (hooks)
 //!    smtp        session, driver, queue, retry (inbound delivery)
 //!    proxy_protocol (PROXY v1/v2 from trusted_proxies), sasl (PLAIN, OAUTHBEARER, XOAUTH2)
 //!        │ App::admit: route::resolve (lookup, hold wait) + password check + route
@@ -29,8 +30,9 @@
 //!  server (serve: build the App, listen, drain, SIGHUP) ─► front ends, scheduler, admin
 //! ```
 //!
-//! - A login (IMAP; POP3, submission and ManageSieve alike): the front end's
-//!   pre-auth core frames and parses commands, `App::admit` looks the user up
+//! - A login (IMAP; POP3, submission and ManageSieve alike): `frontend::session`
+//!   runs the front end's pre-auth core, which frames and parses commands;
+//!   `App::admit` looks the user up
 //!   (waiting out a hold), checks the password and picks the [`store::Store`],
 //!   the protocol's store client logs in (ID / XCLIENT with the client's
 //!   address; a bearer token passed unchanged), then bytes flow both ways —
@@ -61,6 +63,7 @@ pub mod directory;
 pub mod duration;
 pub mod events;
 pub mod fleet;
+pub mod frontend;
 pub mod imap;
 pub mod managesieve;
 pub mod metrics;

@@ -18,7 +18,6 @@ pub mod preauth;
 pub mod session;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -33,42 +32,6 @@ pub async fn accept_loop(
     current: Arc<Current>,
     tracker: tokio_util::task::TaskTracker,
 ) {
-    let cancel = current
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .cancel
-        .clone();
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let app = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
-                tracker.spawn(async move {
-                    // From here on the client is who the PROXY header names.
-                    let cfg = &app.config;
-                    if let Some((tcp, client)) = crate::proxy_protocol::client_of(
-                        tcp,
-                        peer,
-                        cfg.submission.as_ref().is_some_and(|c| c.proxy_protocol),
-                        &cfg.trusted_proxies,
-                        cfg.submission
-                            .as_ref()
-                            .map_or(Duration::from_secs(60), |c| c.preauth_timeout),
-                        "submission",
-                    )
-                    .await
-                    {
-                        session::serve(tcp, client, kind, app).await;
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "submission accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    crate::frontend::accept_loop::<session::Submission>(listener, kind, current, None, tracker)
+        .await;
 }

@@ -13,10 +13,16 @@ fn every_corpus_file_gets_well_formed_answers() {
     for entry in std::fs::read_dir(dir).expect("corpus dir") {
         let path = entry.expect("entry").path();
         let data = std::fs::read(&path).expect("read");
-        for (starttls, require_tls) in [(false, false), (true, false), (true, true)] {
+        for (starttls, require_tls, oauth) in [
+            (false, false, false),
+            (true, false, false),
+            (true, true, false),
+            (false, false, true),
+        ] {
             let opts = Options {
                 starttls_available: starttls,
                 require_tls,
+                oauth,
                 max_line: 1024,
                 max_literal: 256,
                 ..Options::default()

@@ -675,3 +675,148 @@ fn submission_oauthbearer_and_xoauth2_reach_the_store_and_its_refusal_the_client
     }
     assert!(!proxy.log().contains("expired-token"));
 }
+
+/// AUTHENTICATE `mech` over ManageSieve with `message` as the initial
+/// response, answering a challenge (a string, RFC 5804 §2.1) with `AQ==`.
+fn sieve_auth(c: &mut support::sieve::SieveClient, mech: &str, message: &[u8]) -> Seen {
+    let ir = STANDARD.encode(message);
+    c.send_raw(format!("AUTHENTICATE \"{mech}\" \"{ir}\"\r\n").as_bytes());
+    let mut challenge = None;
+    loop {
+        let line = c.line();
+        let head = line.split([' ', '(']).next().unwrap_or("");
+        if matches!(head, "OK" | "NO" | "BYE") {
+            return Seen {
+                challenge,
+                reply: line,
+            };
+        }
+        // A quoted string, or a literal folded in after a newline.
+        let b64 = match line.split_once('\n') {
+            Some((_, lit)) => lit.to_string(),
+            None => line.trim_matches('"').to_string(),
+        };
+        let decoded = STANDARD.decode(b64.trim()).expect("challenge is base64");
+        challenge = Some(String::from_utf8_lossy(&decoded).into_owned());
+        c.send_raw(b"\"AQ==\"\r\n");
+    }
+}
+
+#[test]
+fn managesieve_oauthbearer_and_xoauth2_reach_the_store_and_its_refusal_the_client() {
+    use support::sieve::SieveClient;
+    let idp = Introspection::start(&[(ALICE_TOKEN, "alice"), (BOB_TOKEN, "bob")]);
+    let lab = Lab::start_with(
+        false,
+        DovecotOpts {
+            oauth2_introspection: Some(idp.url()),
+            ..DovecotOpts::default()
+        },
+    );
+    let port = support::free_port();
+    let cfg = lab
+        .mailshift_config(&format!(
+            // Plaintext on loopback: the raw client here speaks no TLS.
+            "\n[managesieve]\nlisten = \"127.0.0.1:{port}\"\noauth = true\nrequire_tls = false\n"
+        ))
+        .replacen(
+            "[imap]\n",
+            "[imap]\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"50ms\"\n",
+            1,
+        );
+    let proxy = Mailshift::start(&cfg);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !support::port_open(port) {
+        assert!(
+            std::time::Instant::now() < until,
+            "no ManageSieve listener\n{}",
+            proxy.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+
+    // alice (old, STARTTLS to the store) by OAUTHBEARER, bob (new) by XOAUTH2.
+    for (user, token, mech, message) in [
+        (
+            "alice",
+            ALICE_TOKEN,
+            "OAUTHBEARER",
+            oauthbearer("alice", ALICE_TOKEN),
+        ),
+        ("bob", BOB_TOKEN, "XOAUTH2", xoauth2("bob", BOB_TOKEN)),
+    ] {
+        let mut c = SieveClient::connect(port);
+        assert!(
+            c.greeting
+                .iter()
+                .any(|l| l == "\"SASL\" \"PLAIN OAUTHBEARER XOAUTH2\""),
+            "{:?}",
+            c.greeting
+        );
+        let seen = sieve_auth(&mut c, mech, &message);
+        assert!(
+            seen.reply.starts_with("OK") && seen.challenge.is_none(),
+            "{user} {mech} ({token}): {seen:?}\n{}",
+            proxy.log_tail()
+        );
+        let (_, ok) = c.cmd("LISTSCRIPTS");
+        assert!(ok.starts_with("OK"), "{user}: {ok}");
+        assert!(c.cmd("LOGOUT").1.starts_with("OK"));
+    }
+    assert!(lab.old.log().lines().any(
+        |l| l.contains("managesieve") && l.contains("Login: user=<alice>, method=OAUTHBEARER")
+    ));
+    assert!(lab
+        .new
+        .log()
+        .lines()
+        .any(|l| l.contains("managesieve") && l.contains("Login: user=<bob>, method=XOAUTH2")));
+    let log = proxy.log();
+    for (user, backend) in [("alice", "old"), ("bob", "new")] {
+        assert!(
+            log.lines().any(|l| l.contains("ManageSieve session start")
+                && l.contains(&format!("user={user}"))
+                && l.contains(&format!("backend={backend}"))),
+            "{user}:\n{log}"
+        );
+    }
+
+    // Invalid tokens: the client sees what the store says to it directly,
+    // its JSON challenge included, after the failure delay; then a good
+    // token still works on the same connection.
+    for (mech, message) in [
+        ("OAUTHBEARER", oauthbearer("bob", "expired-token")),
+        ("XOAUTH2", xoauth2("bob", ALICE_TOKEN)),
+    ] {
+        let mut direct = SieveClient::connect(lab.new.sieve_port());
+        let want = sieve_auth(&mut direct, mech, &message);
+        assert!(want.reply.starts_with("NO"), "{mech}: {want:?}");
+        let mut c = SieveClient::connect(port);
+        let got = sieve_auth(&mut c, mech, &message);
+        assert_eq!(got, want, "{mech}\n{}", proxy.log_tail());
+        let ok = sieve_auth(&mut c, "OAUTHBEARER", &oauthbearer("bob", BOB_TOKEN));
+        assert!(ok.reply.starts_with("OK"), "{ok:?}\n{}", proxy.log_tail());
+        assert!(c.cmd("LISTSCRIPTS").1.starts_with("OK"));
+    }
+    let mut c = SieveClient::connect(port);
+    let seen = sieve_auth(
+        &mut c,
+        "OAUTHBEARER",
+        &oauthbearer("alice", "expired-token"),
+    );
+    assert!(seen.reply.starts_with("NO"), "{seen:?}");
+    let json = seen.challenge.expect("a failure challenge");
+    assert!(json.contains("invalid_token"), "{json}");
+    assert!(idp.seen().iter().any(|t| t == "expired-token"));
+    let log = proxy.log();
+    assert!(
+        log.lines().any(|l| l.contains("ManageSieve login failed")
+            && l.contains("OAUTHBEARER")
+            && l.contains("delay_ms=")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("expired-token") && !log.contains(ALICE_TOKEN),
+        "{log}"
+    );
+}

@@ -9,6 +9,8 @@ fuzz_target!(|data: &[u8]| {
     let opts = Options {
         starttls_available: data.first().is_some_and(|b| b & 1 == 1),
         require_tls: data.first().is_some_and(|b| b & 2 == 2),
+        // An 'L' (LISTSCRIPTS, LOGOUT) first sets it.
+        oauth: data.first().is_some_and(|b| b & 4 == 4),
         max_line: 1024,
         max_literal: 256,
         ..Options::default()

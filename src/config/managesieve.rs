@@ -36,6 +36,9 @@ pub struct ManageSieveConfig {
     /// Each connection starts with a PROXY header (v1 or v2) from one of
     /// `trusted_proxies`; its address is the client's.
     pub proxy_protocol: bool,
+    /// Offer AUTHENTICATE "OAUTHBEARER" / "XOAUTH2" and pass the client's
+    /// token to the store unchanged (off by default).
+    pub oauth: bool,
 }
 
 /// Pigeonhole's default set (Dovecot 2.3), what most stores offer.
@@ -59,6 +62,7 @@ pub(super) struct RawManageSieve {
     max_literal: Option<usize>,
     max_preauth_commands: Option<u32>,
     proxy_protocol: Option<bool>,
+    oauth: Option<bool>,
 }
 
 pub(super) fn validate(
@@ -115,6 +119,7 @@ pub(super) fn validate(
         max_literal,
         max_preauth_commands: raw.max_preauth_commands.unwrap_or(32),
         proxy_protocol: super::proxy::listener("managesieve", raw.proxy_protocol, trusted, p),
+        oauth: raw.oauth.unwrap_or(false),
     }
 }
 
@@ -149,6 +154,12 @@ mod tests {
         let m = c.managesieve.expect("test input is valid");
         assert_eq!(m.listen, Some(([127, 0, 0, 1], 4190).into()));
         assert!(!m.require_tls, "no [tls]: nothing to require");
+        assert!(!m.oauth, "tokens are passed on only when asked for");
+        let c = Config::parse(&format!(
+            "{BASE}sieve = \"sieve://127.0.0.1\"\n[managesieve]\nlisten = \"127.0.0.1:4190\"\noauth = true\n"
+        ))
+        .expect("test input is valid");
+        assert!(c.managesieve.expect("test input is valid").oauth);
     }
 
     #[test]

@@ -94,21 +94,7 @@ impl Login {
 }
 
 /// What the driver must do next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send these bytes to the client.
-    Write(Vec<u8>),
-    /// The `OK` to STARTTLS was queued: send it, then handshake and call
-    /// [`PreAuth::tls_started`].
-    StartTls,
-    /// Check this login and call [`PreAuth::login_failed`] or hand off.
-    Login(Login),
-    /// Send what was queued, then close.
-    Close,
-    /// The client's answer to the store's challenge ([`PreAuth::relay_challenge`]),
-    /// decoded; `None` when it cancelled (`*`) or sent something not base64.
-    Answer(Option<Vec<u8>>),
-}
+pub type Action = crate::frontend::Step<Login>;
 
 #[derive(Debug)]
 enum State {

@@ -1,412 +1,256 @@
-//! The async driver of one client connection: runs the [`PreAuth`] core over a
-//! socket, performs lookups and the backend login it asks for, then relays.
+//! The IMAP front end's own parts of a session ([`Imap`] for the shared
+//! driver in [`crate::frontend`]): the store login with the client's ID, the
+//! UID maps of a user mailshift moved, the tagged OK with the store's
+//! capabilities, and the relay (translated, spliced or copied).
 //!
 //! ```text
 //!  accept ─► [TLS] ─► PreAuth (greeting, commands, STARTTLS) ─► Login
 //!        ─► lookup ─► [hold wait] ─► [bind check] ─► route ─► backend login
-//!        ─► tagged OK with the store's capabilities ─► relay ─► end (logged)
+//!        ─► [UID maps] ─► tagged OK with the store's capabilities ─► relay ─► end (logged)
 //! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use super::bearer::{self, Failed};
-use super::preauth::{Action, Login, Options, PreAuth};
+use super::preauth::{Login, Options, PreAuth};
 use super::relay::{self, End};
 use super::translate::{self, Translator};
-use crate::app::App;
-use crate::app::Refusal;
+use crate::app::{App, Refusal};
 use crate::continuity::UserMap;
 use crate::directory::User;
+use crate::frontend::session::forward_early;
+use crate::frontend::{self, LoginRequest, Metrics, Protocol, Relayed, Settings};
 use crate::metrics::METRICS;
+use crate::sasl::{Mechanism, Secret};
+use crate::store::bearer::Outcome;
+use crate::store::imap::client::Challenged;
 use crate::store::imap::{Client as StoreClient, ClientInfo};
-use crate::store::{Error as StoreFailure, Store};
+use crate::store::{Store, StoreError};
 use crate::stream::Stream;
 
-/// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// Plain, STARTTLS offered.
-    Plain,
-    /// Implicit TLS.
-    Tls,
+pub use crate::frontend::Listener;
+
+/// Serves one connection to the end.
+pub async fn serve(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    listener: Listener,
+    app: Arc<App>,
+) {
+    frontend::session::serve::<Imap>(tcp, peer, listener, app).await;
 }
 
-/// Serves one connection to the end. Never panics on client bytes; every
-/// failure is answered or the connection closed.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared: Arc<App>) {
-    let _ = tcp.set_nodelay(true);
-    let label = match listener {
-        Listener::Plain => "plain",
-        Listener::Tls => "tls",
-    };
-    METRICS.imap_connections.with_label_values(&[label]).inc();
-    let cfg = &shared.config.imap;
-    let deadline = tokio::time::Instant::now() + cfg.preauth_timeout;
-    let stream = match listener {
-        Listener::Plain => Stream::Plain(tcp),
-        Listener::Tls => {
-            let Some(tls) = &shared.tls else { return };
-            match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
-                Ok(Ok(s)) => Stream::ClientTls(Box::new(s)),
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
-    };
-    let opts = Options {
-        starttls_available: shared.tls.is_some(),
-        tls_active: stream.is_tls(),
-        require_tls: cfg.require_tls,
-        max_line: cfg.max_line,
-        max_literal: cfg.max_literal,
-        max_commands: cfg.max_preauth_commands,
-        greeting: cfg.greeting.clone(),
-        oauth: cfg.oauth,
-        ..Options::default()
-    };
-    // Shutdown is handled inside: a client waiting for its next command gets
-    // BYE; a login under way ends (the relay then says BYE at once).
-    let result = tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &shared)).await;
-    match result {
-        Ok(Some(handoff)) => relay_session(handoff, peer, &shared).await,
-        Ok(None) => {}
-        Err(_) => tracing::debug!(client = %peer, "pre-auth timeout"),
+const SHUTDOWN: &[u8] = b"* BYE Server shutting down, reconnect shortly.\r\n";
+const STORE_DOWN: &str = "Mailbox temporarily unavailable, try again.";
+
+/// The IMAP front end.
+pub struct Imap;
+
+impl LoginRequest for Login {
+    fn user(&self) -> &str {
+        &self.user
+    }
+    fn secret(&self) -> &Secret {
+        &self.secret
+    }
+    fn mechanism(&self) -> &'static str {
+        self.mechanism
     }
 }
 
-/// Everything needed to relay after a successful login.
-struct Handoff {
-    client: Stream,
-    backend: StoreClient,
-    target: Arc<Store>,
-    user: User,
+frontend::core_by_inherent_methods!(PreAuth, Login, |core, login, response| core
+    .login_failed(&login.tag, response));
+
+impl frontend::Backend for StoreClient {
+    fn into_relay(self) -> (Stream, Vec<u8>) {
+        StoreClient::into_relay(self)
+    }
+}
+
+impl Protocol for Imap {
+    type Core = PreAuth;
+    type Context = ClientInfo;
+    type Backend = StoreClient;
+    type Pending = Challenged;
     /// The user's UID maps: the session is translated.
-    map: Option<Arc<UserMap>>,
-    pipelined: Vec<u8>,
-    started: Instant,
-}
+    type Extra = Option<Arc<UserMap>>;
 
-async fn write(s: &mut Stream, bytes: &[u8]) -> bool {
-    s.write_all(bytes).await.is_ok() && s.flush().await.is_ok()
-}
+    const NAME: &'static str = "imap";
+    const LOG: &'static str = "";
+    const READ_BUF_BYTES: usize = 4096;
+    const STORE_DOWN: &'static str = STORE_DOWN;
+    const TOO_MANY: &'static [u8] = b"* BYE Too many connections, try again later.\r\n";
 
-/// Runs the pre-auth phase; `Some` when a login went through.
-async fn preauth(
-    mut stream: Stream,
-    peer: SocketAddr,
-    opts: Options,
-    shared: &Arc<App>,
-) -> Option<Handoff> {
-    let started = Instant::now();
-    let mut core = PreAuth::new(opts);
-    if !write(&mut stream, &core.greeting()).await {
-        return None;
+    fn span(client: SocketAddr) -> tracing::Span {
+        tracing::info_span!("imap", client = %client, user = tracing::field::Empty, backend = tracing::field::Empty, translated = tracing::field::Empty)
     }
-    let mut buf = vec![0u8; 4096];
-    loop {
-        while let Some(action) = core.poll() {
-            match action {
-                Action::Write(bytes) => {
-                    if !write(&mut stream, &bytes).await {
-                        return None;
-                    }
-                }
-                Action::Close => {
-                    let _ = stream.shutdown().await;
-                    return None;
-                }
-                Action::StartTls => {
-                    let Stream::Plain(tcp) = stream else {
-                        return None;
-                    };
-                    let tls = shared.tls.as_ref()?;
-                    match tls.acceptor().accept(tcp).await {
-                        Ok(s) => stream = Stream::ClientTls(Box::new(s)),
-                        Err(e) => {
-                            tracing::debug!(client = %peer, error = %e, "STARTTLS handshake failed");
-                            return None;
-                        }
-                    }
-                    core.tls_started();
-                }
-                Action::Login(login) => {
-                    let info = ClientInfo {
-                        peer,
-                        id: core.client_id().to_vec(),
-                    };
-                    let result = match login.password() {
-                        Some(password) => authenticate(&login, password, &info, shared)
-                            .await
-                            .map_err(Failed::Refused),
-                        None => {
-                            match bearer::login(&mut stream, &mut core, &login, &info, shared).await
-                            {
-                                Ok((user, target, backend)) => {
-                                    with_map(user, target, backend, peer, shared)
-                                        .await
-                                        .map_err(Failed::Refused)
-                                }
-                                Err(f) => Err(f),
-                            }
-                        }
-                    };
-                    match result {
-                        Ok((user, target, backend, map)) => {
-                            METRICS.imap_logins.with_label_values(&["ok"]).inc();
-                            shared.throttle.succeeded(&login.user);
-                            match login.password() {
-                                Some(password) => shared.logged_in(&user.login, password),
-                                None => shared.logged_in_with_token(&user.login),
-                            }
-                            let caps = match map {
-                                Some(_) => translate::filter_capabilities(&backend.capabilities()),
-                                None => backend.capabilities(),
-                            };
-                            let ok = format!("{} OK [CAPABILITY {caps}] Logged in\r\n", login.tag);
-                            if !write(&mut stream, ok.as_bytes()).await {
-                                return None;
-                            }
-                            return Some(Handoff {
-                                client: stream,
-                                backend,
-                                target,
-                                user,
-                                map,
-                                pipelined: core.into_pipelined(),
-                                started,
-                            });
-                        }
-                        Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
-                            METRICS
-                                .imap_logins
-                                .with_label_values(&["auth_failed"])
-                                .inc();
-                            let delay = shared.throttle.failed(peer.ip(), &login.user);
-                            tracing::info!(
-                                user = %login.user, client = %peer, mechanism = login.mechanism,
-                                delay_ms = delay.as_millis() as u64, "login failed"
-                            );
-                            tokio::time::sleep(delay).await;
-                            let text = match e {
-                                // A token's refusal is the store's to word.
-                                Failed::Store(text) => text,
-                                _ => "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
-                            };
-                            let out = core.login_failed(&login.tag, &text);
-                            if !write(&mut stream, &out).await {
-                                return None;
-                            }
-                        }
-                        Err(Failed::Refused(Refusal::Unavailable(why))) => {
-                            METRICS
-                                .imap_logins
-                                .with_label_values(&["unavailable"])
-                                .inc();
-                            let out =
-                                core.login_failed(&login.tag, &format!("NO [UNAVAILABLE] {why}"));
-                            if !write(&mut stream, &out).await {
-                                return None;
-                            }
-                        }
-                        Err(Failed::Gone) => return None,
-                    }
-                }
-                // Only asked for inside a bearer login, which reads it there.
-                Action::Answer(_) => {}
+
+    fn metrics() -> Metrics {
+        Metrics {
+            connections: &METRICS.imap_connections,
+            logins: &METRICS.imap_logins,
+            sessions: &METRICS.imap_sessions,
+            bytes: &METRICS.imap_bytes,
+        }
+    }
+
+    fn settings(app: &App) -> Option<Settings> {
+        let cfg = &app.config.imap;
+        Some(Settings {
+            preauth_timeout: cfg.preauth_timeout,
+            idle_timeout: cfg.idle_timeout,
+            proxy_protocol: cfg.proxy_protocol,
+        })
+    }
+
+    fn core(app: &App, tls_active: bool) -> Option<PreAuth> {
+        let cfg = &app.config.imap;
+        Some(PreAuth::new(Options {
+            starttls_available: app.tls.is_some(),
+            tls_active,
+            require_tls: cfg.require_tls,
+            max_line: cfg.max_line,
+            max_literal: cfg.max_literal,
+            max_commands: cfg.max_preauth_commands,
+            greeting: cfg.greeting.clone(),
+            oauth: cfg.oauth,
+            ..Options::default()
+        }))
+    }
+
+    fn shutting_down(_core: &PreAuth) -> Vec<u8> {
+        SHUTDOWN.to_vec()
+    }
+
+    fn context(core: &PreAuth, client: SocketAddr) -> ClientInfo {
+        ClientInfo {
+            peer: client,
+            id: core.client_id().to_vec(),
+        }
+    }
+
+    async fn connect(
+        target: &Store,
+        ctx: &ClientInfo,
+        user: &str,
+        password: &[u8],
+    ) -> Result<StoreClient, StoreError> {
+        let creds = target.session_credentials(user, password);
+        StoreClient::connect(target, &creds, Some(ctx)).await
+    }
+
+    async fn connect_bearer(
+        target: &Store,
+        ctx: &ClientInfo,
+        user: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+    ) -> Result<Outcome<StoreClient, Challenged>, StoreError> {
+        StoreClient::connect_bearer(target, user, mechanism, message, Some(ctx)).await
+    }
+
+    fn auth_failed() -> String {
+        "NO [AUTHENTICATIONFAILED] Authentication failed.".into()
+    }
+
+    fn unavailable(why: &str) -> String {
+        format!("NO [UNAVAILABLE] {why}")
+    }
+
+    /// `NO`/`BAD` and printable text only, else our own words.
+    fn store_text(reply: &str) -> String {
+        frontend::bearer::store_text(
+            reply,
+            512,
+            |t| {
+                let upper = t.to_ascii_uppercase();
+                upper.starts_with("NO ") || upper.starts_with("BAD ")
+            },
+            &Self::auth_failed(),
+        )
+    }
+
+    /// The user's UID maps on this store, read with the session's own login
+    /// (none for a user mailshift did not move: no round trip).
+    async fn prepare(
+        app: &Arc<App>,
+        user: &User,
+        target: &Arc<Store>,
+        backend: &mut StoreClient,
+        _login: &Login,
+    ) -> Result<Option<Arc<UserMap>>, Refusal> {
+        match app.maps.for_session(user, target, backend).await {
+            Ok(map) => Ok(map),
+            Err(e) => {
+                // Relaying plainly would show the store's UIDVALIDITY and make
+                // the client download everything again: refuse, it retries.
+                tracing::warn!(user = %user.login, backend = target.name(), error = %e, "UID maps unreadable");
+                Err(Refusal::Unavailable(STORE_DOWN))
             }
         }
-        if core.is_closed() {
-            let _ = stream.shutdown().await;
-            return None;
+    }
+
+    fn logged_in(app: &App, user: &User, login: &Login) {
+        match login.password() {
+            Some(password) => app.logged_in(&user.login, password),
+            None => app.logged_in_with_token(&user.login),
         }
-        let read = tokio::select! {
-            r = stream.read(&mut buf) => r,
-            _ = shared.cancel.cancelled() => {
-                let _ = write(&mut stream, b"* BYE Server shutting down, reconnect shortly.\r\n").await;
-                let _ = stream.shutdown().await;
-                return None;
-            }
+    }
+
+    fn ok_line(login: &Login, backend: &StoreClient, map: &Option<Arc<UserMap>>) -> Vec<u8> {
+        let caps = match map {
+            Some(_) => translate::filter_capabilities(&backend.capabilities()),
+            None => backend.capabilities(),
         };
-        match read {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => core.feed(&buf[..n]),
-        }
+        format!("{} OK [CAPABILITY {caps}] Logged in\r\n", login.tag).into_bytes()
     }
-}
 
-/// Admits the login (lookup, hold wait, password check, route; shared by
-/// every front end), logs in to the store and, for a user mailshift moved,
-/// reads the UID maps (cached per user; no round trip for other users).
-async fn authenticate(
-    login: &Login,
-    password: &[u8],
-    client: &ClientInfo,
-    shared: &Arc<App>,
-) -> Result<(User, Arc<Store>, StoreClient, Option<Arc<UserMap>>), Refusal> {
-    let peer = client.peer;
-    let (user, target) = shared.admit(&login.user, Some(password), peer).await?;
-    let started = Instant::now();
-    let creds = target.session_credentials(&login.user, password);
-    let result = StoreClient::connect(&target, &creds, Some(client)).await;
-    let took = started.elapsed().as_secs_f64();
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => "rejected",
-        Err(_) => "error",
-    };
-    METRICS
-        .backend_connect
-        .with_label_values(&[target.name(), outcome])
-        .observe(took);
-    match result {
-        Ok(logged_in) => with_map(user, target, logged_in, peer, shared).await,
-        Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => {
-            tracing::debug!(user = %login.user, client = %peer, backend = target.name(), reply = %e.error, "store refused login");
-            Err(Refusal::AuthFailed)
-        }
-        Err(e) => {
-            tracing::warn!(user = %login.user, client = %peer, backend = target.name(), error = %e, "store unavailable");
-            Err(Refusal::Unavailable(
-                "Mailbox temporarily unavailable, try again.",
-            ))
-        }
+    fn describe(map: &Option<Arc<UserMap>>, span: &tracing::Span) {
+        span.record("translated", map.is_some());
     }
-}
 
-/// The user's UID maps on this store, read with the session's own login
-/// (none for a user mailshift did not move: no round trip).
-async fn with_map(
-    user: User,
-    target: Arc<Store>,
-    mut logged_in: StoreClient,
-    peer: SocketAddr,
-    shared: &Arc<App>,
-) -> Result<(User, Arc<Store>, StoreClient, Option<Arc<UserMap>>), Refusal> {
-    match shared
-        .maps
-        .for_session(&user, &target, &mut logged_in)
-        .await
-    {
-        Ok(map) => Ok((user, target, logged_in, map)),
-        Err(e) => {
-            // Relaying plainly would show the store's UIDVALIDITY and make
-            // the client download everything again: refuse, it retries.
-            tracing::warn!(user = %user.login, client = %peer, backend = target.name(), error = %e, "UID maps unreadable");
-            Err(Refusal::Unavailable(
-                "Mailbox temporarily unavailable, try again.",
-            ))
-        }
-    }
-}
-
-async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
-    let Handoff {
-        mut client,
-        backend: logged_in,
-        target,
-        user,
-        map,
-        pipelined,
-        started,
-    } = h;
-    let (mut backend_stream, leftover) = logged_in.into_relay();
-    let name = target.name().to_string();
-    let registration = shared
-        .sessions
-        .register(&user.login, &name, peer, &shared.cancel);
-    let gauge = METRICS.imap_sessions.with_label_values(&[&name]);
-    gauge.inc();
-    tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), translated = map.is_some(), "session start");
-    let mut translator = map.map(|m| {
-        let mut t = Translator::new(m);
-        t.hide_folder(crate::continuity::stored::HIDDEN_FOLDER.as_bytes());
-        t
-    });
-    // Handoff forwards: what the client pipelined after LOGIN goes to the store,
-    // what the store sent after its OK goes to the client, before relaying
-    // (translated like the rest for a translated session).
-    let (mut up, mut down) = (Vec::new(), Vec::new());
-    match &mut translator {
-        Some(t) => {
-            t.from_client(&pipelined, &mut up);
-            if t.from_store(&leftover, &mut down).is_err() {
-                down.clear();
-            }
-            t.take_replies(&mut down);
-        }
-        None => {
-            up.extend_from_slice(&pipelined);
-            down.extend_from_slice(&leftover);
-        }
-    }
-    let mut early_close = false;
-    if !up.is_empty() && !write(&mut backend_stream, &up).await {
-        early_close = true;
-    }
-    if !down.is_empty() && !write(&mut client, &down).await {
-        early_close = true;
-    }
-    let (end, totals) = if early_close {
-        (End::Closed, relay::Totals::default())
-    } else {
-        let opts = relay::Options {
-            idle_timeout: shared.config.imap.idle_timeout,
-            to_backend: METRICS.imap_bytes.with_label_values(&[&name, "to_backend"]),
-            to_client: METRICS.imap_bytes.with_label_values(&[&name, "to_client"]),
-        };
-        match (&client, &backend_stream, &mut translator) {
-            (_, _, Some(t)) => {
-                relay::relay_translated(
-                    &mut client,
-                    &mut backend_stream,
-                    t,
-                    opts,
-                    &registration.token,
-                )
-                .await
+    async fn relay(app: &Arc<App>, r: Relayed<'_, Option<Arc<UserMap>>>) -> (End, relay::Totals) {
+        let Some(map) = r.extra else {
+            if !forward_early(r.client, r.backend, &r.pipelined, &r.leftover).await {
+                return (End::Closed, relay::Totals::default());
             }
             // Both legs plain: the kernel moves the bytes (splice).
             #[cfg(target_os = "linux")]
-            (Stream::Plain(c), Stream::Plain(b), None) if shared.config.imap.splice => {
-                relay::relay_plain(c, b, opts, &registration.token).await
+            if let (Stream::Plain(c), Stream::Plain(b), true) =
+                (&*r.client, &*r.backend, app.config.imap.splice)
+            {
+                return relay::relay_plain(c, b, r.opts, r.token).await;
             }
-            _ => relay::relay(&mut client, &mut backend_stream, opts, &registration.token).await,
+            return relay::relay(r.client, r.backend, r.opts, r.token).await;
+        };
+        let mut t = Translator::new(map);
+        t.hide_folder(crate::continuity::stored::HIDDEN_FOLDER.as_bytes());
+        // Handoff forwards, translated like the rest.
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        t.from_client(&r.pipelined, &mut up);
+        if t.from_store(&r.leftover, &mut down).is_err() {
+            down.clear();
         }
-    };
-    let reason = match end {
-        End::Closed => "closed",
-        End::Idle => {
-            let _ = write(&mut client, b"* BYE Idle for too long.\r\n").await;
-            "idle"
+        t.take_replies(&mut down);
+        if !forward_early(r.client, r.backend, &up, &down).await {
+            return (End::Closed, relay::Totals::default());
         }
-        End::Cancelled => {
-            let text: &[u8] = if shared.cancel.is_cancelled() {
-                b"* BYE Server shutting down, reconnect shortly.\r\n"
-            } else {
+        relay::relay_translated(r.client, r.backend, &mut t, r.opts, r.token).await
+    }
+
+    fn farewell(app: &App, end: &End) -> Option<&'static [u8]> {
+        match end {
+            End::Closed => None,
+            End::Idle => Some(b"* BYE Idle for too long.\r\n"),
+            End::Cancelled if app.cancel.is_cancelled() => Some(SHUTDOWN),
+            End::Cancelled => {
                 METRICS.imap_kicks.with_label_values(&["moved"]).inc();
-                b"* BYE Your mailbox moved; please reconnect.\r\n"
-            };
-            let _ = write(&mut client, text).await;
-            "kicked"
+                Some(b"* BYE Your mailbox moved; please reconnect.\r\n")
+            }
         }
-    };
-    let _ = client.shutdown().await;
-    gauge.dec();
-    drop(registration);
-    tracing::info!(
-        user = %user.login, client = %peer, backend = %name,
-        to_backend = totals.to_backend + pipelined.len() as u64,
-        to_client = totals.to_client + leftover.len() as u64,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = reason,
-        "session end"
-    );
+    }
+
+    fn close_backend(_end: &End) -> bool {
+        false
+    }
 }

@@ -11,8 +11,11 @@
 //!     │ │               └─ tls_started ─► capability listing again ─► Command
 //!     │ ├──AUTHENTICATE "PLAIN" "ir"──────────────► Action::Login ─► WaitLogin
 //!     │ ├──AUTHENTICATE "PLAIN" ─► "" ─► Continue ─► Action::Login ─► WaitLogin
+//!     │ ├──AUTHENTICATE "OAUTHBEARER"|"XOAUTH2" "ir" (oauth on) ─► Action::Login
 //!     │ └──LOGOUT──► OK, Action::Close
 //!  WaitLogin ── login_failed ─► Command;  success: the driver relays
+//!     └── relay_challenge (the store's, quoted) ─► Challenged
+//!            ─ client's string ─► Action::Answer ─► WaitLogin
 //! ```
 //!
 //! Limits: a line longer than `max_line` gets `NO` and is skipped; a literal
@@ -20,7 +23,7 @@
 
 use std::collections::VecDeque;
 
-use crate::sasl::{self, Identity};
+use crate::sasl;
 use crate::store::sieve::wire::{self, Framer, Token};
 
 /// What the core is configured with.
@@ -42,6 +45,8 @@ pub struct Options {
     pub implementation: String,
     /// `"SIEVE"`.
     pub sieve_extensions: String,
+    /// Offer OAUTHBEARER and XOAUTH2 (tokens passed to the store).
+    pub oauth: bool,
 }
 
 impl Default for Options {
@@ -55,58 +60,58 @@ impl Default for Options {
             max_commands: 32,
             implementation: "mailshift".into(),
             sieve_extensions: "fileinto".into(),
+            oauth: false,
         }
     }
 }
 
 /// A login the driver is to admit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    /// Who and with what secret.
-    pub identity: Identity,
-    /// The SASL mechanism's name, for logs.
-    pub mechanism: &'static str,
-}
+pub use crate::frontend::SaslLogin as Login;
 
 /// What the driver does next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send these bytes.
-    Write(Vec<u8>),
-    /// Start TLS now (the OK was queued before), then call
-    /// [`PreAuth::tls_started`].
-    StartTls,
-    /// Admit this login, then answer with [`PreAuth::login_failed`] or relay.
-    Login(Login),
-    /// Close the connection (after writing what came before).
-    Close,
-}
+pub type Action = crate::frontend::Step<Login>;
 
-/// The SASL mechanisms the front end takes. OAUTHBEARER and XOAUTH2 are
-/// one arm each in [`decode`].
+/// The SASL mechanisms the front end takes: a variant, its name and one arm
+/// in [`decode`] each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mechanism {
     Plain,
+    /// A bearer token (RFC 7628 OAUTHBEARER, XOAUTH2), for the store to judge.
+    Bearer(sasl::Mechanism),
 }
 
-/// `"SASL"` capability value.
-const MECHANISMS: &str = "PLAIN";
+impl Mechanism {
+    fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Bearer(m) => m.name(),
+        }
+    }
+}
 
-fn mechanism(name: &[u8]) -> Option<Mechanism> {
+/// `"SASL"` capability values, without and with `oauth`.
+const MECHANISMS: &str = "PLAIN";
+const MECHANISMS_OAUTH: &str = "PLAIN OAUTHBEARER XOAUTH2";
+
+fn mechanism(name: &[u8], oauth: bool) -> Option<Mechanism> {
     match name.to_ascii_uppercase().as_slice() {
         b"PLAIN" => Some(Mechanism::Plain),
+        b"OAUTHBEARER" if oauth => Some(Mechanism::Bearer(sasl::Mechanism::OAuthBearer)),
+        b"XOAUTH2" if oauth => Some(Mechanism::Bearer(sasl::Mechanism::XOAuth2)),
         _ => None,
     }
 }
 
 /// Turns the client's (decoded) SASL answer into who logs in.
 fn decode(mechanism: Mechanism, data: &[u8]) -> Result<Login, sasl::Error> {
-    match mechanism {
-        Mechanism::Plain => Ok(Login {
-            identity: sasl::plain(data)?,
-            mechanism: "PLAIN",
-        }),
-    }
+    let identity = match mechanism {
+        Mechanism::Plain => sasl::plain(data)?,
+        Mechanism::Bearer(m) => sasl::bearer(m, data)?,
+    };
+    Ok(Login {
+        identity,
+        mechanism: mechanism.name(),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +124,9 @@ enum State {
     WaitTls,
     /// A login is with the driver.
     WaitLogin,
+    /// The store's challenge to a token went to the client: its answer (a
+    /// string) is next.
+    Challenged,
     Closed,
 }
 
@@ -165,6 +173,8 @@ impl PreAuth {
         // Before TLS, where TLS is required, no mechanism is usable.
         let sasl = if self.opts.require_tls && !self.opts.tls_active {
             ""
+        } else if self.opts.oauth {
+            MECHANISMS_OAUTH
         } else {
             MECHANISMS
         };
@@ -199,7 +209,10 @@ impl PreAuth {
             if let Some(a) = self.actions.pop_front() {
                 return Some(a);
             }
-            if !matches!(self.state, State::Command | State::Continue(_)) {
+            if !matches!(
+                self.state,
+                State::Command | State::Continue(_) | State::Challenged
+            ) {
                 return None;
             }
             match self.framer.next_line() {
@@ -235,6 +248,17 @@ impl PreAuth {
             self.state = State::Command;
         }
         format!("{response}\r\n").into_bytes()
+    }
+
+    /// The store challenged a bearer token (for OAUTHBEARER, its JSON
+    /// error): the challenge as a string for the client (RFC 5804 §2.1); its
+    /// answer comes as [`Action::Answer`].
+    pub fn relay_challenge(&mut self, challenge: &[u8]) -> Vec<u8> {
+        self.state = State::Challenged;
+        let mut out = Vec::new();
+        wire::string(&mut out, sasl::encode(challenge).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out
     }
 
     /// Whether the session is over.
@@ -274,6 +298,17 @@ impl PreAuth {
     }
 
     fn line(&mut self, tokens: &[Token]) {
+        if self.state == State::Challenged {
+            // The store gives its verdict whatever the answer; one that is
+            // not a base64 string is a cancel.
+            self.state = State::WaitLogin;
+            let answer = match tokens {
+                [Token::Str(s)] => sasl::decode_line(s).ok(),
+                _ => None,
+            };
+            self.actions.push_back(Action::Answer(answer));
+            return;
+        }
         if let State::Continue(mech) = self.state {
             self.state = State::Command;
             let answer = match tokens {
@@ -351,7 +386,7 @@ impl PreAuth {
             self.no(b"AUTHENTICATE needs a mechanism name string.");
             return;
         };
-        let Some(mech) = mechanism(name) else {
+        let Some(mech) = mechanism(name, self.opts.oauth) else {
             self.no(b"Unsupported SASL mechanism.");
             return;
         };
@@ -404,7 +439,17 @@ pub fn run_script(script: &[u8], opts: Options) -> Vec<u8> {
             match action {
                 Action::Write(b) => out.extend_from_slice(&b),
                 Action::StartTls => p.tls_started(),
-                Action::Login(_) => {
+                Action::Login(login) => match login.identity.secret {
+                    // A token: the store's failure challenge, then its NO
+                    // after the client's answer.
+                    sasl::Secret::Bearer { .. } => {
+                        out.extend_from_slice(&p.relay_challenge(br#"{"status":"invalid_token"}"#))
+                    }
+                    sasl::Secret::Password(_) => {
+                        out.extend_from_slice(&p.login_failed("NO \"Authentication failed.\""))
+                    }
+                },
+                Action::Answer(_) => {
                     out.extend_from_slice(&p.login_failed("NO \"Authentication failed.\""))
                 }
                 Action::Close => return out,
@@ -491,6 +536,71 @@ mod tests {
             assert_eq!(l.identity.user, "alice");
             assert_eq!(l.identity.secret, Secret::Password(b"pw".to_vec()));
         }
+    }
+
+    #[test]
+    fn bearer_mechanisms_only_with_oauth_and_a_challenge_gets_the_clients_answer() {
+        let msg = b"n,a=alice,\x01auth=Bearer tok\x01\x01";
+        let cmd = format!("AUTHENTICATE \"OAUTHBEARER\" \"{}\"\r\n", sasl::encode(msg));
+        // Off: neither listed nor taken.
+        let mut core = PreAuth::new(Options::default());
+        assert!(!String::from_utf8_lossy(&core.greeting()).contains("OAUTHBEARER"));
+        let got = text(&run(&mut core, cmd.as_bytes()));
+        assert_eq!(got, "NO \"Unsupported SASL mechanism.\"\r\n");
+        // On: listed, and the token goes to the driver unchanged.
+        let opts = Options {
+            oauth: true,
+            ..Options::default()
+        };
+        let mut core = PreAuth::new(opts.clone());
+        let g = String::from_utf8(core.greeting()).expect("test input is valid");
+        assert!(
+            g.contains("\"SASL\" \"PLAIN OAUTHBEARER XOAUTH2\"\r\n"),
+            "{g}"
+        );
+        let got = run(&mut core, cmd.as_bytes());
+        let [Action::Login(l)] = got.as_slice() else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            (l.identity.user.as_str(), l.mechanism),
+            ("alice", "OAUTHBEARER")
+        );
+        assert_eq!(
+            l.identity.secret,
+            Secret::Bearer {
+                mechanism: sasl::Mechanism::OAuthBearer,
+                message: msg.to_vec()
+            }
+        );
+        // The store's challenge goes out as a string; the client's answer
+        // comes back decoded, then the store's NO is the answer.
+        let json = br#"{"status":"invalid_token"}"#;
+        let challenge = core.relay_challenge(json);
+        assert_eq!(
+            challenge,
+            format!("\"{}\"\r\n", sasl::encode(json)).into_bytes()
+        );
+        assert_eq!(
+            run(&mut core, b"\"AQ==\"\r\n"),
+            vec![Action::Answer(Some(b"\x01".to_vec()))]
+        );
+        assert_eq!(
+            core.login_failed("NO \"Authentication failed.\""),
+            b"NO \"Authentication failed.\"\r\n".to_vec()
+        );
+        // XOAUTH2 with a literal; a cancelled challenge answers None.
+        let msg = b"user=bob\x01auth=Bearer t\x01\x01";
+        let ir = sasl::encode(msg);
+        let input = format!("AUTHENTICATE \"xoauth2\" {{{}+}}\r\n{ir}\r\n", ir.len());
+        let mut core = PreAuth::new(opts);
+        let got = run(&mut core, input.as_bytes());
+        let [Action::Login(l)] = got.as_slice() else {
+            panic!("{got:?}")
+        };
+        assert_eq!((l.identity.user.as_str(), l.mechanism), ("bob", "XOAUTH2"));
+        core.relay_challenge(b"{}");
+        assert_eq!(run(&mut core, b"\"*\"\r\n"), vec![Action::Answer(None)]);
     }
 
     #[test]

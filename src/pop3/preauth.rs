@@ -60,30 +60,10 @@ impl Default for Options {
 }
 
 /// What the driver does next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Write these bytes to the client.
-    Write(Vec<u8>),
-    /// Start TLS on the connection now, then call [`PreAuth::tls_started`].
-    StartTls,
-    /// Admit this login and log in to the store; answer with
-    /// [`PreAuth::login_failed`] or relay.
-    Login(Login),
-    /// Close the connection.
-    Close,
-    /// The client's answer to the store's challenge ([`PreAuth::relay_challenge`]),
-    /// decoded; `None` when it cancelled (`*`) or sent something not base64.
-    Answer(Option<Vec<u8>>),
-}
+pub type Action = crate::frontend::Step<Login>;
 
-/// A login to admit.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Login {
-    /// Who, with what.
-    pub identity: Identity,
-    /// `USER` or the SASL mechanism's name, for logs.
-    pub mechanism: &'static str,
-}
+/// A login the driver is to admit.
+pub use crate::frontend::SaslLogin as Login;
 
 /// The SASL mechanisms the front end takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,284 +1,208 @@
-//! The async driver of one POP3 client connection: runs the [`PreAuth`] core
-//! over a socket, admits the login ([`App::admit`], as every front end does)
-//! and logs in to the store's POP3, then relays.
+//! The POP3 front end's own parts of a session ([`Pop3`] for the shared
+//! driver in [`crate::frontend`]): the store's POP3 login, the old UIDLs of a
+//! user mailshift moved, `-ERR [AUTH]` / `-ERR [SYS/TEMP]` (RFC 3206), and
+//! the relay (UIDL rewritten for moved users).
 //!
 //! ```text
 //!  accept ─► [TLS] ─► PreAuth (greeting, CAPA, STLS, USER/PASS, AUTH) ─► Login
 //!        ─► App::admit (lookup, hold wait, password check, route)
-//!        ─► store POP3 login ─► +OK ─► relay (UIDL rewritten for moved users)
+//!        ─► store POP3 login ─► [UIDL map] ─► +OK ─► relay (UIDL rewritten for moved users)
 //! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use super::bearer::{self, Failed};
-use super::preauth::{Action, Login, Options, PreAuth};
+use super::preauth::{Login, Options, PreAuth};
 use super::uidl::{Rewriter, UidlMap};
 use crate::app::{App, Refusal};
 use crate::continuity::map::{FolderMap, Snapshot};
 use crate::directory::User;
+use crate::frontend::session::forward_early;
+use crate::frontend::{self, Metrics, Protocol, Relayed, Settings};
 use crate::imap::relay::{self, End};
 use crate::metrics::METRICS;
-use crate::sasl::Secret;
-use crate::store::pop3::Client as StoreClient;
-use crate::store::{Error as StoreFailure, Store};
+use crate::sasl::{Mechanism, Secret};
+use crate::store::bearer::Outcome;
+use crate::store::pop3::{Challenged, Client as StoreClient};
+use crate::store::{Store, StoreError};
 use crate::stream::Stream;
 
-/// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// Plain, STLS offered (110).
-    Plain,
-    /// Implicit TLS (995).
-    Tls,
-}
+pub use crate::frontend::Listener;
 
 const SHUTDOWN: &[u8] = b"-ERR [SYS/TEMP] Server shutting down, reconnect shortly.\r\n";
 
-/// Serves one connection to the end. Never panics on client bytes; every
-/// failure is answered or the connection closed.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, shared: Arc<App>) {
-    let Some(cfg) = shared.config.pop3.clone() else {
-        return;
-    };
-    let _ = tcp.set_nodelay(true);
-    let label = match listener {
-        Listener::Plain => "plain",
-        Listener::Tls => "tls",
-    };
-    METRICS.pop3_connections.with_label_values(&[label]).inc();
-    let deadline = tokio::time::Instant::now() + cfg.preauth_timeout;
-    let stream = match listener {
-        Listener::Plain => Stream::Plain(tcp),
-        Listener::Tls => {
-            let Some(tls) = &shared.tls else { return };
-            match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
-                Ok(Ok(s)) => Stream::ClientTls(Box::new(s)),
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %peer, error = %e, "POP3 TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
-    };
-    let opts = Options {
-        tls_available: shared.tls.is_some(),
-        tls_active: stream.is_tls(),
-        require_tls: cfg.require_tls,
-        max_line: cfg.max_line,
-        max_commands: cfg.max_preauth_commands,
-        greeting: cfg.greeting.clone(),
-        oauth: cfg.oauth,
-    };
-    let result = tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &shared)).await;
-    match result {
-        Ok(Some(handoff)) => relay_session(handoff, peer, &shared).await,
-        Ok(None) => {}
-        Err(_) => tracing::debug!(client = %peer, "POP3 pre-auth timeout"),
+/// Serves one connection to the end.
+pub async fn serve(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    listener: Listener,
+    app: Arc<App>,
+) {
+    frontend::session::serve::<Pop3>(tcp, peer, listener, app).await;
+}
+
+/// The POP3 front end.
+pub struct Pop3;
+
+frontend::core_by_inherent_methods!(PreAuth, Login, |core, _login, response| core
+    .login_failed(response));
+
+impl frontend::Backend for StoreClient {
+    fn into_relay(self) -> (Stream, Vec<u8>) {
+        StoreClient::into_relay(self)
     }
 }
 
-/// Everything needed to relay after a successful login.
-struct Handoff {
-    client: Stream,
-    backend: StoreClient,
-    target: Arc<Store>,
-    user: User,
-    pipelined: Vec<u8>,
-    started: Instant,
+impl Protocol for Pop3 {
+    type Core = PreAuth;
+    type Context = SocketAddr;
+    type Backend = StoreClient;
+    type Pending = Challenged;
     /// Old UIDLs for a user mailshift moved here.
-    map: Option<UidlMap>,
-}
+    type Extra = Option<UidlMap>;
 
-async fn write(s: &mut Stream, bytes: &[u8]) -> bool {
-    s.write_all(bytes).await.is_ok() && s.flush().await.is_ok()
-}
+    const NAME: &'static str = "pop3";
+    const LOG: &'static str = "POP3 ";
+    const READ_BUF_BYTES: usize = 2048;
+    const STORE_DOWN: &'static str = "Mailbox temporarily unavailable, try again.";
+    const TOO_MANY: &'static [u8] = b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n";
 
-/// Runs the AUTHORIZATION state; `Some` when a login went through.
-async fn preauth(
-    mut stream: Stream,
-    peer: SocketAddr,
-    opts: Options,
-    shared: &Arc<App>,
-) -> Option<Handoff> {
-    let started = Instant::now();
-    let mut core = PreAuth::new(opts);
-    if !write(&mut stream, &core.greeting()).await {
-        return None;
+    fn span(client: SocketAddr) -> tracing::Span {
+        tracing::info_span!("pop3", client = %client, user = tracing::field::Empty, backend = tracing::field::Empty, uidls_kept = tracing::field::Empty)
     }
-    let mut buf = vec![0u8; 2048];
-    loop {
-        while let Some(action) = core.poll() {
-            match action {
-                Action::Write(bytes) => {
-                    if !write(&mut stream, &bytes).await {
-                        return None;
-                    }
-                }
-                Action::Close => {
-                    let _ = stream.shutdown().await;
-                    return None;
-                }
-                Action::StartTls => {
-                    let Stream::Plain(tcp) = stream else {
-                        return None;
-                    };
-                    let tls = shared.tls.as_ref()?;
-                    match tls.acceptor().accept(tcp).await {
-                        Ok(s) => stream = Stream::ClientTls(Box::new(s)),
-                        Err(e) => {
-                            tracing::debug!(client = %peer, error = %e, "POP3 STLS handshake failed");
-                            return None;
-                        }
-                    }
-                    core.tls_started();
-                }
-                // Only the login core's challenge reader asks for answers.
-                Action::Answer(_) => {}
-                Action::Login(login) => {
-                    match login_any(&mut stream, &mut core, &login, peer, shared).await {
-                        Ok((user, target, backend)) => {
-                            METRICS.pop3_logins.with_label_values(&["ok"]).inc();
-                            shared.throttle.succeeded(&login.identity.user);
-                            if let (Some(s), Secret::Password(pw)) =
-                                (&shared.scheduler, &login.identity.secret)
-                            {
-                                s.on_login(&user.login, pw);
-                            }
-                            // Before the +OK: a client's first UIDL must see it.
-                            let map = uidl_map(shared, &user, &target, &login.identity).await;
-                            if !write(&mut stream, b"+OK Logged in.\r\n").await {
-                                return None;
-                            }
-                            return Some(Handoff {
-                                client: stream,
-                                backend,
-                                target,
-                                user,
-                                pipelined: core.into_pipelined(),
-                                started,
-                                map,
-                            });
-                        }
-                        Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
-                            METRICS
-                                .pop3_logins
-                                .with_label_values(&["auth_failed"])
-                                .inc();
-                            let delay = shared.throttle.failed(peer.ip(), &login.identity.user);
-                            tracing::info!(
-                                user = %login.identity.user, client = %peer, mechanism = login.mechanism,
-                                delay_ms = delay.as_millis() as u64, "POP3 login failed"
-                            );
-                            tokio::time::sleep(delay).await;
-                            let text = match e {
-                                // A token's refusal is the store's to word.
-                                Failed::Store(text) => text,
-                                _ => "[AUTH] Authentication failed.".into(),
-                            };
-                            let out = core.login_failed(&text);
-                            if !write(&mut stream, &out).await {
-                                return None;
-                            }
-                        }
-                        Err(Failed::Gone) => return None,
-                        Err(Failed::Refused(Refusal::Unavailable(why))) => {
-                            METRICS
-                                .pop3_logins
-                                .with_label_values(&["unavailable"])
-                                .inc();
-                            let out = core.login_failed(&format!("[SYS/TEMP] {why}"));
-                            if !write(&mut stream, &out).await {
-                                return None;
-                            }
-                        }
-                    }
-                }
-            }
+
+    fn metrics() -> Metrics {
+        Metrics {
+            connections: &METRICS.pop3_connections,
+            logins: &METRICS.pop3_logins,
+            sessions: &METRICS.pop3_sessions,
+            bytes: &METRICS.pop3_bytes,
         }
-        if core.is_closed() {
-            let _ = stream.shutdown().await;
-            return None;
+    }
+
+    fn settings(app: &App) -> Option<Settings> {
+        let cfg = app.config.pop3.as_ref()?;
+        Some(Settings {
+            preauth_timeout: cfg.preauth_timeout,
+            idle_timeout: cfg.idle_timeout,
+            proxy_protocol: cfg.proxy_protocol,
+        })
+    }
+
+    fn core(app: &App, tls_active: bool) -> Option<PreAuth> {
+        let cfg = app.config.pop3.as_ref()?;
+        Some(PreAuth::new(Options {
+            tls_available: app.tls.is_some(),
+            tls_active,
+            require_tls: cfg.require_tls,
+            max_line: cfg.max_line,
+            max_commands: cfg.max_preauth_commands,
+            greeting: cfg.greeting.clone(),
+            oauth: cfg.oauth,
+        }))
+    }
+
+    fn shutting_down(_core: &PreAuth) -> Vec<u8> {
+        SHUTDOWN.to_vec()
+    }
+
+    fn context(_core: &PreAuth, client: SocketAddr) -> SocketAddr {
+        client
+    }
+
+    async fn connect(
+        target: &Store,
+        peer: &SocketAddr,
+        user: &str,
+        password: &[u8],
+    ) -> Result<StoreClient, StoreError> {
+        let creds = target.session_credentials(user, password);
+        StoreClient::connect(target, &creds, Some(*peer)).await
+    }
+
+    async fn connect_bearer(
+        target: &Store,
+        peer: &SocketAddr,
+        user: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+    ) -> Result<Outcome<StoreClient, Challenged>, StoreError> {
+        StoreClient::connect_bearer(target, user, mechanism, message, Some(*peer)).await
+    }
+
+    fn auth_failed() -> String {
+        "[AUTH] Authentication failed.".into()
+    }
+
+    fn unavailable(why: &str) -> String {
+        format!("[SYS/TEMP] {why}")
+    }
+
+    /// The store's `-ERR` text (after `-ERR `), printable only.
+    fn store_text(reply: &str) -> String {
+        frontend::bearer::store_text(reply, 400, |_| true, &Self::auth_failed())
+    }
+
+    /// Before the +OK: a client's first UIDL must see the old UIDLs.
+    async fn prepare(
+        app: &Arc<App>,
+        user: &User,
+        target: &Arc<Store>,
+        _backend: &mut StoreClient,
+        login: &Login,
+    ) -> Result<Option<UidlMap>, Refusal> {
+        Ok(uidl_map(app, user, target, &login.identity).await)
+    }
+
+    fn logged_in(app: &App, user: &User, login: &Login) {
+        if let (Some(s), Secret::Password(pw)) = (&app.scheduler, &login.identity.secret) {
+            s.on_login(&user.login, pw);
         }
-        let read = tokio::select! {
-            r = stream.read(&mut buf) => r,
-            _ = shared.cancel.cancelled() => {
-                let _ = write(&mut stream, SHUTDOWN).await;
-                let _ = stream.shutdown().await;
-                return None;
-            }
+    }
+
+    fn ok_line(_login: &Login, _backend: &StoreClient, _map: &Option<UidlMap>) -> Vec<u8> {
+        b"+OK Logged in.\r\n".to_vec()
+    }
+
+    fn describe(map: &Option<UidlMap>, span: &tracing::Span) {
+        span.record("uidls_kept", map.as_ref().map_or(0, UidlMap::len));
+    }
+
+    async fn relay(_app: &Arc<App>, r: Relayed<'_, Option<UidlMap>>) -> (End, relay::Totals) {
+        let Some(map) = r.extra else {
+            return frontend::session::forward_and_relay(r).await;
         };
-        match read {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => core.feed(&buf[..n]),
+        let mut rewriter = Rewriter::new(map);
+        // Handoff forwards: pipelined commands go to the store (and are
+        // tracked), the store's early bytes are rewritten to the client.
+        rewriter.from_client(&r.pipelined);
+        let mut early = Vec::new();
+        rewriter.from_store(&r.leftover, &mut early);
+        if !forward_early(r.client, r.backend, &r.pipelined, &early).await {
+            return (End::Closed, relay::Totals::default());
         }
+        super::relay::relay_rewriting(
+            r.client,
+            r.backend,
+            rewriter,
+            r.opts.idle_timeout,
+            (r.opts.to_backend, r.opts.to_client),
+            r.token,
+        )
+        .await
     }
-}
 
-/// A password login by [`authenticate`], a token by [`bearer::login`].
-async fn login_any(
-    stream: &mut Stream,
-    core: &mut PreAuth,
-    login: &Login,
-    peer: SocketAddr,
-    shared: &Arc<App>,
-) -> Result<(User, Arc<Store>, StoreClient), Failed> {
-    match login.identity.secret {
-        Secret::Password(_) => authenticate(login, peer, shared)
-            .await
-            .map_err(Failed::Refused),
-        Secret::Bearer { .. } => bearer::login(stream, core, login, peer, shared).await,
+    fn farewell(app: &App, end: &End) -> Option<&'static [u8]> {
+        match end {
+            End::Closed => None,
+            End::Idle => Some(b"-ERR Idle for too long.\r\n"),
+            End::Cancelled if app.cancel.is_cancelled() => Some(SHUTDOWN),
+            End::Cancelled => Some(b"-ERR [SYS/TEMP] Your mailbox moved; please reconnect.\r\n"),
+        }
     }
-}
 
-/// Admits the login and logs in to the store's POP3.
-async fn authenticate(
-    login: &Login,
-    peer: SocketAddr,
-    shared: &Arc<App>,
-) -> Result<(User, Arc<Store>, StoreClient), Refusal> {
-    let user = &login.identity.user;
-    let password = match &login.identity.secret {
-        Secret::Password(pw) => pw.as_slice(),
-        // Tokens go by bearer::login.
-        Secret::Bearer { .. } => return Err(Refusal::AuthFailed),
-    };
-    let (found, target) = shared.admit(user, Some(password), peer).await?;
-    if target.cfg.pop3.is_none() {
-        tracing::error!(user = %user, client = %peer, backend = target.name(), "the store has no pop3 endpoint");
-        return Err(Refusal::Unavailable(
-            "Mailbox temporarily unavailable, try again.",
-        ));
-    }
-    let started = Instant::now();
-    let creds = target.session_credentials(user, password);
-    let result = StoreClient::connect(&target, &creds, Some(peer)).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => "rejected",
-        Err(_) => "error",
-    };
-    METRICS
-        .backend_connect
-        .with_label_values(&[target.name(), outcome])
-        .observe(started.elapsed().as_secs_f64());
-    match result {
-        Ok(logged_in) => Ok((found, target, logged_in)),
-        Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => {
-            tracing::debug!(user = %user, client = %peer, backend = target.name(), reply = %e.error, "store refused POP3 login");
-            Err(Refusal::AuthFailed)
-        }
-        Err(e) => {
-            tracing::warn!(user = %user, client = %peer, backend = target.name(), error = %e, "store POP3 unavailable");
-            Err(Refusal::Unavailable(
-                "Mailbox temporarily unavailable, try again.",
-            ))
-        }
+    fn close_backend(_end: &End) -> bool {
+        true
     }
 }
 
@@ -416,99 +340,4 @@ async fn state_uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option
             None
         }
     }
-}
-
-async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
-    let Handoff {
-        mut client,
-        backend: logged_in,
-        target,
-        user,
-        pipelined,
-        started,
-        map,
-    } = h;
-    let (mut backend_stream, leftover) = logged_in.into_relay();
-    let name = target.name().to_string();
-    let registration = shared
-        .sessions
-        .register(&user.login, &name, peer, &shared.cancel);
-    let gauge = METRICS.pop3_sessions.with_label_values(&[&name]);
-    gauge.inc();
-    let kept = map.as_ref().map_or(0, UidlMap::len);
-    tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), uidls_kept = kept, "POP3 session start");
-    let idle_timeout = shared
-        .config
-        .pop3
-        .as_ref()
-        .map_or(std::time::Duration::from_secs(1800), |c| c.idle_timeout);
-    let to_backend = METRICS.pop3_bytes.with_label_values(&[&name, "to_backend"]);
-    let to_client = METRICS.pop3_bytes.with_label_values(&[&name, "to_client"]);
-    let (end, totals) = match map {
-        Some(map) => {
-            let mut rewriter = Rewriter::new(map);
-            // Handoff forwards: pipelined commands go to the store (and are
-            // tracked), the store's early bytes are rewritten to the client.
-            rewriter.from_client(&pipelined);
-            let mut early = Vec::new();
-            rewriter.from_store(&leftover, &mut early);
-            if (!pipelined.is_empty() && !write(&mut backend_stream, &pipelined).await)
-                || (!early.is_empty() && !write(&mut client, &early).await)
-            {
-                (End::Closed, relay::Totals::default())
-            } else {
-                super::relay::relay_rewriting(
-                    &mut client,
-                    &mut backend_stream,
-                    rewriter,
-                    idle_timeout,
-                    (to_backend, to_client),
-                    &registration.token,
-                )
-                .await
-            }
-        }
-        None => {
-            if (!pipelined.is_empty() && !write(&mut backend_stream, &pipelined).await)
-                || (!leftover.is_empty() && !write(&mut client, &leftover).await)
-            {
-                (End::Closed, relay::Totals::default())
-            } else {
-                let opts = relay::Options {
-                    idle_timeout,
-                    to_backend,
-                    to_client,
-                };
-                relay::relay(&mut client, &mut backend_stream, opts, &registration.token).await
-            }
-        }
-    };
-    let reason = match end {
-        End::Closed => "closed",
-        End::Idle => {
-            let _ = write(&mut client, b"-ERR Idle for too long.\r\n").await;
-            "idle"
-        }
-        End::Cancelled => {
-            let text: &[u8] = if shared.cancel.is_cancelled() {
-                SHUTDOWN
-            } else {
-                b"-ERR [SYS/TEMP] Your mailbox moved; please reconnect.\r\n"
-            };
-            let _ = write(&mut client, text).await;
-            "kicked"
-        }
-    };
-    let _ = client.shutdown().await;
-    let _ = backend_stream.shutdown().await;
-    gauge.dec();
-    drop(registration);
-    tracing::info!(
-        user = %user.login, client = %peer, backend = %name,
-        to_backend = totals.to_backend + pipelined.len() as u64,
-        to_client = totals.to_client + leftover.len() as u64,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = reason,
-        "POP3 session end"
-    );
 }

@@ -1,7 +1,8 @@
 //! The one ManageSieve client (RFC 5804): connects (plain or STARTTLS through
 //! [`crate::store::connect::Connector`]), logs in by the sans-I/O
 //! [`login::Login`] dialog as the user or as the master user on the user's
-//! behalf, then runs LISTSCRIPTS, GETSCRIPT, PUTSCRIPT, CHECKSCRIPT,
+//! behalf (or with a client's bearer token, [`Client::connect_bearer`]),
+//! then runs LISTSCRIPTS, GETSCRIPT, PUTSCRIPT, CHECKSCRIPT,
 //! SETACTIVE and DELETESCRIPT with typed replies ([`wire::Response`]). The
 //! proxy hands a logged-in connection to its relay ([`Client::into_relay`]);
 //! the script migration keeps talking.
@@ -13,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use self::login::{Action, Login};
 use self::wire::{Framer, Response, Status, Token};
+use super::bearer::Outcome;
 use crate::config::{Endpoint, Security};
 use crate::store::imap::login::Credentials;
 use crate::store::{Error, Store, StoreError};
@@ -40,6 +42,50 @@ pub struct Reply {
     pub data: Vec<Vec<Token>>,
     /// OK / NO / BYE with its code and text.
     pub response: Response,
+}
+
+/// A bearer login the store challenged, waiting for the client's answer.
+pub struct Challenged {
+    client: Client,
+    dialog: Login,
+}
+
+impl Challenged {
+    /// Sends the client's answer (`None`: it cancelled) and reads the
+    /// store's verdict, within the store's `connect_timeout`.
+    pub async fn answer(self, store: &Store, answer: Option<&[u8]>) -> Result<Client, StoreError> {
+        let at = |error| StoreError {
+            store: store.name().to_string(),
+            error,
+        };
+        let Challenged { mut client, dialog } = self;
+        let verdict = async {
+            if let Action::Send(bytes) = dialog.answer(answer)? {
+                write(&mut client.stream, &bytes, "login").await?;
+            }
+            let mut dialog = dialog;
+            loop {
+                let line = read_line(&mut client.stream, &mut client.framer, "login").await?;
+                match dialog.line(&line)? {
+                    Action::Done => return Ok(()),
+                    Action::Read => {}
+                    Action::Send(bytes) => write(&mut client.stream, &bytes, "login").await?,
+                    // The exchange refuses a second challenge; TLS is long on.
+                    Action::StartTls | Action::Challenge(_) => {
+                        return Err(Error::Protocol {
+                            stage: "login",
+                            what: "unexpected step after the challenge".into(),
+                        })
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(store.cfg.connect_timeout, verdict).await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(at(e)),
+            Err(_) => Err(at(Error::Timeout { stage: "login" })),
+        }
+    }
 }
 
 /// One logged-in ManageSieve connection to a store.
@@ -86,12 +132,55 @@ impl Client {
         }
     }
 
+    /// Logs in with the client's bearer token (OAUTHBEARER, XOAUTH2) as it
+    /// sent it; the store judges it. A failure challenge comes back for the
+    /// client to see and answer ([`Challenged::answer`]).
+    pub async fn connect_bearer(
+        store: &Store,
+        user: &str,
+        mechanism: crate::sasl::Mechanism,
+        message: &[u8],
+    ) -> Result<Outcome<Client, Challenged>, StoreError> {
+        let creds = Credentials::Bearer {
+            user,
+            mechanism,
+            message,
+        };
+        let at = |error| StoreError {
+            store: store.name().to_string(),
+            error,
+        };
+        let ep = Self::endpoint(store)?;
+        let mut stage = "connect";
+        let dialog = Self::login_step(store, ep, &creds, &mut stage);
+        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
+            Ok(result) => result.map_err(at),
+            Err(_) => Err(at(Error::Timeout { stage })),
+        }
+    }
+
     async fn login(
         store: &Store,
         ep: &Endpoint,
         creds: &Credentials<'_>,
         stage: &mut &'static str,
     ) -> Result<Client, Error> {
+        match Self::login_step(store, ep, creds, stage).await? {
+            Outcome::LoggedIn(c) => Ok(c),
+            // Only a bearer dialog is challenged.
+            Outcome::Challenged { .. } => Err(Error::Protocol {
+                stage: "login",
+                what: "challenge to a PLAIN login".into(),
+            }),
+        }
+    }
+
+    async fn login_step(
+        store: &Store,
+        ep: &Endpoint,
+        creds: &Credentials<'_>,
+        stage: &mut &'static str,
+    ) -> Result<Outcome<Client, Challenged>, Error> {
         let mut stream = store.connector.connect(ep).await?;
         let mut dialog = Login::new(
             creds,
@@ -118,19 +207,36 @@ impl Client {
                     dialog.tls_started();
                 }
                 Action::Done => {
-                    return Ok(Client {
+                    return Ok(Outcome::LoggedIn(Client {
                         stream,
                         framer,
                         caps: dialog.into_capabilities(),
                         store: store.name().to_string(),
-                        timeout: store
-                            .cfg
-                            .connect_timeout
-                            .max(std::time::Duration::from_secs(30)),
-                    })
+                        timeout: Self::command_timeout(store),
+                    }))
+                }
+                Action::Challenge(challenge) => {
+                    let client = Client {
+                        stream,
+                        framer,
+                        caps: dialog.capabilities().to_vec(),
+                        store: store.name().to_string(),
+                        timeout: Self::command_timeout(store),
+                    };
+                    return Ok(Outcome::Challenged {
+                        challenge,
+                        pending: Challenged { client, dialog },
+                    });
                 }
             }
         }
+    }
+
+    fn command_timeout(store: &Store) -> std::time::Duration {
+        store
+            .cfg
+            .connect_timeout
+            .max(std::time::Duration::from_secs(30))
     }
 
     /// The capability listing the store sent before login.

@@ -61,31 +61,11 @@ impl Default for Options {
     }
 }
 
-/// A login the client asked for; the driver checks it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    /// Who, and the password or token.
-    pub identity: Identity,
-    /// `PLAIN` or `LOGIN`, for logs and metrics.
-    pub mechanism: &'static str,
-}
+/// A login the driver is to admit.
+pub use crate::frontend::SaslLogin as Login;
 
 /// What the driver must do next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send these bytes to the client.
-    Write(Vec<u8>),
-    /// The `220` to STARTTLS was queued: send it, then handshake and call
-    /// [`PreAuth::tls_started`].
-    StartTls,
-    /// Check this login; then [`PreAuth::auth_failed`] or hand off.
-    Login(Login),
-    /// Send what was queued, then close.
-    Close,
-    /// The client's answer to the store's challenge ([`PreAuth::relay_challenge`]),
-    /// decoded; `None` when it cancelled (`*`) or sent something not base64.
-    Answer(Option<Vec<u8>>),
-}
+pub type Action = crate::frontend::Step<Login>;
 
 #[derive(Debug)]
 enum State {
@@ -132,6 +112,11 @@ impl PreAuth {
     /// The greeting to send first.
     pub fn greeting(&self) -> Vec<u8> {
         format!("220 {} ESMTP mailshift\r\n", self.opts.hostname).into_bytes()
+    }
+
+    /// Our own name, as in the greeting.
+    pub fn hostname(&self) -> &str {
+        &self.opts.hostname
     }
 
     /// The client's EHLO/HELO name (for XCLIENT HELO=).

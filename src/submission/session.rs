@@ -1,6 +1,7 @@
-//! The async driver of one submission connection: runs the [`PreAuth`] core
-//! over a socket, admits the login (as every front end does), opens the
-//! user's store's submission service as the user, then relays bytes.
+//! The submission front end's own parts of a session ([`Submission`] for
+//! the shared driver in [`crate::frontend`]): the store's submission service
+//! opened as the user (XCLIENT with the client's address and HELO), `535` /
+//! `454` wording, and the relay that never cuts a message short silently.
 //!
 //! ```text
 //!  accept ─► [TLS] ─► 220 ─► PreAuth (EHLO, STARTTLS, AUTH) ─► App::admit
@@ -10,450 +11,213 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::metrics::SUBMISSION;
-use super::preauth::{Action, Login, Options, PreAuth};
+use super::preauth::{Login, Options, PreAuth};
 use crate::app::{App, Refusal};
 use crate::config::BackendLogin;
 use crate::directory::User;
+use crate::frontend::{self, Metrics, Protocol, Relayed, Settings};
 use crate::imap::relay::{self, End};
-use crate::sasl::Secret;
+use crate::sasl::Mechanism;
 use crate::store::bearer::Outcome;
-use crate::store::smtp::{Auth, Conn, Origin, Plan};
-use crate::store::{Error as StoreFailure, Store};
+use crate::store::smtp::{Auth, Challenged, Conn, Origin, Plan};
+use crate::store::{Error as StoreFailure, Store, StoreError};
 use crate::stream::Stream;
 
-/// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// Plain, STARTTLS offered (587).
-    Plain,
-    /// Implicit TLS (465).
-    Tls,
-}
+pub use crate::frontend::Listener;
 
 /// What a refused AUTH tells the client.
 const AUTH_FAILED: &str = "535 5.7.8 Authentication credentials invalid";
 
-/// Serves one connection to the end. Never panics on client bytes; every
-/// failure is answered or the connection closed.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Listener, app: Arc<App>) {
-    let Some(cfg) = app.config.submission.clone() else {
-        return;
-    };
-    let _ = tcp.set_nodelay(true);
-    let label = match listener {
-        Listener::Plain => "plain",
-        Listener::Tls => "tls",
-    };
-    SUBMISSION.connections.with_label_values(&[label]).inc();
-    let deadline = tokio::time::Instant::now() + cfg.preauth_timeout;
-    let stream = match listener {
-        Listener::Plain => Stream::Plain(tcp),
-        Listener::Tls => {
-            let Some(tls) = &app.tls else { return };
-            match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
-                Ok(Ok(s)) => Stream::ClientTls(Box::new(s)),
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
-    };
-    let opts = Options {
-        hostname: cfg.hostname.clone(),
-        starttls_available: app.tls.is_some(),
-        tls_active: stream.is_tls(),
-        require_tls: cfg.require_tls,
-        max_line: cfg.max_line,
-        max_commands: cfg.max_preauth_commands,
-        oauth: cfg.oauth,
-        ..Options::default()
-    };
-    match tokio::time::timeout_at(deadline, preauth(stream, peer, opts, &app)).await {
-        Ok(Some(handoff)) => relay_session(handoff, peer, &app).await,
-        Ok(None) => {}
-        Err(_) => tracing::debug!(client = %peer, "submission pre-auth timeout"),
-    }
-}
-
-/// Everything needed to relay after a successful AUTH.
-struct Handoff {
-    client: Stream,
-    store_conn: Conn,
-    target: Arc<Store>,
-    user: User,
-    pipelined: Vec<u8>,
-    started: Instant,
-}
-
-async fn write(s: &mut Stream, bytes: &[u8]) -> bool {
-    s.write_all(bytes).await.is_ok() && s.flush().await.is_ok()
-}
-
-/// Runs the pre-auth phase; `Some` when a login went through.
-async fn preauth(
-    mut stream: Stream,
+/// Serves one connection to the end.
+pub async fn serve(
+    tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    opts: Options,
-    app: &Arc<App>,
-) -> Option<Handoff> {
-    let started = Instant::now();
-    let hostname = opts.hostname.clone();
-    let mut core = PreAuth::new(opts);
-    if !write(&mut stream, &core.greeting()).await {
-        return None;
-    }
-    let mut buf = vec![0u8; 4096];
-    loop {
-        while let Some(action) = core.poll() {
-            match action {
-                Action::Write(bytes) => {
-                    if !write(&mut stream, &bytes).await {
-                        return None;
-                    }
-                }
-                Action::Close => {
-                    let _ = stream.shutdown().await;
-                    return None;
-                }
-                // Only the bearer login's challenge reader asks for answers.
-                Action::Answer(_) => {}
-                Action::StartTls => {
-                    let Stream::Plain(tcp) = stream else {
-                        return None;
-                    };
-                    let tls = app.tls.as_ref()?;
-                    match tls.acceptor().accept(tcp).await {
-                        Ok(s) => stream = Stream::ClientTls(Box::new(s)),
-                        Err(e) => {
-                            tracing::debug!(client = %peer, error = %e, "STARTTLS handshake failed");
-                            return None;
-                        }
-                    }
-                    core.tls_started();
-                }
-                Action::Login(login) => {
-                    let origin = Origin {
-                        peer,
-                        helo: core.helo().unwrap_or("").to_string(),
-                    };
-                    match login_any(&mut stream, &mut core, &login, origin, &hostname, app).await {
-                        Ok((user, target, store_conn)) => {
-                            SUBMISSION.logins.with_label_values(&["ok"]).inc();
-                            app.throttle.succeeded(&login.identity.user);
-                            if !write(&mut stream, b"235 2.7.0 Authentication successful\r\n").await
-                            {
-                                return None;
-                            }
-                            return Some(Handoff {
-                                client: stream,
-                                store_conn,
-                                target,
-                                user,
-                                pipelined: core.into_pipelined(),
-                                started,
-                            });
-                        }
-                        Err(e @ (Failed::Refused(Refusal::AuthFailed) | Failed::Store(_))) => {
-                            SUBMISSION.logins.with_label_values(&["auth_failed"]).inc();
-                            let delay = app.throttle.failed(peer.ip(), &login.identity.user);
-                            tracing::info!(
-                                user = %login.identity.user, client = %peer, mechanism = login.mechanism,
-                                delay_ms = delay.as_millis() as u64, "submission login failed"
-                            );
-                            tokio::time::sleep(delay).await;
-                            let text = match e {
-                                // A token's refusal is the store's to word.
-                                Failed::Store(text) => text,
-                                _ => AUTH_FAILED.to_string(),
-                            };
-                            let out = core.auth_failed(&text);
-                            if !write(&mut stream, &out).await {
-                                return None;
-                            }
-                        }
-                        Err(Failed::Gone) => return None,
-                        Err(Failed::Refused(Refusal::Unavailable(why))) => {
-                            SUBMISSION.logins.with_label_values(&["unavailable"]).inc();
-                            let out = core.auth_failed(&format!("454 4.7.0 {why}"));
-                            if !write(&mut stream, &out).await {
-                                return None;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if core.is_closed() {
-            let _ = stream.shutdown().await;
-            return None;
-        }
-        let read = tokio::select! {
-            r = stream.read(&mut buf) => r,
-            _ = app.cancel.cancelled() => {
-                let text = format!("421 4.3.2 {hostname} Service shutting down, try again later\r\n");
-                let _ = write(&mut stream, text.as_bytes()).await;
-                let _ = stream.shutdown().await;
-                return None;
-            }
-        };
-        match read {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => core.feed(&buf[..n]),
-        }
-    }
+    listener: Listener,
+    app: Arc<App>,
+) {
+    frontend::session::serve::<Submission>(tcp, peer, listener, app).await;
 }
 
-/// Why a login did not get through.
-enum Failed {
-    /// Refused before or without the store's own words.
-    Refused(Refusal),
-    /// The store refused the token; its reply line, for the client.
-    Store(String),
-    /// The client went away (or the server is shutting down) mid-exchange.
-    Gone,
-}
+/// The submission front end.
+pub struct Submission;
 
-/// A password login by [`authenticate`], a token by [`bearer_login`].
-async fn login_any(
-    stream: &mut Stream,
-    core: &mut PreAuth,
-    login: &Login,
+/// What opening the store's submission service needs.
+pub struct Context {
     origin: Origin,
-    hostname: &str,
-    app: &Arc<App>,
-) -> Result<(User, Arc<Store>, Conn), Failed> {
-    match &login.identity.secret {
-        Secret::Password(_) => authenticate(login, origin, hostname, app)
-            .await
-            .map_err(Failed::Refused),
-        Secret::Bearer { .. } => bearer_login(stream, core, login, origin, hostname, app).await,
+    hostname: String,
+}
+
+frontend::core_by_inherent_methods!(PreAuth, Login, |core, _login, response| core
+    .auth_failed(response));
+
+impl frontend::Backend for Conn {
+    fn into_relay(self) -> (Stream, Vec<u8>) {
+        Conn::into_relay(self)
     }
 }
 
-/// The store's refusal of a token as the client may see it: a printable
-/// 4xx/5xx line, else our own words.
-fn store_text(text: &str) -> String {
-    let printable = text.bytes().all(|b| (0x20..0x7f).contains(&b));
-    if printable && text.len() <= 512 && (text.starts_with('4') || text.starts_with('5')) {
-        text.to_string()
-    } else {
+impl Protocol for Submission {
+    type Core = PreAuth;
+    type Context = Context;
+    type Backend = Conn;
+    type Pending = Challenged;
+    type Extra = ();
+
+    const NAME: &'static str = "submission";
+    const LOG: &'static str = "submission ";
+    const READ_BUF_BYTES: usize = 4096;
+    const STORE_DOWN: &'static str = "Mail service temporarily unavailable, try again.";
+    const TOO_MANY: &'static [u8] = b"421 4.7.0 Too many connections, try again later\r\n";
+
+    fn span(client: SocketAddr) -> tracing::Span {
+        tracing::info_span!("submission", client = %client, user = tracing::field::Empty, backend = tracing::field::Empty)
+    }
+
+    fn metrics() -> Metrics {
+        Metrics {
+            connections: &SUBMISSION.connections,
+            logins: &SUBMISSION.logins,
+            sessions: &SUBMISSION.sessions,
+            bytes: &SUBMISSION.bytes,
+        }
+    }
+
+    fn settings(app: &App) -> Option<Settings> {
+        let cfg = app.config.submission.as_ref()?;
+        Some(Settings {
+            preauth_timeout: cfg.preauth_timeout,
+            idle_timeout: cfg.idle_timeout,
+            proxy_protocol: cfg.proxy_protocol,
+        })
+    }
+
+    fn core(app: &App, tls_active: bool) -> Option<PreAuth> {
+        let cfg = app.config.submission.as_ref()?;
+        Some(PreAuth::new(Options {
+            hostname: cfg.hostname.clone(),
+            starttls_available: app.tls.is_some(),
+            tls_active,
+            require_tls: cfg.require_tls,
+            max_line: cfg.max_line,
+            max_commands: cfg.max_preauth_commands,
+            oauth: cfg.oauth,
+            ..Options::default()
+        }))
+    }
+
+    fn shutting_down(core: &PreAuth) -> Vec<u8> {
+        format!(
+            "421 4.3.2 {} Service shutting down, try again later\r\n",
+            core.hostname()
+        )
+        .into_bytes()
+    }
+
+    fn context(core: &PreAuth, client: SocketAddr) -> Context {
+        Context {
+            origin: Origin {
+                peer: client,
+                helo: core.helo().unwrap_or("").to_string(),
+            },
+            hostname: core.hostname().to_string(),
+        }
+    }
+
+    async fn connect(
+        target: &Store,
+        ctx: &Context,
+        user: &str,
+        password: &[u8],
+    ) -> Result<Conn, StoreError> {
+        let auth = match (&target.cfg.login, &target.cfg.master) {
+            (BackendLogin::Master, Some(m)) => Auth::Master {
+                user: user.to_string(),
+                master: m.user.clone(),
+                password: m.password.clone().into_bytes(),
+            },
+            _ => Auth::User {
+                user: user.to_string(),
+                password: password.to_vec(),
+            },
+        };
+        let timeout = target.cfg.connect_timeout;
+        target
+            .submission(&ctx.hostname, ctx.origin.clone(), auth, timeout)
+            .await
+    }
+
+    async fn connect_bearer(
+        target: &Store,
+        ctx: &Context,
+        user: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+    ) -> Result<Outcome<Conn, Challenged>, StoreError> {
+        let Some(ep) = target.cfg.submission.clone() else {
+            return Err(StoreError {
+                store: target.name().to_string(),
+                error: StoreFailure::Config("no submission endpoint configured".into()),
+            });
+        };
+        let plan = Plan {
+            lmtp: false,
+            hostname: ctx.hostname.clone(),
+            starttls: false,
+            origin: Some(ctx.origin.clone()),
+            auth: Some(Auth::Bearer {
+                user: user.to_string(),
+                mechanism,
+                message: message.to_vec(),
+            }),
+        };
+        Conn::open_step(target, &ep, plan, target.cfg.connect_timeout).await
+    }
+
+    fn auth_failed() -> String {
         AUTH_FAILED.into()
     }
-}
 
-/// Admits a bearer login (routed by the message's user, no password check:
-/// only the store can judge a token) and opens the store's submission
-/// service with the client's message unchanged; a failure challenge of the
-/// store goes to the client and its answer back.
-async fn bearer_login(
-    stream: &mut Stream,
-    core: &mut PreAuth,
-    login: &Login,
-    origin: Origin,
-    hostname: &str,
-    app: &Arc<App>,
-) -> Result<(User, Arc<Store>, Conn), Failed> {
-    let Secret::Bearer { mechanism, message } = &login.identity.secret else {
-        return Err(Failed::Refused(Refusal::AuthFailed));
-    };
-    let peer = origin.peer;
-    let name = &login.identity.user;
-    let (user, target) = app.admit(name, None, peer).await.map_err(Failed::Refused)?;
-    let unavailable = || {
-        Failed::Refused(Refusal::Unavailable(
-            "Mail service temporarily unavailable, try again.",
-        ))
-    };
-    let Some(ep) = target.cfg.submission.clone() else {
-        return Err(unavailable());
-    };
-    let plan = Plan {
-        lmtp: false,
-        hostname: hostname.to_string(),
-        starttls: false,
-        origin: Some(origin),
-        auth: Some(Auth::Bearer {
-            user: name.clone(),
-            mechanism: *mechanism,
-            message: message.clone(),
-        }),
-    };
-    let first = Conn::open_step(&target, &ep, plan, target.cfg.connect_timeout).await;
-    let result = match first {
-        Ok(Outcome::LoggedIn(c)) => Ok(c),
-        Ok(Outcome::Challenged { challenge, pending }) => {
-            tracing::debug!(user = %name, client = %peer, backend = target.name(), "store challenged the token; relaying");
-            if !write(stream, &core.relay_challenge(&challenge)).await {
-                return Err(Failed::Gone);
-            }
-            let answer = challenge_answer(stream, core, app).await?;
-            pending.answer(&target, answer.as_deref()).await
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(conn) => Ok((user, target, conn)),
-        Err(e) => match e.error {
-            StoreFailure::Rejected(text) => {
-                tracing::debug!(user = %name, client = %peer, backend = target.name(), reply = %text, "store refused the token");
-                Err(Failed::Store(store_text(&text)))
-            }
-            error => {
-                tracing::warn!(user = %name, client = %peer, backend = target.name(), %error, "store submission unavailable");
-                Err(unavailable())
-            }
-        },
+    fn unavailable(why: &str) -> String {
+        format!("454 4.7.0 {why}")
     }
-}
 
-/// Reads the client's answer to a relayed challenge.
-async fn challenge_answer(
-    stream: &mut Stream,
-    core: &mut PreAuth,
-    app: &Arc<App>,
-) -> Result<Option<Vec<u8>>, Failed> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        while let Some(action) = core.poll() {
-            match action {
-                Action::Answer(a) => return Ok(a),
-                Action::Write(bytes) => {
-                    if !write(stream, &bytes).await {
-                        return Err(Failed::Gone);
-                    }
-                }
-                Action::Close => {
-                    let _ = stream.shutdown().await;
-                    return Err(Failed::Gone);
-                }
-                // Not while a login is under way.
-                Action::StartTls | Action::Login(_) => {}
-            }
-        }
-        if core.is_closed() {
-            return Err(Failed::Gone);
-        }
-        let read = tokio::select! {
-            r = stream.read(&mut buf) => r,
-            _ = app.cancel.cancelled() => return Err(Failed::Gone),
-        };
-        match read {
-            Ok(0) | Err(_) => return Err(Failed::Gone),
-            Ok(n) => core.feed(&buf[..n]),
-        }
+    /// A printable 4xx/5xx line, else our own words.
+    fn store_text(reply: &str) -> String {
+        frontend::bearer::store_text(
+            reply,
+            512,
+            |t| t.starts_with('4') || t.starts_with('5'),
+            AUTH_FAILED,
+        )
     }
-}
 
-/// Admits the login (lookup, hold wait, password check, route; shared by
-/// every front end) and opens the store's submission service as the user.
-async fn authenticate(
-    login: &Login,
-    origin: Origin,
-    hostname: &str,
-    app: &Arc<App>,
-) -> Result<(User, Arc<Store>, Conn), Refusal> {
-    let peer = origin.peer;
-    let name = &login.identity.user;
-    // Tokens go by bearer_login.
-    let password = match &login.identity.secret {
-        Secret::Password(pw) => pw,
-        Secret::Bearer { .. } => return Err(Refusal::AuthFailed),
-    };
-    let (user, target) = app.admit(name, Some(password), peer).await?;
-    let auth = match (&target.cfg.login, &target.cfg.master) {
-        (BackendLogin::Master, Some(m)) => Auth::Master {
-            user: name.clone(),
-            master: m.user.clone(),
-            password: m.password.clone().into_bytes(),
-        },
-        _ => Auth::User {
-            user: name.clone(),
-            password: password.clone(),
-        },
-    };
-    let timeout = target.cfg.connect_timeout;
-    match target.submission(hostname, origin, auth, timeout).await {
-        Ok(conn) => Ok((user, target, conn)),
-        Err(e) if matches!(e.error, StoreFailure::Rejected(_)) => {
-            tracing::debug!(user = %name, client = %peer, backend = target.name(), reply = %e.error, "store refused submission login");
-            Err(Refusal::AuthFailed)
-        }
-        Err(e) => {
-            tracing::warn!(user = %name, client = %peer, backend = target.name(), error = %e, "store submission unavailable");
-            Err(Refusal::Unavailable(
-                "Mail service temporarily unavailable, try again.",
-            ))
-        }
+    async fn prepare(
+        _app: &Arc<App>,
+        _user: &User,
+        _target: &Arc<Store>,
+        _backend: &mut Conn,
+        _login: &Login,
+    ) -> Result<(), Refusal> {
+        Ok(())
     }
-}
 
-async fn relay_session(h: Handoff, peer: SocketAddr, app: &Arc<App>) {
-    let Handoff {
-        mut client,
-        store_conn,
-        target,
-        user,
-        pipelined,
-        started,
-    } = h;
-    let (mut store_stream, leftover) = store_conn.into_relay();
-    let name = target.name().to_string();
-    let registration = app.sessions.register(&user.login, &name, peer, &app.cancel);
-    let gauge = SUBMISSION.sessions.with_label_values(&[&name]);
-    gauge.inc();
-    tracing::info!(user = %user.login, client = %peer, backend = %name, tls = client.is_tls(), "submission session start");
-    // What the client pipelined after AUTH goes to the store, what the store
-    // sent after its 235 to the client, before relaying.
-    let mut early_close = false;
-    if !pipelined.is_empty() && !write(&mut store_stream, &pipelined).await {
-        early_close = true;
+    fn ok_line(_login: &Login, _backend: &Conn, _extra: &()) -> Vec<u8> {
+        b"235 2.7.0 Authentication successful\r\n".to_vec()
     }
-    if !leftover.is_empty() && !write(&mut client, &leftover).await {
-        early_close = true;
+
+    async fn relay(_app: &Arc<App>, r: Relayed<'_, ()>) -> (End, relay::Totals) {
+        frontend::session::forward_and_relay(r).await
     }
-    let (end, totals) = if early_close {
-        (End::Closed, relay::Totals::default())
-    } else {
-        let idle_timeout = app
-            .config
-            .submission
-            .as_ref()
-            .map(|s| s.idle_timeout)
-            .unwrap_or(std::time::Duration::from_secs(300));
-        let opts = relay::Options {
-            idle_timeout,
-            to_backend: SUBMISSION.bytes.with_label_values(&[&name, "to_backend"]),
-            to_client: SUBMISSION.bytes.with_label_values(&[&name, "to_client"]),
-        };
-        relay::relay(&mut client, &mut store_stream, opts, &registration.token).await
-    };
-    let reason = match end {
-        End::Closed => "closed",
-        End::Idle => "idle",
-        End::Cancelled => "kicked",
-    };
-    if !matches!(end, End::Closed) {
-        // Not at a message boundary: the store discards a message cut short,
-        // so the client's own retry is the only copy.
-        let _ = store_stream.shutdown().await;
+
+    fn farewell(_app: &App, _end: &End) -> Option<&'static [u8]> {
+        None
     }
-    let _ = client.shutdown().await;
-    gauge.dec();
-    drop(registration);
-    tracing::info!(
-        user = %user.login, client = %peer, backend = %name,
-        to_backend = totals.to_backend + pipelined.len() as u64,
-        to_client = totals.to_client + leftover.len() as u64,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = reason,
-        "submission session end"
-    );
+
+    /// Not at a message boundary: the store discards a message cut short,
+    /// so the client's own retry is the only copy.
+    fn close_backend(end: &End) -> bool {
+        !matches!(end, End::Closed)
+    }
 }

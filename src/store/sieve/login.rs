@@ -1,16 +1,21 @@
 //! Logging in to a store's ManageSieve, sans I/O: the greeting (a capability
 //! listing), STARTTLS and the listing sent again over TLS (RFC 5804 §2.2),
 //! AUTHENTICATE PLAIN as the user or as the master user on the user's
-//! behalf. [`Login`] takes the store's lines and says what to send next; the
-//! driver in [`super::Client`] does the I/O.
+//! behalf, or the client's bearer token unchanged by AUTHENTICATE
+//! "OAUTHBEARER"/"XOAUTH2" (a failure challenge, a string line, comes back as
+//! [`Action::Challenge`] for the client to answer, see
+//! [`crate::store::bearer`]). [`Login`] takes the store's lines and says what
+//! to send next; the driver in [`super::Client`] does the I/O.
 //!
 //! ```text
 //!  Greeting ─(OK, starttls)─► StartTls ─(OK)─► [TLS] ─► Greeting (again)
 //!  Greeting ─(OK)─► Authenticating ─(OK)─► Done
-//!                               └─(NO)─► Rejected / Unavailable (TRYLATER)
+//!                               ├─(NO)─► Rejected / Unavailable (TRYLATER)
+//!                               └─(string, bearer)─► Challenge ─► answer ─► OK / NO
 //! ```
 
 use super::wire::{self, Status, Token};
+use crate::store::bearer::Exchange;
 use crate::store::imap::login::{Credentials, Master};
 use crate::store::Error;
 
@@ -25,6 +30,18 @@ pub enum Action {
     StartTls,
     /// Logged in.
     Done,
+    /// The store challenged the bearer token (decoded, for OAUTHBEARER its
+    /// JSON error): relay it to the client and pass its answer to
+    /// [`Login::answer`].
+    Challenge(Vec<u8>),
+}
+
+/// How the dialog authenticates.
+enum Auth {
+    /// `authzid \0 authcid \0 password`, sent base64-encoded.
+    Plain(Vec<u8>),
+    /// The client's bearer message, passed on unchanged.
+    Bearer(Exchange),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +57,7 @@ pub struct Login {
     state: State,
     starttls: bool,
     caps: Vec<(String, String)>,
-    /// `authzid \0 authcid \0 password`, sent base64-encoded.
-    plain: Vec<u8>,
+    auth: Auth,
 }
 
 impl std::fmt::Debug for Login {
@@ -61,10 +77,16 @@ impl Login {
     ) -> Result<Login, Error> {
         let (authz, authc, secret): (&str, String, &[u8]) = match creds {
             Credentials::User { user, password } => ("", user.to_string(), password),
-            Credentials::Bearer { .. } => {
-                return Err(Error::Config(
-                    "bearer tokens are not passed on to ManageSieve stores".into(),
-                ))
+            // Never a master login: only the store can judge the token.
+            Credentials::Bearer {
+                mechanism, message, ..
+            } => {
+                return Ok(Login {
+                    state: State::Greeting,
+                    starttls,
+                    caps: Vec::new(),
+                    auth: Auth::Bearer(Exchange::new(*mechanism, message)),
+                })
             }
             Credentials::Master { user } => {
                 let m =
@@ -85,7 +107,7 @@ impl Login {
             state: State::Greeting,
             starttls,
             caps: Vec::new(),
-            plain,
+            auth: Auth::Plain(plain),
         })
     }
 
@@ -109,6 +131,26 @@ impl Login {
         self.caps
     }
 
+    /// The client's answer to a relayed challenge (`None`: it cancelled): the
+    /// string to send the store; its verdict follows.
+    pub fn answer(&self, answer: Option<&[u8]>) -> Result<Action, Error> {
+        match (&self.auth, self.state) {
+            (Auth::Bearer(_), State::Authenticating) => {
+                let mut out = Vec::new();
+                match answer {
+                    Some(a) => wire::string(&mut out, crate::sasl::encode(a).as_bytes()),
+                    None => wire::string(&mut out, b"*"),
+                }
+                out.extend_from_slice(b"\r\n");
+                Ok(Action::Send(out))
+            }
+            _ => Err(Error::Protocol {
+                stage: self.stage(),
+                what: "an answer without a challenge".into(),
+            }),
+        }
+    }
+
     /// TLS is up: the store sends its capabilities again.
     pub fn tls_started(&mut self) {
         self.starttls = false;
@@ -123,6 +165,12 @@ impl Login {
             if self.state == State::Greeting {
                 self.capability(tokens);
                 return Ok(Action::Read);
+            }
+            if let (State::Authenticating, Auth::Bearer(x), [Token::Str(payload)]) =
+                (self.state, &mut self.auth, tokens)
+            {
+                // RFC 7628 §3.2.2: the failure challenge, for the client.
+                return x.on_challenge(payload).map(Action::Challenge);
             }
             // Data before a response to STARTTLS or AUTHENTICATE: a SASL
             // challenge we did not ask for.
@@ -147,8 +195,27 @@ impl Login {
             }
             (State::Greeting, Status::Ok) => {
                 self.state = State::Authenticating;
-                let mut out = b"AUTHENTICATE \"PLAIN\" ".to_vec();
-                wire::string(&mut out, crate::sasl::encode(&self.plain).as_bytes());
+                let (name, ir) = match &self.auth {
+                    Auth::Plain(plain) => ("PLAIN", crate::sasl::encode(plain)),
+                    Auth::Bearer(x) => (x.mechanism().name(), x.initial_response()),
+                };
+                if let Auth::Bearer(x) = &self.auth {
+                    // A store without the mechanism cannot take the token.
+                    let sasl = self.caps.iter().find(|(k, _)| k == "SASL");
+                    if !x.offered_by(
+                        sasl.map_or("", |(_, v)| v.as_str())
+                            .split_ascii_whitespace(),
+                    ) {
+                        return Err(Error::Protocol {
+                            stage,
+                            what: format!("the store does not offer {name}"),
+                        });
+                    }
+                }
+                let mut out = b"AUTHENTICATE ".to_vec();
+                wire::string(&mut out, name.as_bytes());
+                out.push(b' ');
+                wire::string(&mut out, ir.as_bytes());
                 out.extend_from_slice(b"\r\n");
                 Ok(Action::Send(out))
             }
@@ -253,6 +320,52 @@ mod tests {
         let got = feed(&mut l, b"NO (TRYLATER) \"Busy.\"\r\n");
         assert!(
             matches!(&got[0], Err(e) if e.starts_with("Unavailable")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_bearer_token_goes_unchanged_and_its_challenge_comes_back() {
+        let msg = b"n,a=alice,\x01auth=Bearer tok\x01\x01";
+        let creds = Credentials::Bearer {
+            user: "alice",
+            mechanism: crate::sasl::Mechanism::OAuthBearer,
+            message: msg,
+        };
+        let mut l = Login::new(&creds, None, false).expect("test input is valid");
+        // A store that does not list the mechanism cannot take the token.
+        let got = feed(&mut l, GREETING);
+        assert!(
+            matches!(got.last(), Some(Err(e)) if e.contains("does not offer OAUTHBEARER")),
+            "{got:?}"
+        );
+        let mut l = Login::new(&creds, None, false).expect("test input is valid");
+        let greeting = b"\"SASL\" \"PLAIN OAUTHBEARER\"\r\nOK \"Ready.\"\r\n";
+        let expected = format!(
+            "AUTHENTICATE \"OAUTHBEARER\" \"{}\"\r\n",
+            crate::sasl::encode(msg)
+        );
+        assert_eq!(
+            feed(&mut l, greeting).last(),
+            Some(&Ok(Action::Send(expected.into_bytes())))
+        );
+        let json = br#"{"status":"invalid_token"}"#;
+        let challenge = format!("\"{}\"\r\n", crate::sasl::encode(json));
+        assert_eq!(
+            feed(&mut l, challenge.as_bytes()),
+            vec![Ok(Action::Challenge(json.to_vec()))]
+        );
+        assert_eq!(
+            l.answer(Some(b"\x01")).map_err(|e| format!("{e:?}")),
+            Ok(Action::Send(b"\"AQ==\"\r\n".to_vec()))
+        );
+        assert_eq!(
+            l.answer(None).map_err(|e| format!("{e:?}")),
+            Ok(Action::Send(b"\"*\"\r\n".to_vec()))
+        );
+        let got = feed(&mut l, b"NO \"Authentication failed.\"\r\n");
+        assert!(
+            matches!(&got[0], Err(e) if e.starts_with("Rejected")),
             "{got:?}"
         );
     }
