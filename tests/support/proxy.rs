@@ -208,6 +208,8 @@ impl Mailshift {
             (super::free_port(), super::free_port(), super::free_port());
         let smtp_port = smtp_port.unwrap_or_else(super::free_port);
         let has_smtp = config_text.contains("@SMTP_PORT@");
+        // Tests ask the admin API right after the start: wait for it too.
+        let has_admin = config_text.contains("@ADMIN_PORT@");
         let text = config_text
             .replace("@SMTP_PORT@", &smtp_port.to_string())
             .replace("@IMAP_PORT@", &imap_port.to_string())
@@ -228,7 +230,11 @@ impl Mailshift {
             &format!("mailshift (imap {imap_port})"),
             &mut server,
             &|| read_log(&log_path),
-            &mut || super::port_open(imap_port) && (!has_smtp || super::port_open(smtp_port)),
+            &mut || {
+                super::port_open(imap_port)
+                    && (!has_smtp || super::port_open(smtp_port))
+                    && (!has_admin || super::port_open(admin_port))
+            },
         );
         let m = Mailshift {
             smtp_port,
