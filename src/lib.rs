@@ -71,7 +71,6 @@ pub mod report;
 pub mod route;
 pub mod sasl;
 pub mod server;
-pub mod sessions;
 pub mod smtp;
 pub mod store;
 pub mod stream;
