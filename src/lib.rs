@@ -62,6 +62,7 @@ pub mod duration;
 pub mod events;
 pub mod fleet;
 pub mod imap;
+pub mod imap_wire;
 pub mod managesieve;
 pub mod metrics;
 pub mod migrate;
