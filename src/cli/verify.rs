@@ -22,7 +22,7 @@ pub fn verify(
     runtime()?.block_on(async move {
         let engine = Engine::from_config(&cfg)?;
         if let Some(path) = report {
-            let r = mailshift::report::UserReport::build(&engine, user, "verify").await?;
+            let r = mailshift::migrate::report::UserReport::build(&engine, user, "verify").await?;
             r.write_to(path)
                 .with_context(|| format!("writing {}", path.display()))?;
             if let Some(m) = &cfg.migration {
