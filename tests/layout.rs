@@ -366,6 +366,28 @@ fn the_engine_and_the_store_never_import_a_front_end() {
     }
 }
 
+#[test]
+fn the_layout_section_of_lib_rs_names_every_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let lib = std::fs::read_to_string(src.join("lib.rs")).expect("read src/lib.rs");
+    let doc: String = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let words: BTreeSet<&str> = doc
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    let missing: Vec<String> = top_modules(&src)
+        .into_iter()
+        .filter(|m| !words.contains(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lib.rs's layout section does not name {missing:?}"
+    );
+}
+
 /// The checker itself: a planted cycle is found, test items and literals
 /// are not counted.
 #[test]
