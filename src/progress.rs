@@ -1,6 +1,6 @@
 //! What a running pass reports as it goes (folders planned, copying started,
-//! bytes copied), for the command line's bars, the fleet view's published
-//! progress and the scheduler's metrics. Below [`crate::migrate`] and
+//! bytes copied), for the command line's bars and the progress the fleet
+//! view publishes to LDAP. Below [`crate::migrate`] and
 //! [`crate::fleet`], so the fleet's publisher can wrap the engine's reporter
 //! without the two importing each other.
 

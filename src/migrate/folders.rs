@@ -1,4 +1,5 @@
-//! Folders: listing both stores and deciding where each source folder goes.
+//! Folders: deciding where each source folder goes, from both stores' lists
+//! ([`crate::store::imap::folders`]).
 //!
 //! Names are handled in their wire form (modified UTF-7, or UTF-8 where the
 //! store speaks it): encoded segments never contain the hierarchy delimiter,
