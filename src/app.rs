@@ -3,6 +3,11 @@
 //! delays, the scheduler), plus the shutdown token. Every front end (IMAP, SMTP,
 //! and the ones to come) and the admin API take an `Arc<App>`; a SIGHUP builds a
 //! new one, sessions keep the one they started with.
+//!
+//! - [`sessions`]: the registry of every front end's relayed sessions (kicks,
+//!   counts), carried from one generation to the next.
+
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::directory::{Directory, User};
 use crate::route::{resolve, Ask, Resolution, Router};
-use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::tls::ServerTls;
+use sessions::Sessions;
 
 /// What the running process shares with every front end and the admin API:
 /// one generation of the config and what was built from it.
@@ -28,7 +33,7 @@ pub struct App {
     pub router: Router<crate::store::Store>,
     /// The certificate, if any.
     pub tls: Option<Arc<ServerTls>>,
-    /// Open sessions, for kicks.
+    /// Open sessions of every front end, for kicks.
     pub sessions: Arc<Sessions>,
     /// Failed-login delays.
     pub throttle: crate::throttle::Throttle,

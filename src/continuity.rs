@@ -4,9 +4,11 @@
 //!
 //! At cutover the engine's UID map (old UID → new UID, monotonic because it
 //! appends in source UID order) is frozen per folder into a [`FolderMap`] and
-//! written into the new mailbox itself; every mailshift instance in front of
-//! the store loads it on the user's first login and the translating relay
-//! presents old UIDs.
+//! written into the new mailbox itself (by `migrate::uid_maps`, through
+//! [`stored`]); every mailshift instance in front of the store loads it on
+//! the user's first login and the translating relay presents old UIDs. The
+//! directory carries the mark that says a user has maps
+//! ([`crate::directory::schema::UID_MAP`]).
 //!
 //! # The invariant
 //!
@@ -22,18 +24,10 @@ pub mod cache;
 pub mod map;
 pub mod stored;
 pub mod view;
-pub mod write;
 
 pub use cache::Maps;
 pub use map::{FolderMap, MapError, Snapshot, UserMap};
 pub use stored::load;
-
-/// The LDAP attribute that says a user's sessions are translated:
-/// `MAILHOST STAMP`, the mailHost whose store holds the maps and when they
-/// were written (unix seconds). Set in the same compare-and-swap as the
-/// cutover's flip, removed when a move leaves no map. Instances decide from
-/// it alone, so users without it pay no round trip at login.
-pub const ATTRIBUTE: &str = "mailshiftUidMap";
 
 /// Why maps could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +36,6 @@ pub enum Error {
     /// Talking to the store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// Listing folders or reading the sync state failed.
-    #[error(transparent)]
-    Migrate(#[from] crate::migrate::Error),
     /// The store refused what the maps need.
     #[error("{0}")]
     Refused(String),

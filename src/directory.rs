@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod file;
 pub mod ldap;
+pub mod schema;
 pub mod sync;
 
 use std::sync::Arc;

@@ -16,15 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::directory::ldap::{LdapDirectory, Mod};
+use crate::directory::schema::{ERROR, FROM, HOLD, LEASE, PROGRESS, STATE, TO, UPDATED};
 use crate::events::now_unix;
-use crate::migrate::cutover::{ERROR, FROM, LEASE, STATE, TO, UPDATED};
-use crate::migrate::{Event, Reporter};
+use crate::progress::{Event, Reporter};
 
-/// `messages messages_total bytes bytes_total started_unix at_unix` of the
-/// user's current (or last) pass.
-pub const PROGRESS: &str = "mailshiftMigrationProgress";
-/// Milliseconds the last cutover held the user.
-pub const HOLD: &str = "mailshiftMigrationHold";
 /// How often a running move writes its progress to LDAP, at most.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(5);
 

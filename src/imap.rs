@@ -1,12 +1,12 @@
 //! The IMAP front end: listeners, the pre-auth core, the relay.
 //!
-//! - [`framer`] and [`preauth`]: sans-I/O; bytes in, actions out.
+//! - [`preauth`]: sans-I/O; bytes in, actions out (commands framed by
+//!   [`crate::imap_wire`], which the store client shares).
 //! - [`session`]: its hooks for the shared session driver ([`crate::frontend`]).
 //! - [`relay`]: bytes both ways after login (plain, spliced, or translated).
 //! - [`translate`]: sans-I/O; for a user mailshift moved, the old store's
 //!   UIDVALIDITY, UIDs and MODSEQs in both directions.
 
-pub mod framer;
 pub mod preauth;
 pub mod relay;
 pub mod session;

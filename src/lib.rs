@@ -9,25 +9,33 @@
 //!    pop3        preauth, session (hooks), uidl (UIDLs kept for moved users)
 //!    submission  preauth, session (hooks)  managesieve  preauth, session (hooks)
 //!    smtp        session, driver, queue, retry (inbound delivery)
-//!    proxy_protocol (PROXY v1/v2 from trusted_proxies), sasl (PLAIN, OAUTHBEARER, XOAUTH2)
+//!    proxy_protocol (PROXY v1/v2 from trusted_proxies), sasl (PLAIN, OAUTHBEARER, XOAUTH2),
+//!    stream (plain | ClientTls | StoreTls), throttle (failed-login delays)
 //!        │ App::admit: route::resolve (lookup, hold wait) + password check + route
 //!        ▼
-//!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file) ─► Router (mailHost ─► Store)
-//!        │
+//!  route::resolve(login | recipient) ─► directory (cache ─► LDAP / file; schema: mailshift's
+//!        │                               own LDAP attributes) ─► Router (mailHost ─► Store)
 //!        ▼
 //!  store: one Store per [backends.NAME] (IMAP, delivery, submission, POP3, ManageSieve endpoints),
 //!         connect (the one TLS connector), Error with the Side that failed;
-//!         imap::{response, login, metadata} (sans-I/O) under imap::Client;
+//!         imap::{response, login, metadata, folders, fetch} (sans-I/O) under imap::Client;
 //!         smtp::{reply, dialog} under smtp::Conn; pop3::login under pop3::Client;
 //!         sieve::{wire, login} under sieve::Client; bearer (OAuth exchange for any of them)
+//!  imap_wire: the IMAP framer both sides share (client commands, store responses)
 //!
 //!  migrate: sync (engine) ─► store::imap::Client; state (redb cache, intents); cutover
-//!           (hold, final pass, UID maps, flip); scheduler (lazy, scheduled, sweep); sieve scripts
-//!  continuity: per-folder UID maps (old → new runs, MODSEQ offset) in the new mailbox
-//!              (METADATA or a hidden folder), written at cutover, cached per session (App::maps)
-//!  admin (HTTP on axum, web cockpit) ─► metrics, fleet (LDAP), events, report, actions
-//!  app: what a config generation built (directory, router, TLS, sessions, throttle, maps)
+//!           (hold, final pass, uid_maps, flip); scheduler (lazy, scheduled, sweep); sieve
+//!           scripts; verify; report (the per-user proof)
+//!  progress: what a running pass reports (Event, Reporter), below migrate and fleet
+//!  continuity: per-folder UID maps (old → new runs, MODSEQ offset) kept in the new mailbox
+//!              (METADATA or a hidden folder), written by migrate::uid_maps at cutover,
+//!              cached per session (App::maps)
+//!  admin (HTTP on axum, web cockpit) ─► metrics, fleet (LDAP), events, migrate::report, actions
+//!  app: what a config generation built (config, directory, router, TLS, throttle, maps)
+//!       and sessions (the registry of every front end's relayed sessions, for kicks)
 //!  server (serve: build the App, listen, drain, SIGHUP) ─► front ends, scheduler, admin
+//!  config (TOML, every problem named by its key; duration: "30s"-style values), tls (certs)
+//!  the binary: main.rs (clap) ─► cli::{migrate, rollback, verify, status, plan, fleet}
 //! ```
 //!
 //! - A login (IMAP; POP3, submission and ManageSieve alike): `frontend::session`
@@ -35,25 +43,35 @@
 //!   `App::admit` looks the user up
 //!   (waiting out a hold), checks the password and picks the [`store::Store`],
 //!   the protocol's store client logs in (ID / XCLIENT with the client's
-//!   address; a bearer token passed unchanged), then bytes flow both ways —
-//!   through `imap::translate` for a user mailshift moved (old UIDs), through
-//!   `pop3::uidl` for a moved POP3 user (old UIDLs).
+//!   address; a bearer token passed unchanged), the session registers in
+//!   `app::sessions`, then bytes flow both ways — through `imap::translate`
+//!   for a user mailshift moved (old UIDs), through `pop3::uidl` for a moved
+//!   POP3 user (old UIDLs).
 //! - A delivery: `smtp::driver` runs `smtp::session`; each RCPT is resolved by
 //!   `route::resolve` over the one `Router<Store>`; DATA streams to one leg
 //!   per store (`store::smtp::Conn`, opened by `Store::delivery`);
 //!   the mixed outcome goes to `smtp::queue`, retried by `smtp::retry`
 //!   (resolving again).
-//! - A migration: `migrate::sync::Engine::pass` plans folders, then per folder
-//!   recognises what is there (fingerprints, intents of batches in flight),
-//!   copies in source UID order through `store::imap::Client`, pushes flags,
-//!   copies Sieve scripts; `migrate::cutover` holds, runs the final pass,
-//!   writes the UID maps (`continuity`), flips `mailHost`; `App::logged_in`
-//!   starts a lazy migration from any front end's login.
+//! - A migration: `migrate::sync::Engine::pass` plans folders
+//!   (`store::imap::folders` lists them), then per folder recognises what is
+//!   there (fingerprints, intents of batches in flight), copies in source UID
+//!   order through `store::imap::Client`, pushes flags, copies Sieve scripts,
+//!   reporting `progress` events; `migrate::cutover` holds, runs the final
+//!   pass, writes the UID maps (`migrate::uid_maps` into `continuity`'s
+//!   store), flips `mailHost` (attributes from `directory::schema`), keeps a
+//!   `migrate::report`; `App::logged_in` starts a lazy migration from any
+//!   front end's login.
 //!
-//! Dependencies: `server` → front ends and `admin` → `app` → `migrate`,
-//! `route`, `store` → `directory` → `config`. Cycles still to cut: `store` and
-//! `imap` share the IMAP framer (it lives in `imap`), `continuity` and
-//! `migrate` read each other's types, `directory` carries a `continuity` mark.
+//! Dependencies form a DAG (`tests/layout.rs` fails on a cycle and prints
+//! it): `server` → `admin` and the front ends (`imap`, `pop3`, `submission`,
+//! `managesieve`, `smtp`) → `app` → `migrate` → `fleet`, `continuity` →
+//! `store`, `route` → `directory` → `config`. Beside that spine: `store` →
+//! `imap_wire`, `tls`, `sasl`, `stream`; `migrate` and `fleet` → `progress`,
+//! `events`; the leaves `config`, `duration`, `events`, `imap_wire`,
+//! `metrics`, `progress`, `proxy_protocol`, `sasl`, `stream`, `throttle`.
+//! POP3, submission and ManageSieve reuse the IMAP front end's byte relay
+//! (`imap::relay`), and `pop3` reads `migrate::state` for the UIDLs of moved
+//! users; nothing below the front ends imports one.
 
 pub mod admin;
 pub mod app;
@@ -65,16 +83,16 @@ pub mod events;
 pub mod fleet;
 pub mod frontend;
 pub mod imap;
+pub mod imap_wire;
 pub mod managesieve;
 pub mod metrics;
 pub mod migrate;
 pub mod pop3;
+pub mod progress;
 pub mod proxy_protocol;
-pub mod report;
 pub mod route;
 pub mod sasl;
 pub mod server;
-pub mod sessions;
 pub mod smtp;
 pub mod store;
 pub mod stream;

@@ -151,7 +151,6 @@ struct UserSelection {
 const EX_USAGE: u8 = 64;
 
 mod cli;
-mod migrate_cli;
 
 fn exit(result: anyhow::Result<bool>) -> ExitCode {
     match result {
@@ -206,14 +205,14 @@ fn main() -> ExitCode {
         } => {
             // Progress has its own output; logs only for trouble.
             init_logging("warn");
-            exit(migrate_cli::migrate(
+            exit(cli::migrate::migrate(
                 &config,
-                migrate_cli::Selection {
+                cli::Selection {
                     user: users.user,
                     filter: users.filter,
                     users_file: users.users_file,
                 },
-                migrate_cli::Mode {
+                cli::migrate::Mode {
                     dry_run,
                     cutover,
                     force,
@@ -224,7 +223,7 @@ fn main() -> ExitCode {
         }
         Command::Rollback { config, user, json } => {
             init_logging("warn");
-            exit(migrate_cli::rollback(&config, &user, json))
+            exit(cli::rollback::rollback(&config, &user, json))
         }
         Command::Status {
             config,
@@ -234,14 +233,13 @@ fn main() -> ExitCode {
             json,
         } => {
             init_logging("warn");
-            if user.is_none() && !local {
-                match cli::fleet::status(&config, filter.as_deref(), json) {
-                    Ok(Some(ok)) => return exit(Ok(ok)),
-                    Ok(None) => {}
-                    Err(e) => return exit(Err(e)),
-                }
-            }
-            exit(migrate_cli::status(&config, user.as_deref(), json))
+            exit(cli::status::run(
+                &config,
+                user.as_deref(),
+                filter.as_deref(),
+                local,
+                json,
+            ))
         }
         Command::Verify {
             config,
@@ -250,7 +248,7 @@ fn main() -> ExitCode {
             report,
         } => {
             init_logging("warn");
-            exit(migrate_cli::verify(&config, &user, json, report.as_deref()))
+            exit(cli::verify::verify(&config, &user, json, report.as_deref()))
         }
         Command::Plan {
             config,
@@ -260,7 +258,7 @@ fn main() -> ExitCode {
             init_logging("warn");
             exit(cli::plan::plan(
                 &config,
-                migrate_cli::Selection {
+                cli::Selection {
                     user: None,
                     filter: users.filter,
                     users_file: users.users_file,

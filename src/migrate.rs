@@ -6,6 +6,7 @@
 //! - [`sync`]: one pass of one user (copy, flags, expunges, fingerprint matching).
 //! - [`state`]: the UID maps and modseqs under `state_dir` (a cache).
 //! - [`verify`]: folder-by-folder comparison of the two mailboxes.
+//! - [`uid_maps`]: the clients' UID maps written at cutover and rollback.
 //!
 //! Messages are copied byte for byte with their flags and INTERNALDATE, in
 //! source UID order per folder, so the destination UIDs keep the source's
@@ -14,11 +15,15 @@
 pub mod cutover;
 pub mod folders;
 pub mod message;
+pub mod report;
 pub mod scheduler;
 pub mod sieve;
 pub mod state;
 pub mod sync;
+pub mod uid_maps;
 pub mod verify;
+
+pub use crate::progress::{Event, Quiet, Reporter};
 
 /// Why a migration step failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,9 @@ pub enum Error {
     /// The destination cannot take the mailbox (quota), found before copying.
     #[error("{0}")]
     Capacity(String),
+    /// The clients' UID maps could not be read or written.
+    #[error(transparent)]
+    Continuity(#[from] crate::continuity::Error),
 }
 
 impl Error {
@@ -58,52 +66,4 @@ impl Error {
             _ => false,
         }
     }
-}
-
-/// Progress of a pass, for bars, log lines or JSON.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// Folders planned.
-    Planned {
-        /// User.
-        user: String,
-        /// How many folders.
-        folders: usize,
-    },
-    /// A folder starts copying.
-    FolderStart {
-        /// User.
-        user: String,
-        /// Source folder.
-        folder: String,
-        /// Messages to copy.
-        messages: u64,
-        /// Bytes to copy.
-        bytes: u64,
-    },
-    /// Copying progressed (totals for the folder so far).
-    Copied {
-        /// User.
-        user: String,
-        /// Source folder.
-        folder: String,
-        /// Messages copied so far.
-        messages: u64,
-        /// Bytes copied so far.
-        bytes: u64,
-    },
-}
-
-/// Receives progress events.
-pub trait Reporter: Send + Sync {
-    /// One event.
-    fn event(&self, event: Event);
-}
-
-/// A reporter that drops everything.
-pub struct Quiet;
-
-impl Reporter for Quiet {
-    fn event(&self, _: Event) {}
 }

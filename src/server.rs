@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::sessions::Sessions;
 use crate::app::{App, Current};
 use crate::config::Config;
 use crate::directory::{Change, Directory, UserStatus};
@@ -17,7 +18,6 @@ use crate::imap::session::Listener;
 use crate::metrics::METRICS;
 use crate::migrate::scheduler::Scheduler;
 use crate::route::Router;
-use crate::sessions::Sessions;
 use crate::tls::ServerTls;
 
 /// What can stop the server from starting.

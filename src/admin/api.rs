@@ -14,7 +14,7 @@ use super::{authorize, Admin, ApiError};
 use crate::events::now_unix;
 use crate::fleet::{self, Summary, UserRow};
 use crate::metrics::METRICS;
-use crate::report::UserReport;
+use crate::migrate::report::UserReport;
 
 /// How long one fleet listing from LDAP is reused: a cockpit open in ten
 /// browsers costs one search per this, not ten.

@@ -8,7 +8,7 @@ use anyhow::bail;
 use mailshift::fleet::{self, Summary};
 use mailshift::Config;
 
-use crate::migrate_cli::{human, runtime};
+use super::{human, runtime};
 
 fn ago(unix: Option<u64>) -> String {
     match unix {

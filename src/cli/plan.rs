@@ -16,7 +16,7 @@ use mailshift::store::imap::{quoted, Client};
 use mailshift::Config;
 use serde::Serialize;
 
-use crate::migrate_cli::{human, runtime, select_users, Selection};
+use super::{human, runtime, select_users, Selection};
 
 /// One folder of one user.
 #[derive(Debug, Default, Serialize)]

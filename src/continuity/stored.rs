@@ -18,7 +18,8 @@ use std::collections::HashMap;
 
 use super::map::{FolderMap, UserMap};
 use super::Error;
-use crate::migrate::folders::{self, Folder, Namespace};
+use crate::store::imap::fetch::{bodies, sequence_set};
+use crate::store::imap::folders::{self, Folder, Namespace};
 use crate::store::imap::{quoted, Client, Status};
 
 /// The per-folder METADATA entry holding the folder's map.
@@ -147,14 +148,12 @@ async fn open_hidden(
     if !exists {
         return Ok(Vec::new());
     }
-    let reply = client
-        .run("UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])")
-        .await?;
-    Ok(crate::migrate::message::fetched(&reply)
+    let reply = client.run("UID FETCH 1:* (UID BODY.PEEK[])").await?;
+    Ok(bodies(&reply)
         .into_iter()
-        .filter_map(|m| {
-            let (folder, text) = parse_message(&m.body)?;
-            Some((m.uid, folder, text))
+        .filter_map(|(uid, body)| {
+            let (folder, text) = parse_message(&body)?;
+            Some((uid, folder, text))
         })
         .collect())
 }
@@ -270,7 +269,7 @@ pub async fn save(client: &mut Client, maps: &[(Vec<u8>, FolderMap)]) -> Result<
             }
             if !old.is_empty() {
                 let uids: Vec<u32> = old.iter().map(|m| m.0).collect();
-                let set = crate::migrate::message::uid_set(&uids);
+                let set = sequence_set(&uids);
                 client
                     .run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
                     .await?;

@@ -57,7 +57,7 @@ impl LdapDirectory {
             self.cfg.login_attribute.clone(),
             self.cfg.mailhost_attribute.clone(),
             self.cfg.status_attribute.clone(),
-            crate::continuity::ATTRIBUTE.to_string(),
+            super::schema::UID_MAP.to_string(),
         ]
     }
 
@@ -129,7 +129,7 @@ impl LdapDirectory {
             dn: Some(entry.dn),
             mailhost: first(&self.cfg.mailhost_attribute),
             status: UserStatus::parse(first(&self.cfg.status_attribute).as_deref()),
-            uid_map: first(crate::continuity::ATTRIBUTE),
+            uid_map: first(super::schema::UID_MAP),
         }
     }
 

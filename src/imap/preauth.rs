@@ -25,7 +25,7 @@ use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::{AuthenticateDataCodec, CommandCodec};
 
-use super::framer::{tag_of, Frame, Framer};
+use crate::imap_wire::{tag_of, Frame, Framer};
 use crate::sasl::{Mechanism, Secret};
 
 /// Limits and switches for one pre-auth session.

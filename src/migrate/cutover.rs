@@ -23,20 +23,8 @@ use super::sync::{Engine, PassReport};
 use super::{Error, Reporter};
 use crate::config::{Config, LdapConfig};
 use crate::directory::ldap::{LdapDirectory, Mod};
+use crate::directory::schema::{self, ERROR, FROM, LEASE, STATE, TO, UPDATED};
 use crate::metrics::METRICS;
-
-/// mailshift's own attributes (deploy/ldap/mailshift.schema).
-pub const STATE: &str = "mailshiftMigrationState";
-/// `instance-id until-unix-time`.
-pub const LEASE: &str = "mailshiftMigrationLease";
-/// The mailHost the user came from.
-pub const FROM: &str = "mailshiftMigrationFrom";
-/// The mailHost the user goes to.
-pub const TO: &str = "mailshiftMigrationTo";
-/// When the state last changed (GeneralizedTime).
-pub const UPDATED: &str = "mailshiftMigrationUpdated";
-/// The last error.
-pub const ERROR: &str = "mailshiftMigrationError";
 
 /// Presync passes before holding, at most.
 const MAX_PRESYNCS: usize = 5;
@@ -63,7 +51,7 @@ pub struct CutoverReport {
     /// Where the user is now.
     pub mailhost: String,
     /// The UID maps written for the user's clients (`[migration] keep_uids`).
-    pub uid_maps: Option<crate::continuity::write::Written>,
+    pub uid_maps: Option<super::uid_maps::Written>,
 }
 
 /// A user's entry as cutover sees it.
@@ -356,7 +344,7 @@ impl Mover {
             self.attrs.status_attribute.as_str(),
             STATE,
             LEASE,
-            crate::continuity::ATTRIBUTE,
+            schema::UID_MAP,
             "objectClass",
         ];
         let (dn, attrs) = self
@@ -378,7 +366,7 @@ impl Mover {
             status: first(&self.attrs.status_attribute),
             state: first(STATE),
             lease: first(LEASE),
-            uid_map: first(crate::continuity::ATTRIBUTE),
+            uid_map: first(schema::UID_MAP),
             has_class: attrs
                 .get("objectclass")
                 .is_some_and(|v| v.iter().any(|c| c.eq_ignore_ascii_case("mailshiftUser"))),
@@ -573,7 +561,7 @@ impl Mover {
     /// The report after a cutover, kept under `state_dir/reports/`: a
     /// verification of its own, so the report proves what the pass claimed.
     async fn keep_report(&self, user: &str, report: &CutoverReport) {
-        match crate::report::UserReport::build(&self.forward, user, "cutover").await {
+        match super::report::UserReport::build(&self.forward, user, "cutover").await {
             Ok(mut r) => {
                 r.hold_seconds = Some(report.hold_seconds);
                 r.mailhost = Some(report.mailhost.clone());
@@ -757,7 +745,7 @@ impl Mover {
         let mut mods = Vec::new();
         if uid_map.is_some() || e.uid_map.is_some() {
             mods.push(Mod::Replace(
-                crate::continuity::ATTRIBUTE.to_string(),
+                schema::UID_MAP.to_string(),
                 uid_map.iter().cloned().collect(),
             ));
         }
@@ -783,7 +771,7 @@ impl Mover {
         // For the fleet view; a write of its own, so a directory that lacks
         // the attribute (schema not reloaded yet) never fails a flip.
         let hold_ms = ((report.hold_seconds * 1000.0) as u64).to_string();
-        let hold = vec![Mod::Replace(crate::fleet::HOLD.to_string(), set(&hold_ms))];
+        let hold = vec![Mod::Replace(schema::HOLD.to_string(), set(&hold_ms))];
         if let Err(err) = self.ldap.modify(&e.dn, hold).await {
             tracing::debug!(user, error = %err, "hold time not published");
         }
@@ -816,7 +804,7 @@ impl Mover {
         password: Option<&[u8]>,
         report: &mut CutoverReport,
     ) -> Result<Option<String>, Error> {
-        use crate::continuity::write;
+        use super::uid_maps;
         if !self.keep_uids {
             return Ok(None);
         }
@@ -833,12 +821,13 @@ impl Mover {
         });
         let written = async {
             let prior = if on_source {
-                match write::prior(engine, user, password).await? {
+                match uid_maps::prior(engine, user, password).await? {
                     Some(p) => Some(p),
                     None => {
                         return Err(crate::continuity::Error::Refused(
                             "the directory names UID maps the source does not hold".into(),
-                        ))
+                        )
+                        .into())
                     }
                 }
             } else {
@@ -847,7 +836,7 @@ impl Mover {
             if back && prior.is_none() {
                 return Ok(None);
             }
-            write::at_cutover(engine, user, password, prior.as_ref(), back).await
+            uid_maps::at_cutover(engine, user, password, prior.as_ref(), back).await
         }
         .await;
         match written {

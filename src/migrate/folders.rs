@@ -1,4 +1,5 @@
-//! Folders: listing both stores and deciding where each source folder goes.
+//! Folders: deciding where each source folder goes, from both stores' lists
+//! ([`crate::store::imap::folders`]).
 //!
 //! Names are handled in their wire form (modified UTF-7, or UTF-8 where the
 //! store speaks it): encoded segments never contain the hierarchy delimiter,
@@ -10,23 +11,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use imap_codec::imap_types::flag::FlagNameAttribute;
-use imap_codec::imap_types::mailbox::Mailbox;
-use imap_codec::imap_types::response::Data;
-
 use crate::store::imap::{quoted, Client, Status};
 use crate::store::StoreError as Error;
 
-/// RFC 6154 special uses that are mapped across stores.
-pub const SPECIAL_USES: [&str; 7] = [
-    "\\Sent",
-    "\\Drafts",
-    "\\Trash",
-    "\\Junk",
-    "\\Archive",
-    "\\All",
-    "\\Flagged",
-];
+pub use crate::store::imap::folders::{list, Folder, Namespace, SPECIAL_USES};
 
 /// The name a folder of each special use conventionally has (what Dovecot,
 /// Cyrus's `autocreate_inbox_folders` and most clients create).
@@ -41,125 +29,6 @@ pub fn conventional_name(special: &str) -> Option<&'static str> {
         "\\Flagged" => "Flagged",
         _ => return None,
     })
-}
-
-/// One folder as a store lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Folder {
-    /// The wire name.
-    pub name: Vec<u8>,
-    /// The hierarchy delimiter.
-    pub delimiter: Option<u8>,
-    /// Its special use (`\Sent`, ...), if any.
-    pub special: Option<String>,
-    /// Whether it can be selected.
-    pub selectable: bool,
-    /// Whether the user subscribes to it.
-    pub subscribed: bool,
-}
-
-impl Folder {
-    /// The name for messages.
-    pub fn display(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
-    }
-}
-
-/// The personal namespace: prefix and delimiter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Namespace {
-    /// E.g. `INBOX.` or empty.
-    pub prefix: Vec<u8>,
-    /// E.g. `.` or `/`.
-    pub delimiter: u8,
-}
-
-fn mailbox_bytes(m: &Mailbox<'_>) -> Vec<u8> {
-    match m {
-        Mailbox::Inbox => b"INBOX".to_vec(),
-        Mailbox::Other(o) => o.as_ref().to_vec(),
-    }
-}
-
-/// Reads `* NAMESPACE (("prefix" "delim") ...) ...` — the first personal namespace.
-fn parse_namespace(raw: &[u8]) -> Option<(Vec<u8>, u8)> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let rest = text.strip_prefix("* NAMESPACE ((")?;
-    let rest = rest.strip_prefix('"')?;
-    let mut prefix = Vec::new();
-    let mut chars = rest.bytes();
-    loop {
-        match chars.next()? {
-            b'\\' => prefix.push(chars.next()?),
-            b'"' => break,
-            b => prefix.push(b),
-        }
-    }
-    let rest: Vec<u8> = chars.collect();
-    let rest = std::str::from_utf8(&rest).ok()?.trim_start();
-    let delim = rest.strip_prefix('"')?.bytes().next()?;
-    Some((prefix, delim))
-}
-
-/// Lists a store's folders and its personal namespace.
-pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error> {
-    let extended = client.has("LIST-EXTENDED") && client.has("SPECIAL-USE");
-    let reply = if extended {
-        client
-            .run("LIST \"\" \"*\" RETURN (SPECIAL-USE SUBSCRIBED)")
-            .await?
-    } else {
-        client.run("LIST \"\" \"*\"").await?
-    };
-    let mut folders = Vec::new();
-    for data in reply.data() {
-        if let Data::List {
-            items,
-            delimiter,
-            mailbox,
-        } = data
-        {
-            let attrs: Vec<String> = items.iter().map(|a| a.to_string()).collect();
-            let has = |a: &str| attrs.iter().any(|x| x.eq_ignore_ascii_case(a));
-            folders.push(Folder {
-                name: mailbox_bytes(&mailbox),
-                delimiter: delimiter.map(|d| d.inner() as u8),
-                special: SPECIAL_USES.iter().find(|s| has(s)).map(|s| s.to_string()),
-                selectable: !items
-                    .iter()
-                    .any(|a| matches!(a, FlagNameAttribute::Noselect))
-                    && !has("\\NonExistent"),
-                subscribed: has("\\Subscribed"),
-            });
-        }
-    }
-    if !extended {
-        let lsub = client.run("LSUB \"\" \"*\"").await?;
-        let subscribed: Vec<Vec<u8>> = lsub
-            .data()
-            .filter_map(|d| match d {
-                Data::Lsub { mailbox, .. } => Some(mailbox_bytes(&mailbox)),
-                _ => None,
-            })
-            .collect();
-        for f in &mut folders {
-            f.subscribed = subscribed.contains(&f.name);
-        }
-    }
-    let fallback_delim = folders.iter().find_map(|f| f.delimiter).unwrap_or(b'/');
-    let mut ns = Namespace {
-        prefix: Vec::new(),
-        delimiter: fallback_delim,
-    };
-    if client.has("NAMESPACE") {
-        let reply = client.run("NAMESPACE").await?;
-        if let Some((prefix, delimiter)) =
-            reply.untagged.iter().find_map(|r| parse_namespace(&r.raw))
-        {
-            ns = Namespace { prefix, delimiter };
-        }
-    }
-    Ok((folders, ns))
 }
 
 /// Reads `* QUOTA root (... STORAGE used limit ...)`: (used, limit) in bytes
@@ -425,18 +294,6 @@ mod tests {
             selectable: true,
             subscribed: false,
         }
-    }
-
-    #[test]
-    fn namespace_line() {
-        assert_eq!(
-            parse_namespace(b"* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\n"),
-            Some((b"INBOX.".to_vec(), b'.'))
-        );
-        assert_eq!(
-            parse_namespace(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"),
-            Some((Vec::new(), b'/'))
-        );
     }
 
     #[test]

@@ -11,10 +11,11 @@ use chrono::{Datelike, Local, Timelike};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::cutover::{Mover, Resolved, STATE, STOPPED, UPDATED};
+use super::cutover::{Mover, Resolved, STOPPED};
 use super::Quiet;
 use crate::config::{Config, MigrationConfig, MigrationMode};
 use crate::directory::ldap::{user_filter, LdapDirectory};
+use crate::directory::schema::{STATE, UPDATED};
 use crate::metrics::METRICS;
 
 /// States counted for `mailshift_migration_users{state}`.

@@ -1,6 +1,8 @@
 //! The IMAP side of a store: one client for every use.
 
 pub mod client;
+pub mod fetch;
+pub mod folders;
 pub mod login;
 pub mod metadata;
 pub mod response;

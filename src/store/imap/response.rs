@@ -8,7 +8,7 @@ use imap_codec::decode::Decoder;
 use imap_codec::imap_types::response::{Code, Data, Response as CodecResponse, StatusKind};
 use imap_codec::ResponseCodec;
 
-use crate::imap::framer::{Frame, Framer};
+use crate::imap_wire::{Frame, Framer};
 
 /// Why a store's bytes cannot be read as IMAP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -219,7 +219,7 @@ pub fn classify(raw: Vec<u8>) -> Result<Response, ProtocolError> {
     let line = line.trim_end_matches(['\r', '\n']);
     let unexpected = || ProtocolError::Unexpected(line.chars().take(200).collect());
     let (tag, text) = line.split_once(' ').ok_or_else(unexpected)?;
-    if crate::imap::framer::tag_of(tag.as_bytes()).is_none()
+    if crate::imap_wire::tag_of(tag.as_bytes()).is_none()
         && !(tag.len() <= 64 && tag.bytes().all(|b| b.is_ascii_graphic()))
     {
         return Err(unexpected());

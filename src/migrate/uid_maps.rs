@@ -1,5 +1,5 @@
-//! Writing the maps at the end of a move, inside the hold, after the final
-//! pass and before the flip: from the engine's sync state (source UID →
+//! Writing the clients' UID maps ([`crate::continuity`]) at the end of a
+//! move, inside the hold, after the final pass and before the flip: from the engine's sync state (source UID →
 //! destination UID, from APPENDUID or recognised by fingerprint) and both
 //! stores' STATUS, composed with the maps the user's clients see now.
 //!
@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::status::StatusDataItem;
 
-use super::map::{FolderMap, Snapshot, UserMap};
-use super::stored::{self, Place};
+use super::sync::Engine;
 use super::Error;
-use crate::migrate::sync::Engine;
+use crate::continuity::map::{FolderMap, Snapshot, UserMap};
+use crate::continuity::stored::{self, Place};
 use crate::store::imap::{quoted, Client, Status};
 
 /// What a move wrote.
@@ -261,8 +261,7 @@ pub async fn at_cutover(
             };
             let st = engine
                 .state
-                .load(user, &p.src.display())
-                .map_err(crate::migrate::Error::from)?;
+                .load(user, &p.src.display())?;
             let step = match s {
                 Some(s) if back => match (before, old_uids.remove(p.dst.as_slice()).flatten()) {
                     (Some(f), Some(uids))
@@ -339,7 +338,7 @@ pub async fn prior(
     let mut pair = engine.connect(user, password).await?;
     let maps = stored::load(&mut pair.src).await;
     tokio::join!(pair.src.logout(), pair.dst.logout());
-    maps
+    Ok(maps?)
 }
 
 /// Per-folder sizes, for logs.

@@ -7,9 +7,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::sync::Engine;
+use super::verify;
 use crate::events::{file_stem, now_unix};
-use crate::migrate::sync::Engine;
-use crate::migrate::verify;
 
 /// One folder.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

@@ -1,5 +1,6 @@
-//! Who is connected where: open relayed sessions per user, so a route change or
-//! an admin can close them (kick) and clients reconnect to the right store.
+//! Who is connected where: open relayed sessions per user, of every front
+//! end (IMAP, POP3, submission, ManageSieve), so a route change or an admin
+//! can close them (kick) and clients reconnect to the right store.
 //!
 //! Each session holds a child of the server's cancellation token; kicking
 //! cancels it, the same mechanism as a shutdown.

@@ -1,5 +1,7 @@
-//! Splits client bytes into whole IMAP commands (lines plus their literals)
-//! before anything is parsed, under line and literal limits.
+//! IMAP on the wire, shared by both sides: the framer that splits a client's
+//! bytes into whole commands (the front end's pre-auth core) and a store's
+//! bytes into whole responses (the store client), lines plus their literals,
+//! under line and literal limits, before anything is parsed.
 //!
 //! Framing first means a malformed or oversized command is discarded at a
 //! message boundary, and literal bytes are never mistaken for a command. Unlike
