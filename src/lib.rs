@@ -41,10 +41,12 @@
 //!   per store (`store::smtp::Conn`, opened by `Store::delivery`);
 //!   the mixed outcome goes to `smtp::queue`, retried by `smtp::retry`
 //!   (resolving again).
-//! - A migration: `migrate::sync::Engine::pass` plans folders, then per folder
-//!   recognises what is there (fingerprints, intents of batches in flight),
-//!   copies in source UID order through `store::imap::Client`, pushes flags,
-//!   copies Sieve scripts; `migrate::cutover` holds, runs the final pass,
+//! - A migration: `migrate::sync::Engine::pass` plans folders (one pipelined
+//!   STATUS round trip a side skips the unchanged ones), then per changed
+//!   folder runs the phases of `migrate::sync`: plan (open and list both
+//!   sides), expunge mirror, recognise what is there (fingerprints, intents
+//!   of batches in flight), copy in source UID order through
+//!   `store::imap::Client`, push flags; Sieve scripts meanwhile; `migrate::cutover` holds, runs the final pass,
 //!   writes the UID maps (`continuity`), flips `mailHost`; `App::logged_in`
 //!   starts a lazy migration from any front end's login.
 //!
