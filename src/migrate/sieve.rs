@@ -210,7 +210,10 @@ async fn copy_into(
         dst.set_active(want.as_deref()).await?;
         report.activated = true;
     }
-    tokio::join!(src.logout(), dst.logout());
+    // Not waited for: the goodbyes cost the pass nothing.
+    tokio::spawn(async move {
+        tokio::join!(src.logout(), dst.logout());
+    });
     Ok(())
 }
 

@@ -32,7 +32,7 @@ use super::message::Listed;
 use super::state::{Failed, FolderState, StateStore};
 use super::{Error, Reporter};
 use crate::metrics::METRICS;
-use crate::store::imap::{Client, Credentials, Reply, Status};
+use crate::store::imap::{Client, Credentials};
 use crate::store::{Store, StoreError};
 
 mod copy;
@@ -463,7 +463,7 @@ impl Engine {
         // nothing changed opens none beyond the first.
         let workers = self.opts.connections.max(1).min(changed.len());
         if workers == 0 {
-            tokio::join!(first.src.logout(), first.dst.logout());
+            hang_up(first);
             report.folders.sort_by(|a, b| a.folder.cmp(&b.folder));
             return Ok(report);
         }
@@ -556,7 +556,7 @@ impl Engine {
             }
         }
         if let Some(c) = conn {
-            tokio::join!(c.src.logout(), c.dst.logout());
+            hang_up(c);
         }
         (reports, errors)
     }
@@ -705,6 +705,17 @@ impl Engine {
     }
 }
 
+/// Logs a pair out without the pass waiting for the stores' goodbyes (one
+/// round trip each); the connection slot is held until they are said.
+fn hang_up(c: Pair2) {
+    tokio::spawn(
+        async move {
+            tokio::join!(c.src.logout(), c.dst.logout());
+        }
+        .in_current_span(),
+    );
+}
+
 /// The name of a migration's span (see [`Engine::span`]).
 const MIGRATION_SPAN: &str = "migration";
 
@@ -727,23 +738,4 @@ struct FolderCtx<'a> {
     paced: bool,
 }
 
-/// A reply that must be `OK`, or the refusal as [`Client::run`] words it.
-fn refused(c: &Client, command: &str, reply: Reply) -> Result<Reply, StoreError> {
-    if reply.status == Status::Ok {
-        return Ok(reply);
-    }
-    let temporary = crate::store::imap::response::Tagged {
-        tag: String::new(),
-        status: reply.status,
-        text: reply.text.clone(),
-    }
-    .is_temporary();
-    Err(StoreError {
-        store: c.store().to_string(),
-        error: crate::store::Error::Refused {
-            command: command.to_string(),
-            reply: reply.text,
-            temporary,
-        },
-    })
-}
+use super::folders::ok as refused;
