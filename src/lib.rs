@@ -53,14 +53,16 @@
 //!   the mixed outcome goes to `smtp::queue`, retried by `smtp::retry`
 //!   (resolving again).
 //! - A migration: `migrate::sync::Engine::pass` plans folders
-//!   (`store::imap::folders` lists them), then per folder recognises what is
-//!   there (fingerprints, intents of batches in flight), copies in source UID
-//!   order through `store::imap::Client`, pushes flags, copies Sieve scripts,
-//!   reporting `progress` events; `migrate::cutover` holds, runs the final
-//!   pass, writes the UID maps (`migrate::uid_maps` into `continuity`'s
-//!   store), flips `mailHost` (attributes from `directory::schema`), keeps a
-//!   `migrate::report`; `App::logged_in` starts a lazy migration from any
-//!   front end's login.
+//!   (`store::imap::folders` lists them; one pipelined STATUS round trip a
+//!   side skips the unchanged ones), then per changed folder runs the phases
+//!   of `migrate::sync`: plan (open and list both sides), expunge mirror,
+//!   recognise what is there (fingerprints, intents of batches in flight),
+//!   copy in source UID order through `store::imap::Client`, push flags;
+//!   Sieve scripts meanwhile, reporting `progress` events. `migrate::cutover`
+//!   holds, runs the final pass, writes the UID maps (`migrate::uid_maps` into
+//!   `continuity`'s store), flips `mailHost` (attributes from
+//!   `directory::schema`), keeps a `migrate::report`; `App::logged_in` starts
+//!   a lazy migration from any front end's login.
 //!
 //! Dependencies form a DAG (`tests/layout.rs` fails on a cycle and prints
 //! it): `server` → `admin` and the front ends (`imap`, `pop3`, `submission`,

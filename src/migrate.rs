@@ -3,7 +3,9 @@
 //!
 //! - [`folders`]: listing, namespace/delimiter translation, SPECIAL-USE mapping.
 //! - [`message`]: listings, whole messages, fingerprints.
-//! - [`sync`]: one pass of one user (copy, flags, expunges, fingerprint matching).
+//! - [`sync`]: one pass of one user, in phases: plan, expunge mirror,
+//!   fingerprint match, copy, flags (one file each under `sync/`), and the
+//!   sweep after a cutover.
 //! - [`state`]: the UID maps and modseqs under `state_dir` (a cache).
 //! - [`verify`]: folder-by-folder comparison of the two mailboxes.
 //! - [`uid_maps`]: the clients' UID maps written at cutover and rollback.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::sync::{Engine, PassReport};
 use super::{Error, Reporter};
@@ -77,26 +78,7 @@ fn now_unix() -> u64 {
 
 /// GeneralizedTime, UTC: `20261201183512Z`.
 fn generalized_time() -> String {
-    let secs = now_unix() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}{m:02}{d:02}{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string()
 }
 
 /// `instance-id until-unix-time` → (owner, until); a malformed lease counts as expired.
@@ -244,6 +226,11 @@ impl Mover {
     /// a restart): claims the lease by compare-and-swap, then finishes the
     /// cutover when the final pass completes, or undoes the hold.
     pub async fn resolve_hold(&self, user: &str) -> Result<Resolved, Error> {
+        let span = self.forward.span(user, "resolve");
+        self.resolve_hold_in_span(user).instrument(span).await
+    }
+
+    async fn resolve_hold_in_span(&self, user: &str) -> Result<Resolved, Error> {
         let mut e = self.entry(user).await?;
         let held = e
             .status
@@ -316,7 +303,7 @@ impl Mover {
     /// Sets the user active again if mailshift's hold is still on.
     async fn undo_if_held(&self, user: &str) {
         let Ok(now) = self.entry(user).await else {
-            tracing::error!(user, "could not read the entry to undo the hold; the lease expiry will let another instance resolve it");
+            tracing::error!("could not read the entry to undo the hold; the lease expiry will let another instance resolve it");
             return;
         };
         let held = now
@@ -333,7 +320,7 @@ impl Mover {
                 Some("active"),
             );
             if let Err(undo) = self.apply(&now, mods, "undo hold").await {
-                tracing::error!(user, error = %undo, "could not undo the hold; the lease expiry will let another instance resolve it");
+                tracing::error!(error = %undo, "could not undo the hold; the lease expiry will let another instance resolve it");
             }
         }
     }
@@ -442,7 +429,10 @@ impl Mover {
         password: Option<&[u8]>,
         reporter: Arc<dyn Reporter>,
     ) -> Result<CutoverReport, Error> {
-        self.switch(user, true, password, reporter).await
+        let span = self.forward.span(user, "cutover");
+        self.switch(user, true, password, reporter)
+            .instrument(span)
+            .await
     }
 
     /// Rolls one user back (new → old), copying back what arrived meanwhile.
@@ -451,7 +441,10 @@ impl Mover {
         user: &str,
         reporter: Arc<dyn Reporter>,
     ) -> Result<CutoverReport, Error> {
-        self.switch(user, false, None, reporter).await
+        let span = self.backward.span(user, "rollback");
+        self.switch(user, false, None, reporter)
+            .instrument(span)
+            .await
     }
 
     async fn switch(
@@ -566,10 +559,10 @@ impl Mover {
                 r.hold_seconds = Some(report.hold_seconds);
                 r.mailhost = Some(report.mailhost.clone());
                 if let Err(e) = r.keep(&self.state_dir) {
-                    tracing::warn!(user, error = %e, "report not written");
+                    tracing::warn!(error = %e, "report not written");
                 }
             }
-            Err(e) => tracing::warn!(user, error = %e, "no report after the cutover"),
+            Err(e) => tracing::warn!(error = %e, "no report after the cutover"),
         }
     }
 
@@ -585,7 +578,7 @@ impl Mover {
                 // A directory blip is no reason to abandon the move while the
                 // lease still holds; past it, another instance may take over.
                 Err(err) if parse_lease(ours.as_deref()).1 > now_unix() + 1 => {
-                    tracing::warn!(user, error = %err, "lease renewal failed; retrying");
+                    tracing::warn!(error = %err, "lease renewal failed; retrying");
                     continue;
                 }
                 Err(err) => return err,
@@ -714,7 +707,7 @@ impl Mover {
                     before.or(Some("active")),
                 );
                 if let Err(undo) = self.apply(e, mods, "undo hold").await {
-                    tracing::error!(user, error = %undo, "could not undo the hold; set mailUserStatus back by hand");
+                    tracing::error!(error = %undo, "could not undo the hold; set mailUserStatus back by hand");
                 }
                 return Err(Error::Incomplete(why));
             }
@@ -735,7 +728,7 @@ impl Mover {
                     before.or(Some("active")),
                 );
                 if let Err(undo) = self.apply(e, mods, "undo hold").await {
-                    tracing::error!(user, error = %undo, "could not undo the hold; set mailUserStatus back by hand");
+                    tracing::error!(error = %undo, "could not undo the hold; set mailUserStatus back by hand");
                 }
                 return Err(why);
             }
@@ -773,12 +766,11 @@ impl Mover {
         let hold_ms = ((report.hold_seconds * 1000.0) as u64).to_string();
         let hold = vec![Mod::Replace(schema::HOLD.to_string(), set(&hold_ms))];
         if let Err(err) = self.ldap.modify(&e.dn, hold).await {
-            tracing::debug!(user, error = %err, "hold time not published");
+            tracing::debug!(error = %err, "hold time not published");
         }
         report.mailhost = target.to_string();
         METRICS.cutover_hold.observe(report.hold_seconds);
         tracing::info!(
-            user,
             mailhost = target,
             hold_ms = (report.hold_seconds * 1000.0) as u64,
             "cut over"

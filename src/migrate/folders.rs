@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+pub(crate) use crate::store::imap::client::ok;
 use crate::store::imap::{quoted, Client, Status};
 use crate::store::StoreError as Error;
 

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use imap_codec::imap_types::fetch::MessageDataItem;
 use imap_codec::imap_types::flag::{Flag, FlagFetch};
 use imap_codec::imap_types::response::Data;
+use mail_parser::{HeaderName, MessageParser};
 
 use crate::store::imap::Reply;
 
@@ -72,28 +73,30 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The first Message-ID field of a header block as the store holds it,
+/// unfolded and trimmed (empty when absent). mail-parser finds the field
+/// (names in any case, folded values, the end of the block); the value is
+/// the raw one, not mail-parser's parsed id, which drops the angle brackets
+/// and comments: fingerprints must stay what earlier versions computed,
+/// because the sync state keeps some ([`super::state::Ghost`]) and a changed
+/// one would never match again.
 fn message_id(header: &[u8]) -> String {
-    // Header names are case-insensitive; values may be folded onto the next line.
-    let text = String::from_utf8_lossy(header);
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
-        // Compare bytes: a raw UTF-8 header may put a multibyte character
-        // across byte 11, where slicing the str would panic.
-        let name = line.as_bytes().get(..11);
-        if name.is_some_and(|n| n.eq_ignore_ascii_case(b"message-id:")) {
-            let mut value = line.get(11..).unwrap_or("").trim().to_string();
-            while let Some(next) = lines.peek() {
-                if next.starts_with(' ') || next.starts_with('\t') {
-                    value.push_str(next.trim());
-                    lines.next();
-                } else {
-                    break;
-                }
-            }
-            return value;
-        }
-    }
-    String::new()
+    let Some(parsed) = MessageParser::new().parse_headers(header) else {
+        return String::new();
+    };
+    parsed
+        .root_part()
+        .headers()
+        .iter()
+        .find(|h| h.name == HeaderName::MessageId)
+        .and_then(|h| header.get(h.offset_start as usize..h.offset_end as usize))
+        .map(|raw| {
+            String::from_utf8_lossy(raw)
+                .split('\n')
+                .map(str::trim)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads `UID FETCH ... (UID FLAGS [RFC822.SIZE])` responses.
@@ -227,6 +230,69 @@ mod tests {
     fn uid_sets_are_compact() {
         assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
         assert_eq!(uid_set(&[4]), "4");
+    }
+
+    /// The hand-written reader of earlier versions: fingerprints (some kept
+    /// in the sync state) must come out the same.
+    fn message_id_before(header: &[u8]) -> String {
+        let text = String::from_utf8_lossy(header);
+        let mut lines = text.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            let name = line.as_bytes().get(..11);
+            if name.is_some_and(|n| n.eq_ignore_ascii_case(b"message-id:")) {
+                let mut value = line.get(11..).unwrap_or("").trim().to_string();
+                while let Some(next) = lines.peek() {
+                    if next.starts_with(' ') || next.starts_with('\t') {
+                        value.push_str(next.trim());
+                        lines.next();
+                    } else {
+                        break;
+                    }
+                }
+                return value;
+            }
+        }
+        String::new()
+    }
+
+    #[test]
+    fn message_ids_are_what_earlier_versions_read() {
+        let cases: [&[u8]; 12] = [
+            b"Subject: x\r\nMESSAGE-ID:\r\n <a@b>\r\n\r\n",
+            b"Subject: x\r\n\r\n",
+            b"From: a@b\r\nMessage-Id: <plain@example.org>\r\nSubject: hi\r\n\r\n",
+            // Folded inside the id, with a tab.
+            b"Message-ID: <left\r\n\tright@example.org>\r\n\r\n",
+            // A comment after the id, and an id without brackets.
+            b"Message-ID: <a@b> (sent by x)\r\n\r\n",
+            b"Message-ID: not-bracketed@example.org\r\n\r\n",
+            // Encoded words and folding in the fields around it.
+            b"Subject: =?UTF-8?B?w6TDtsO8?=\r\n =?ISO-8859-1?Q?caf=E9?=\r\nMessage-ID: <enc@x>\r\n\r\n",
+            b"To: \"=?utf-8?q?J=C3=B6rg?=\" <j@x>,\r\n\tother@x\r\nmessage-id:<tight@x>\r\n\r\n",
+            // Two of them: the first counts.
+            b"Message-ID: <first@x>\r\nMessage-ID: <second@x>\r\n\r\n",
+            // Bare LF line ends, and raw 8-bit bytes in the id.
+            b"From: a\nMessage-Id: <lf@x>\n\n",
+            b"From: a\r\nMessage-Id: <x@\xff\xfe>\r\n\r\n",
+            // A continuation line that merely starts like the field.
+            b"Subject: a\r\n Message-ID: <not-a-field@x>\r\n\r\n",
+        ];
+        for case in cases {
+            assert_eq!(
+                message_id(case),
+                message_id_before(case),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        assert_eq!(
+            message_id(b"Message-ID: <left\r\n\tright@example.org>\r\n\r\n"),
+            "<leftright@example.org>"
+        );
+        assert_eq!(
+            message_id(b"Subject: a\r\n Message-ID: <not-a-field@x>\r\n\r\n"),
+            ""
+        );
     }
 
     #[test]

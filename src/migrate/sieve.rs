@@ -146,7 +146,8 @@ pub async fn copy(
         return report;
     }
     if let Err(e) = copy_into(from, to, user, password, dry_run, &mut report).await {
-        tracing::warn!(user = %user, from = from.name(), to = to.name(), error = %e, "Sieve scripts not copied");
+        // Inside the pass's span: user and stores are on it.
+        tracing::warn!(error = %e, "Sieve scripts not copied");
         report.error = Some(e.to_string());
     }
     for (result, n) in [
@@ -157,7 +158,7 @@ pub async fn copy(
         SIEVE.scripts.with_label_values(&[result]).inc_by(n as u64);
     }
     for r in &report.refused {
-        tracing::warn!(user = %user, to = to.name(), script = %r.name, reason = %r.reason, "Sieve script refused by the destination");
+        tracing::warn!(script = %r.name, reason = %r.reason, "Sieve script refused by the destination");
     }
     report
 }
@@ -209,7 +210,10 @@ async fn copy_into(
         dst.set_active(want.as_deref()).await?;
         report.activated = true;
     }
-    tokio::join!(src.logout(), dst.logout());
+    // Not waited for: the goodbyes cost the pass nothing.
+    tokio::spawn(async move {
+        tokio::join!(src.logout(), dst.logout());
+    });
     Ok(())
 }
 

@@ -3,9 +3,12 @@
 //! messages that failed. An embedded redb database, one value per folder.
 //!
 //! It is a cache: with it gone, a pass matches destination messages by
-//! fingerprint and copies nothing twice. It is written after every batch, so
-//! a pass killed at any moment loses at most one batch of map entries, which
-//! the next pass recovers by fingerprint.
+//! fingerprint and copies nothing twice. It is written with every batch's
+//! intent (the last batch's map with the folder's closing save), so a pass
+//! killed at any moment loses at most one batch of map entries, which the
+//! next pass recovers by fingerprint. The engine commits (redb fsyncs) on
+//! blocking threads ([`StateStore::save`]); a folder that did not change is
+//! not written at all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,11 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const FOLDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("folders");
+
+/// How often, and how far apart, opening a user's file is tried while
+/// another process holds it: five seconds in all.
+const OPEN_TRIES: u32 = 50;
+const OPEN_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -168,29 +176,65 @@ impl StateStore {
         }
     }
 
-    fn db(&self, user: &str) -> Result<Arc<Database>, Error> {
-        let k = user.to_lowercase();
+    fn opened(&self, user: &str) -> Option<Arc<Database>> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&user.to_lowercase()).map(Arc::clone)
+    }
+
+    /// Keeps the first database opened for a user (two tasks may race).
+    fn keep(&self, user: &str, db: Database) -> Arc<Database> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(db) = open.get(&k) {
-            return Ok(Arc::clone(db));
+        Arc::clone(
+            open.entry(user.to_lowercase())
+                .or_insert_with(|| Arc::new(db)),
+        )
+    }
+
+    /// The user's database, opened on this (blocking) thread: for callers
+    /// outside the runtime (the CLI's status) or in `spawn_blocking`.
+    fn db(&self, user: &str) -> Result<Arc<Database>, Error> {
+        if let Some(db) = self.opened(user) {
+            return Ok(db);
         }
         let path = self.dir.join(file_name(user));
         // Another process may have this user's file open for a moment
         // (status, a sweep): wait a little rather than fail.
         let mut tries = 0;
-        let db = loop {
+        loop {
             match Database::create(&path) {
-                Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 50 => {
+                Ok(db) => return Ok(self.keep(user, db)),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < OPEN_TRIES => {
                     tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    std::thread::sleep(OPEN_RETRY);
                 }
                 Err(e) => return Err(self.err(user, e)),
             }
-        };
-        let db = Arc::new(db);
-        open.insert(k, Arc::clone(&db));
-        Ok(db)
+        }
+    }
+
+    /// The user's database for the engine: opened (file I/O, a recovery
+    /// after a crash) on a blocking thread, and the wait for another process
+    /// to let go of the file is a tokio sleep, never a runtime thread's.
+    async fn db_async(&self, user: &str) -> Result<Arc<Database>, Error> {
+        let path = self.dir.join(file_name(user));
+        let mut tries = 0;
+        loop {
+            // Checked on every try: another task of this process may have
+            // opened it meanwhile (redb refuses a second open in-process too).
+            if let Some(db) = self.opened(user) {
+                return Ok(db);
+            }
+            let p = path.clone();
+            match blocking(move || Database::create(p)).await {
+                Ok(Ok(db)) => return Ok(self.keep(user, db)),
+                Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if tries < OPEN_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(OPEN_RETRY).await;
+                }
+                Ok(Err(e)) => return Err(self.err(user, e)),
+                Err(e) => return Err(self.err(user, e)),
+            }
+        }
     }
 
     /// Closes a user's file (end of a pass).
@@ -201,34 +245,59 @@ impl StateStore {
             .remove(&user.to_lowercase());
     }
 
-    /// The stored state of a folder (default when none).
+    /// The stored state of a folder (default when none). Blocks: for
+    /// callers outside the runtime or in `spawn_blocking`.
     pub fn load(&self, user: &str, folder: &str) -> Result<FolderState, Error> {
         let db = self.db(user)?;
-        let tx = db.begin_read().map_err(|e| self.err(user, e))?;
-        let table = match tx.open_table(FOLDERS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FolderState::default()),
-            Err(e) => return Err(self.err(user, e)),
-        };
-        match table.get(key(folder)).map_err(|e| self.err(user, e))? {
-            // An unreadable value is a cache miss, not an error: fingerprints recover.
-            Some(v) => Ok(serde_json::from_slice(v.value()).unwrap_or_default()),
-            None => Ok(FolderState::default()),
+        read(&db, folder).map_err(|e| self.err(user, e))
+    }
+
+    /// Stores a folder's state durably (the commit fsyncs: this blocks).
+    pub fn save_blocking(
+        &self,
+        user: &str,
+        folder: &str,
+        state: &FolderState,
+    ) -> Result<(), Error> {
+        let value = serde_json::to_vec(state).map_err(|e| self.err(user, e))?;
+        let db = self.db(user)?;
+        write(&db, folder, &value).map_err(|e| self.err(user, e))
+    }
+
+    /// Stores a folder's state durably; the commit and its fsync run on a
+    /// blocking thread, not on the runtime's.
+    pub async fn save(&self, user: &str, folder: &str, state: &FolderState) -> Result<(), Error> {
+        let value = serde_json::to_vec(state).map_err(|e| self.err(user, e))?;
+        let db = self.db_async(user).await?;
+        let folder = folder.to_string();
+        match blocking(move || write(&db, &folder, &value)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.err(user, e)),
+            Err(e) => Err(self.err(user, e)),
         }
     }
 
-    /// Stores a folder's state durably.
-    pub fn save(&self, user: &str, folder: &str, state: &FolderState) -> Result<(), Error> {
-        let value = serde_json::to_vec(state).map_err(|e| self.err(user, e))?;
-        let db = self.db(user)?;
-        let tx = db.begin_write().map_err(|e| self.err(user, e))?;
-        {
-            let mut table = tx.open_table(FOLDERS).map_err(|e| self.err(user, e))?;
-            table
-                .insert(key(folder), value.as_slice())
-                .map_err(|e| self.err(user, e))?;
+    /// The stored state of a folder (default when none), read on a blocking
+    /// thread.
+    pub async fn load_async(&self, user: &str, folder: &str) -> Result<FolderState, Error> {
+        let db = self.db_async(user).await?;
+        let folder = folder.to_string();
+        match blocking(move || read(&db, &folder)).await {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(e)) => Err(self.err(user, e)),
+            Err(e) => Err(self.err(user, e)),
         }
-        tx.commit().map_err(|e| self.err(user, e))
+    }
+
+    /// Every folder stored for a user, in one read transaction on a blocking
+    /// thread (a pass reads them all before it talks to the stores).
+    pub async fn folders_async(&self, user: &str) -> Result<HashMap<String, FolderState>, Error> {
+        let db = self.db_async(user).await?;
+        match blocking(move || read_all(&db)).await {
+            Ok(Ok(all)) => Ok(all.into_iter().collect()),
+            Ok(Err(e)) => Err(self.err(user, e)),
+            Err(e) => Err(self.err(user, e)),
+        }
     }
 
     /// Every user with stored state.
@@ -245,30 +314,94 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Every folder stored for a user, with its state.
+    /// Every folder stored for a user, with its state. Blocks (see
+    /// [`load`](Self::load)).
     pub fn folders(&self, user: &str) -> Result<Vec<(String, FolderState)>, Error> {
         let db = self.db(user)?;
-        let tx = db.begin_read().map_err(|e| self.err(user, e))?;
-        let table = match tx.open_table(FOLDERS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(user, e)),
-        };
-        let mut out = Vec::new();
-        for item in table.iter().map_err(|e| self.err(user, e))? {
-            let (k, v) = item.map_err(|e| self.err(user, e))?;
-            out.push((
-                k.value().to_string(),
-                serde_json::from_slice(v.value()).unwrap_or_default(),
-            ));
-        }
-        Ok(out)
+        read_all(&db).map_err(|e| self.err(user, e))
     }
+}
+
+/// Runs blocking file work (redb commits fsync) off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(work).await
+}
+
+/// Why a read or write failed, in words (the caller names the file).
+fn why(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn read(db: &Database, folder: &str) -> Result<FolderState, String> {
+    let tx = db.begin_read().map_err(why)?;
+    let table = match tx.open_table(FOLDERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FolderState::default()),
+        Err(e) => return Err(why(e)),
+    };
+    Ok(match table.get(key(folder)).map_err(why)? {
+        // An unreadable value is a cache miss, not an error: fingerprints recover.
+        Some(v) => serde_json::from_slice(v.value()).unwrap_or_default(),
+        None => FolderState::default(),
+    })
+}
+
+fn read_all(db: &Database) -> Result<Vec<(String, FolderState)>, String> {
+    let tx = db.begin_read().map_err(why)?;
+    let table = match tx.open_table(FOLDERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(why(e)),
+    };
+    let mut out = Vec::new();
+    for item in table.iter().map_err(why)? {
+        let (k, v) = item.map_err(why)?;
+        out.push((
+            k.value().to_string(),
+            serde_json::from_slice(v.value()).unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}
+
+fn write(db: &Database, folder: &str, value: &[u8]) -> Result<(), String> {
+    let tx = db.begin_write().map_err(why)?;
+    {
+        let mut table = tx.open_table(FOLDERS).map_err(why)?;
+        table.insert(key(folder), value).map_err(why)?;
+    }
+    tx.commit().map_err(why)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_engine_reads_and_writes_off_the_runtime_threads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path()).expect("open");
+        let mut s = FolderState::default();
+        s.reset(3, 4);
+        s.map.insert(5, 50);
+        store.save("carol", "Sent", &s).await.expect("save");
+        store
+            .save("carol", "INBOX", &FolderState::default())
+            .await
+            .expect("save");
+        assert_eq!(store.load_async("Carol", "Sent").await.expect("load"), s);
+        let all = store.folders_async("carol").await.expect("all");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all.get("Sent"), Some(&s));
+        // The blocking readers see the same file.
+        assert_eq!(store.load("carol", "Sent").expect("load"), s);
+        assert_eq!(
+            store.load_async("nobody", "INBOX").await.expect("load"),
+            FolderState::default()
+        );
+    }
 
     #[test]
     fn round_trip_per_user_and_folder() {
@@ -281,9 +414,9 @@ mod tests {
         let mut s = FolderState::default();
         s.reset(7, 9);
         s.map.insert(1, 100);
-        store.save("Alice", "INBOX", &s).expect("save");
+        store.save_blocking("Alice", "INBOX", &s).expect("save");
         store
-            .save("bob", "INBOX", &FolderState::default())
+            .save_blocking("bob", "INBOX", &FolderState::default())
             .expect("save");
         assert_eq!(store.load("alice", "INBOX").expect("load"), s);
         let folders = store.folders("alice").expect("list");

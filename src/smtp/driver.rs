@@ -628,36 +628,9 @@ fn received(core: &Session, peer: SocketAddr, hostname: &str, id: &str, rcpts: &
 
 /// An RFC 5322 date in UTC, e.g. `Mon, 01 Jan 2024 12:00:00 +0000`.
 pub fn rfc5322_date(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[days.rem_euclid(7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%a, %d %b %Y %H:%M:%S +0000")
+        .to_string()
 }
 
 /// Sends DATA to every store with recipients; `Ok` when at least one said 354.
@@ -857,7 +830,7 @@ async fn data_end(
                 client: peer.ip().to_string(),
             };
             let spool = std::mem::replace(&mut t.spool, shared.queue.spool("unused"));
-            match shared.queue.add(spool, entry) {
+            match shared.queue.add(spool, entry).await {
                 Ok(()) => {
                     rcpt_count("queued", temp.len());
                     for l in &t.legs {
@@ -881,7 +854,7 @@ async fn data_end(
         }
         if !perm.is_empty() && reply.starts_with('2') {
             rcpt_count("permfail", perm.len());
-            bounce(shared, &t.id, &from, &perm, peer);
+            bounce(shared, &t.id, &from, &perm, peer).await;
         }
         (reply, result)
     };
@@ -912,7 +885,7 @@ async fn data_end(
 }
 
 /// Queues a DSN to `from` for recipients refused after end-of-data.
-fn bounce(
+async fn bounce(
     shared: &Arc<Shared>,
     id: &str,
     from: &str,
@@ -934,5 +907,26 @@ fn bounce(
         last_error: String::new(),
         client: peer.ip().to_string(),
     };
-    super::retry::send_dsn(shared, &entry, failed, b"");
+    super::retry::send_dsn(shared, &entry, failed, b"").await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::rfc5322_date;
+
+    #[test]
+    fn dates_are_rfc5322_in_utc() {
+        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_704_110_400)),
+            "Mon, 01 Jan 2024 12:00:00 +0000"
+        );
+        // A leap day, a single-digit day, late in the day.
+        assert_eq!(
+            rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
+            "Thu, 29 Feb 2024 23:59:59 +0000"
+        );
+    }
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mail_parser::MessageParser;
 use serde::{Deserialize, Serialize};
 
 /// Message bytes kept in memory during a transaction before they spill to a
@@ -123,6 +124,15 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Runs file work that fsyncs on a blocking thread.
+async fn blocking(
+    work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
@@ -206,25 +216,31 @@ impl Queue {
     }
 
     /// Writes the message and its envelope durably. Only after `Ok` may the
-    /// client be told `250`.
-    pub fn add(&self, spool: Spool, entry: Entry) -> std::io::Result<()> {
+    /// client be told `250`. The writes and their fsyncs run on a blocking
+    /// thread, never on the runtime's.
+    pub async fn add(&self, spool: Spool, entry: Entry) -> std::io::Result<()> {
         if spool.failed {
             return Err(std::io::Error::other("message spool incomplete"));
         }
         let eml = self.message_path(&entry.id);
-        let mut spool = spool;
-        match spool.file.take() {
-            Some((f, path)) => {
-                f.sync_all()?;
-                std::fs::rename(&path, &eml)?;
+        let envelope = self.envelope_path(&entry.id);
+        let json = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+        blocking(move || {
+            let mut spool = spool;
+            match spool.file.take() {
+                Some((f, path)) => {
+                    f.sync_all()?;
+                    std::fs::rename(&path, &eml)?;
+                }
+                None => {
+                    let mut f = std::fs::File::create(&eml)?;
+                    f.write_all(&spool.mem)?;
+                    f.sync_all()?;
+                }
             }
-            None => {
-                let mut f = std::fs::File::create(&eml)?;
-                f.write_all(&spool.mem)?;
-                f.sync_all()?;
-            }
-        }
-        self.commit(&entry)?;
+            write_durably(&envelope, &json)
+        })
+        .await?;
         self.lock().insert(entry.id.clone(), entry);
         crate::metrics::METRICS.smtp_queue.set(self.len() as i64);
         self.added.notify_one();
@@ -232,29 +248,31 @@ impl Queue {
     }
 
     /// Adds a message given whole (a DSN).
-    pub fn add_bytes(&self, bytes: &[u8], entry: Entry) -> std::io::Result<()> {
+    pub async fn add_bytes(&self, bytes: &[u8], entry: Entry) -> std::io::Result<()> {
         let mut spool = self.spool(&entry.id);
         spool.write(bytes);
-        self.add(spool, entry)
-    }
-
-    fn commit(&self, entry: &Entry) -> std::io::Result<()> {
-        let json = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        write_durably(&self.envelope_path(&entry.id), &json)
+        self.add(spool, entry).await
     }
 
     /// Records an attempt that left recipients owed.
-    pub fn update(&self, entry: Entry) -> std::io::Result<()> {
-        self.commit(&entry)?;
+    pub async fn update(&self, entry: Entry) -> std::io::Result<()> {
+        let envelope = self.envelope_path(&entry.id);
+        let json = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+        blocking(move || write_durably(&envelope, &json)).await?;
         self.lock().insert(entry.id.clone(), entry);
         Ok(())
     }
 
     /// Removes an entry whose recipients are all settled.
-    pub fn remove(&self, id: &str) {
-        let _ = std::fs::remove_file(self.envelope_path(id));
-        let _ = std::fs::remove_file(self.message_path(id));
-        let _ = sync_dir(&self.dir.join("msg"));
+    pub async fn remove(&self, id: &str) {
+        let (envelope, message) = (self.envelope_path(id), self.message_path(id));
+        let msg_dir = self.dir.join("msg");
+        let _ = blocking(move || {
+            let _ = std::fs::remove_file(envelope);
+            let _ = std::fs::remove_file(message);
+            sync_dir(&msg_dir)
+        })
+        .await;
         self.lock().remove(id);
         crate::metrics::METRICS.smtp_queue.set(self.len() as i64);
     }
@@ -368,18 +386,30 @@ pub fn dot_stuff_and_end(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The header block of a stored message (wire form), for a DSN.
+/// The header block of a stored message (wire form), for a DSN: its fields
+/// as mail-parser delimits them (folded lines kept, the blank line and the
+/// body left out), dot-stuffing undone.
 pub fn headers_of(path: &Path) -> Vec<u8> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 2)
-        .unwrap_or(bytes.len().min(64 * 1024));
-    let mut out = Vec::new();
-    for l in bytes[..end].split_inclusive(|&b| b == b'\n') {
+    let message = undo_dot_stuffing(&bytes);
+    let end = MessageParser::new()
+        .parse_headers(&message)
+        .and_then(|m| {
+            m.root_part()
+                .headers()
+                .last()
+                .map(|h| h.offset_end as usize)
+        })
+        .unwrap_or(0);
+    message.get(..end).unwrap_or_default().to_vec()
+}
+
+/// A message from its wire form: a leading dot taken off every line.
+fn undo_dot_stuffing(wire: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(wire.len());
+    for l in wire.split_inclusive(|&b| b == b'\n') {
         out.extend_from_slice(l.strip_prefix(b".").unwrap_or(l));
     }
     out
@@ -403,14 +433,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn entries_survive_a_reopen_and_half_written_ones_do_not() {
+    #[tokio::test]
+    async fn entries_survive_a_reopen_and_half_written_ones_do_not() {
         let dir = tempfile::tempdir().expect("tmp");
         {
             let q = Queue::open(dir.path()).expect("open");
             let mut s = q.spool("one");
             s.write(b"Subject: x\r\n\r\nhi\r\n.\r\n");
-            q.add(s, entry("one")).expect("add");
+            q.add(s, entry("one")).await.expect("add");
             // A crash between the message and its envelope.
             std::fs::write(q.message_path("two"), b"x").expect("write");
         }
@@ -421,12 +451,12 @@ mod tests {
             std::fs::read(q.message_path("one")).expect("read"),
             b"Subject: x\r\n\r\nhi\r\n.\r\n"
         );
-        q.remove("one");
+        q.remove("one").await;
         assert!(Queue::open(dir.path()).expect("again").is_empty());
     }
 
-    #[test]
-    fn big_messages_spill_to_a_file_and_are_renamed_into_the_queue() {
+    #[tokio::test]
+    async fn big_messages_spill_to_a_file_and_are_renamed_into_the_queue() {
         let dir = tempfile::tempdir().expect("tmp");
         let q = Queue::open(dir.path()).expect("open");
         let mut s = q.spool("big");
@@ -435,7 +465,7 @@ mod tests {
             s.write(&chunk);
         }
         assert!(s.file.is_some());
-        q.add(s, entry("big")).expect("add");
+        q.add(s, entry("big")).await.expect("add");
         assert_eq!(
             std::fs::metadata(q.message_path("big"))
                 .expect("meta")
@@ -448,6 +478,26 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn a_dsn_quotes_the_header_block_folded_as_sent() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("m.eml");
+        // Wire form: a header line and a body line dot-stuffed, folded and
+        // encoded fields, ending CRLF.CRLF.
+        std::fs::write(
+            &path,
+            b"Subject: =?UTF-8?Q?caf=C3=A9?=\r\n =?UTF-8?B?w6TDtg==?=\r\n\
+              ..dotted: x\r\nTo: a@x,\r\n\tb@x\r\n\r\nbody\r\n..line\r\n.\r\n",
+        )
+        .expect("write");
+        assert_eq!(
+            String::from_utf8(headers_of(&path)).expect("utf8"),
+            "Subject: =?UTF-8?Q?caf=C3=A9?=\r\n =?UTF-8?B?w6TDtg==?=\r\n\
+             .dotted: x\r\nTo: a@x,\r\n\tb@x\r\n"
+        );
+        assert!(headers_of(&dir.path().join("gone.eml")).is_empty());
     }
 
     #[test]

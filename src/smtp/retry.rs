@@ -160,23 +160,23 @@ async fn attempt(shared: &Arc<Shared>, mut entry: Entry) {
             .with_label_values(&["permfail"])
             .inc_by(failed.len() as u64);
         let headers = queue::headers_of(&path);
-        send_dsn(shared, &entry, &failed, &headers);
+        send_dsn(shared, &entry, &failed, &headers).await;
     }
     if owed.is_empty() {
-        shared.queue.remove(&entry.id);
+        shared.queue.remove(&entry.id).await;
         return;
     }
     entry.rcpts = owed.iter().map(|(r, _)| r.clone()).collect();
     entry.last_error = owed.first().map(|(_, w)| w.clone()).unwrap_or_default();
     entry.next_attempt_ms = queue::now_ms()
         + queue::backoff(shared.smtp.retry_interval, entry.attempts - 1).as_millis() as u64;
-    if let Err(e) = shared.queue.update(entry.clone()) {
+    if let Err(e) = shared.queue.update(entry.clone()).await {
         tracing::error!(id = %entry.id, error = %e, "retry queue update failed");
     }
 }
 
 /// Queues a DSN to the entry's sender about `failed` recipients.
-pub fn send_dsn(shared: &Shared, entry: &Entry, failed: &[(String, String)], headers: &[u8]) {
+pub async fn send_dsn(shared: &Shared, entry: &Entry, failed: &[(String, String)], headers: &[u8]) {
     if entry.from.is_empty() {
         tracing::warn!(id = %entry.id, "undeliverable bounce dropped (null sender)");
         return;
@@ -202,7 +202,7 @@ pub fn send_dsn(shared: &Shared, entry: &Entry, failed: &[(String, String)], hea
         last_error: String::new(),
         client: entry.client.clone(),
     };
-    match shared.queue.add_bytes(&message, dsn) {
+    match shared.queue.add_bytes(&message, dsn).await {
         Ok(()) => tracing::info!(id = %entry.id, dsn = %id, to = %entry.from, "DSN queued"),
         Err(e) => tracing::error!(id = %entry.id, error = %e, "DSN could not be queued"),
     }

@@ -645,3 +645,25 @@ fn replay(replies: &[u8], creds: &Credentials<'_>) -> Result<(Vec<String>, Vec<u
         }
     }
 }
+
+/// A reply that must be `OK`, or the refusal as [`Client::run`] words it
+/// (for replies read after pipelined commands).
+pub(crate) fn ok(client: &Client, command: &str, reply: Reply) -> Result<Reply, StoreError> {
+    if reply.status == Status::Ok {
+        return Ok(reply);
+    }
+    let temporary = super::response::Tagged {
+        tag: String::new(),
+        status: reply.status,
+        text: reply.text.clone(),
+    }
+    .is_temporary();
+    Err(StoreError {
+        store: client.store().to_string(),
+        error: Error::Refused {
+            command: command.to_string(),
+            reply: reply.text,
+            temporary,
+        },
+    })
+}

@@ -6,6 +6,7 @@ use imap_codec::imap_types::flag::FlagNameAttribute;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::Data;
 
+use super::client::ok;
 use super::Client;
 use crate::store::StoreError as Error;
 
@@ -80,13 +81,31 @@ fn parse_namespace(raw: &[u8]) -> Option<(Vec<u8>, u8)> {
 
 /// Lists a store's folders and its personal namespace.
 pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error> {
+    // LIST, LSUB and NAMESPACE written at once: one round trip.
     let extended = client.has("LIST-EXTENDED") && client.has("SPECIAL-USE");
-    let reply = if extended {
-        client
-            .run("LIST \"\" \"*\" RETURN (SPECIAL-USE SUBSCRIBED)")
-            .await?
+    let list = client.queue(if extended {
+        b"LIST \"\" \"*\" RETURN (SPECIAL-USE SUBSCRIBED)"
     } else {
-        client.run("LIST \"\" \"*\"").await?
+        b"LIST \"\" \"*\""
+    });
+    let lsub = (!extended).then(|| client.queue(b"LSUB \"\" \"*\""));
+    let namespace = client.has("NAMESPACE").then(|| client.queue(b"NAMESPACE"));
+    client.flush().await?;
+    let reply = client.reply(&list).await?;
+    let reply = ok(client, "LIST", reply)?;
+    let lsub = match lsub {
+        Some(tag) => {
+            let r = client.reply(&tag).await?;
+            Some(ok(client, "LSUB", r)?)
+        }
+        None => None,
+    };
+    let namespace = match namespace {
+        Some(tag) => {
+            let r = client.reply(&tag).await?;
+            Some(ok(client, "NAMESPACE", r)?)
+        }
+        None => None,
     };
     let mut folders = Vec::new();
     for data in reply.data() {
@@ -110,8 +129,7 @@ pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error
             });
         }
     }
-    if !extended {
-        let lsub = client.run("LSUB \"\" \"*\"").await?;
+    if let Some(lsub) = lsub {
         let subscribed: Vec<Vec<u8>> = lsub
             .data()
             .filter_map(|d| match d {
@@ -128,8 +146,7 @@ pub async fn list(client: &mut Client) -> Result<(Vec<Folder>, Namespace), Error
         prefix: Vec::new(),
         delimiter: fallback_delim,
     };
-    if client.has("NAMESPACE") {
-        let reply = client.run("NAMESPACE").await?;
+    if let Some(reply) = namespace {
         if let Some((prefix, delimiter)) =
             reply.untagged.iter().find_map(|r| parse_namespace(&r.raw))
         {
