@@ -247,7 +247,7 @@ fn run(target: Target, store_port: u16, map: &Arc<UserMap>) -> Figures {
                 Target::Splice => relay::relay_plain(&client, &store, counters(), &cancel).await,
                 _ => {
                     let mut t = Translator::new(map);
-                    relay::relay_translated(&mut client, &mut store, &mut t, counters(), &cancel)
+                    relay::relay_with(&mut client, &mut store, Some(&mut t), counters(), &cancel)
                         .await
                 }
             };
@@ -325,7 +325,7 @@ fn idle_memory(n: usize, translated: bool, map: &Arc<UserMap>) -> f64 {
             tokio::spawn(async move {
                 if translated {
                     let mut t = Translator::new(map);
-                    relay::relay_translated(&mut p, &mut s, &mut t, counters(), &cancel).await;
+                    relay::relay_with(&mut p, &mut s, Some(&mut t), counters(), &cancel).await;
                 } else {
                     relay::relay(&mut p, &mut s, counters(), &cancel).await;
                 }

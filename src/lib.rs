@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  front ends (client side, each a sans-I/O pre-auth core + an async driver):
-//!    imap        preauth, session, relay (bytes) | translate + relay::translating (UIDs kept)
+//!    imap        preauth, session, relay (bytes, optional Transform) | translate (UIDs kept)
 //!    pop3        preauth, session, uidl (UIDLs kept for moved users)
 //!    submission  preauth, session          managesieve  preauth, session
 //!    smtp        session, driver, queue, retry (inbound delivery)
@@ -33,8 +33,9 @@
 //!   pre-auth core frames and parses commands, `App::admit` looks the user up
 //!   (waiting out a hold), checks the password and picks the [`store::Store`],
 //!   the protocol's store client logs in (ID / XCLIENT with the client's
-//!   address; a bearer token passed unchanged), then bytes flow both ways —
-//!   through `imap::translate` for a user mailshift moved (old UIDs), through
+//!   address; a bearer token passed unchanged), then bytes flow both ways in
+//!   `imap::relay` — through `imap::translate` (the relay's `Transform`) for a
+//!   user mailshift moved (old UIDs), through
 //!   `pop3::uidl` for a moved POP3 user (old UIDLs).
 //! - A delivery: `smtp::driver` runs `smtp::session`; each RCPT is resolved by
 //!   `route::resolve` over the one `Router<Store>`; DATA streams to one leg

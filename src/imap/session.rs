@@ -363,8 +363,14 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
             to_client: METRICS.imap_bytes.with_label_values(&[&name, "to_client"]),
         };
         match (&client, &backend_stream, &mut translator) {
-            (_, _, Some(t)) => {
-                relay::relay_translated(
+            // Both legs plain: the kernel moves the bytes (splice).
+            #[cfg(target_os = "linux")]
+            (Stream::Plain(c), Stream::Plain(b), None) if shared.config.imap.splice => {
+                relay::relay_plain(c, b, opts, &registration.token).await
+            }
+            (_, _, t) => {
+                let t = t.as_mut().map(|t| t as &mut dyn relay::Transform);
+                relay::relay_with(
                     &mut client,
                     &mut backend_stream,
                     t,
@@ -373,12 +379,6 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
                 )
                 .await
             }
-            // Both legs plain: the kernel moves the bytes (splice).
-            #[cfg(target_os = "linux")]
-            (Stream::Plain(c), Stream::Plain(b), None) if shared.config.imap.splice => {
-                relay::relay_plain(c, b, opts, &registration.token).await
-            }
-            _ => relay::relay(&mut client, &mut backend_stream, opts, &registration.token).await,
         }
     };
     let reason = match end {
