@@ -34,8 +34,8 @@
 //!   (waiting out a hold), checks the password and picks the [`store::Store`],
 //!   the protocol's store client logs in (ID / XCLIENT with the client's
 //!   address; a bearer token passed unchanged), then bytes flow both ways in
-//!   `imap::relay` — through `imap::translate` (the relay's `Transform`) for a
-//!   user mailshift moved (old UIDs), through
+//!   the one relay loop, `imap::relay` — untouched, or through its
+//!   `Transform`: `imap::translate` for a user mailshift moved (old UIDs),
 //!   `pop3::uidl` for a moved POP3 user (old UIDLs).
 //! - A delivery: `smtp::driver` runs `smtp::session`; each RCPT is resolved by
 //!   `route::resolve` over the one `Router<Store>`; DATA streams to one leg

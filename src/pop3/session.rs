@@ -457,13 +457,18 @@ async fn relay_session(h: Handoff, peer: SocketAddr, shared: &Arc<App>) {
             {
                 (End::Closed, relay::Totals::default())
             } else {
-                super::relay::relay_rewriting(
+                let opts = relay::Options {
+                    idle_timeout,
+                    to_backend,
+                    to_client,
+                };
+                let token = &registration.token;
+                relay::relay_with(
                     &mut client,
                     &mut backend_stream,
-                    rewriter,
-                    idle_timeout,
-                    (to_backend, to_client),
-                    &registration.token,
+                    Some(&mut rewriter),
+                    opts,
+                    token,
                 )
                 .await
             }
