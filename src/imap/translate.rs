@@ -305,6 +305,23 @@ impl Translator {
                 && &name[6..] == h)
     }
 
+    /// Whether `len` bytes from the client (`up`) or the store lie inside a
+    /// literal that passes unchanged and goes on after them (the middle of a
+    /// message body); if so they count as passed, exactly as
+    /// [`from_client`](Self::from_client) / [`from_store`](Self::from_store)
+    /// would count them, and the caller sends them on itself without a copy.
+    /// No line and no boundary can end inside them, so nothing else changes.
+    pub fn pass_literal(&mut self, up: bool, len: usize) -> bool {
+        let fr = if up { &mut self.up } else { &mut self.down };
+        let len = len as u64;
+        if fr.mode == LitMode::Pass && fr.literal > len {
+            fr.literal -= len;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether a reply of ours waits for a response boundary.
     pub fn has_replies(&self) -> bool {
         !self.replies.is_empty()

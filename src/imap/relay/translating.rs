@@ -1,5 +1,7 @@
 //! The translating relay: the [`Translator`] plugged into the one relay loop
-//! ([`relay_with`](super::relay_with)) as its [`Transform`].
+//! ([`relay_with`](super::relay_with)) as its [`Transform`]. A read that lies
+//! inside a message body passes without a copy, as in the plain relay; the
+//! rest goes through the translator.
 
 use std::io;
 
@@ -16,6 +18,10 @@ impl Transform for Translator {
 
     fn store_to_client(&mut self, input: &[u8], to_client: &mut Vec<u8>) -> io::Result<()> {
         Translator::from_store(self, input, to_client).map_err(io::Error::other)
+    }
+
+    fn passes(&mut self, to_store: bool, input: &[u8]) -> bool {
+        self.pass_literal(to_store, input.len())
     }
 }
 
