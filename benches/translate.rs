@@ -13,7 +13,7 @@
 //! of that store. Each round runs, per target, one session: SELECT Big,
 //! `UID FETCH BODY.PEEK[]` of the big message `--big` times (default 24);
 //! SELECT Small, `UID FETCH 1:* (UID FLAGS BODY.PEEK[])` `--small` times
-//! (default 16). Targets: `direct` (the client logs in to Dovecot itself),
+//! (default 16); default 5 rounds. Targets: `direct` (the client logs in to Dovecot itself),
 //! `plain` (mailshift's relay, the buffered path), `splice` (its plain-TCP
 //! path), `translated` (the same relay with the translating transform, both
 //! folders mapped with client UIDs = store UIDs + 1000, MODSEQs offset),
@@ -625,13 +625,40 @@ fn main() {
                 ratio(t, d)
             );
         }
+        // The median of the per-round ratios: one round disturbed by the
+        // shared machine moves it less than it moves the means.
+        let median = |a: Target, b: Target| -> String {
+            let mut r: [Vec<f64>; 3] = Default::default();
+            for figs in &all {
+                let (x, y) = (get(figs, a), get(figs, b));
+                r[0].push(x.0 / y.0);
+                r[1].push(x.1 / y.1);
+                r[2].push(x.2 / y.2);
+            }
+            let mid = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            format!(
+                "{:.2} | {:.2} | {:.2}",
+                mid(&mut r[0]),
+                mid(&mut r[1]),
+                mid(&mut r[2])
+            )
+        };
+        println!(
+            "\nmedians of the per-round ratios: translated/plain {}; dproxy/plain {}; translated/dproxy {} (MB/s | msgs/s | CPU per MB)",
+            median(Target::Translated, Target::Plain),
+            median(Target::Dproxy, Target::Plain),
+            median(Target::Translated, Target::Dproxy)
+        );
         let (p, t, d) = (
             mean(Target::Plain),
             mean(Target::Translated),
             mean(Target::Dproxy),
         );
         println!(
-        "\nmeans: translated/plain {}; dproxy/plain {}; translated/dproxy {} (MB/s | msgs/s | CPU per MB)",
+        "means: translated/plain {}; dproxy/plain {}; translated/dproxy {} (MB/s | msgs/s | CPU per MB)",
         ratio(t, p),
         ratio(d, p),
         ratio(t, d)

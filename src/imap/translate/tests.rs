@@ -636,7 +636,10 @@ fn a_literal_passed_by_the_caller_is_counted_as_if_translated() {
     assert!(!t.pass_literal(false, 1));
     assert!(!t.pass_literal(true, 1));
     // An APPEND's message from the client passes the same way.
-    assert_eq!(up(&mut t, "b APPEND INBOX {8}\r\n"), "b APPEND INBOX {8}\r\n");
+    assert_eq!(
+        up(&mut t, "b APPEND INBOX {8}\r\n"),
+        "b APPEND INBOX {8}\r\n"
+    );
     assert!(t.pass_literal(true, 7));
     assert_eq!(up(&mut t, "x\r\n"), "x\r\n");
     assert_eq!(up(&mut t, "c NOOP\r\n"), "c NOOP\r\n");
