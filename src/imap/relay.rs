@@ -257,12 +257,15 @@ impl Direction {
                 Rewrite::Pass => {}
                 Rewrite::ToStore(t, replies) => {
                     if !t.passes(true, data) {
+                        // One allocation for the burst, not a chain of regrowths.
+                        self.pending.reserve(data.len());
                         t.client_to_store(data, &mut self.pending, replies);
                         continue;
                     }
                 }
                 Rewrite::ToClient(t) => {
                     if !t.passes(false, data) {
+                        self.pending.reserve(data.len());
                         t.store_to_client(data, &mut self.pending)?;
                         continue;
                     }
