@@ -13,9 +13,9 @@
 //! of that store. Each round runs, per target, one session: SELECT Big,
 //! `UID FETCH BODY.PEEK[]` of the big message `--big` times (default 24);
 //! SELECT Small, `UID FETCH 1:* (UID FLAGS BODY.PEEK[])` `--small` times
-//! (default 16); default 5 rounds. Targets: `direct` (the client logs in to Dovecot itself),
-//! `plain` (mailshift's relay, the buffered path), `splice` (its plain-TCP
-//! path), `translated` (the same relay with the translating transform, both
+//! (default 16); 5 rounds unless `--rounds`. Targets: `direct` (the client
+//! logs in to Dovecot itself), `plain` (mailshift's relay, the buffered
+//! path), `splice` (its plain-TCP path), `translated` (the same relay with the translating transform, both
 //! folders mapped with client UIDs = store UIDs + 1000, MODSEQs offset),
 //! `dproxy` (the Dovecot proxy). The relays run on a thread of their own so
 //! their CPU time is theirs alone (CLOCK_THREAD_CPUTIME_ID); the Dovecot
