@@ -533,7 +533,8 @@ fn before_literal(body: &[u8], lit: Option<Literal>) -> &[u8] {
 /// For the fuzz target and its corpus replay: runs a translator for a user
 /// with mapped `INBOX`, `Archive` and a folder with a gap over `data`, split
 /// at 0xFF bytes into segments that go alternately from the client and from
-/// the store, each fed in pieces of `chunk` bytes. Returns what went to the
+/// the store, each fed in pieces of `chunk` bytes (a piece inside a message
+/// body passed by the caller, as the relay does). Returns what went to the
 /// store and to the client (`None`: the session ended on a store error).
 #[doc(hidden)]
 pub fn exercise(data: &[u8], chunk: usize) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -558,7 +559,16 @@ pub fn exercise(data: &[u8], chunk: usize) -> (Vec<u8>, Option<Vec<u8>>) {
     let (mut to_store, mut to_client) = (Vec::new(), Vec::new());
     for (i, segment) in data.split(|&b| b == 0xFF).enumerate() {
         for piece in segment.chunks(chunk.max(1)) {
-            if i % 2 == 0 {
+            // As the relay does: a piece inside a body passes by the caller,
+            // which must come out the same as through the translator.
+            if t.pass_literal(i % 2 == 0, piece.len()) {
+                let out = if i % 2 == 0 {
+                    &mut to_store
+                } else {
+                    &mut to_client
+                };
+                out.extend_from_slice(piece);
+            } else if i % 2 == 0 {
                 t.from_client(piece, &mut to_store);
                 t.take_replies(&mut to_client);
             } else if t.from_store(piece, &mut to_client).is_err() {
