@@ -20,12 +20,16 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/dproxy.rs"]
+mod dproxy;
+
+use dproxy::{pid_in, start_dproxy, wait_greeting};
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Dovecot, DovecotOpts, Mailshift, Server, Slapd};
+use support::{Dovecot, DovecotOpts, Mailshift, Slapd};
 
 const USERS: usize = 59;
 const OLD_HOST: &str = "old.example.org";
@@ -92,46 +96,6 @@ fn raise_nofile(n: u64) {
     }
 }
 
-fn pid_in(dir: &Path, name: &str) -> u32 {
-    let p = dir.join(format!("{name}.pid.supervise"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(s) = fs::read_to_string(&p) {
-            if let Ok(pid) = s.trim().parse() {
-                return pid;
-            }
-        }
-        assert!(Instant::now() < deadline, "no pid in {}", p.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn greets(port: u16) -> bool {
-    use std::io::{BufRead, BufReader};
-    let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut line = String::new();
-    let ok = BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with("* OK");
-    if ok {
-        let _ = (&s).write_all(b"x LOGOUT\r\n");
-    }
-    ok
-}
-
-fn wait_greeting(what: &str, port: u16, log: &dyn Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !greets(port) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} on {port} does not greet; log:\n{}",
-            support::tail(&log(), 40)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Raises the store's limits so 10,000 concurrent sessions fit (the lab
 /// template allows 5,000 imap processes), then reloads it. Appended
 /// `service X {}` blocks merge into the template's (Dovecot keys are
@@ -167,82 +131,6 @@ fn raise_store_limits(store: &Dovecot, imap_client_limit: u32) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', " "))
         .unwrap_or_default();
     out.trim().to_string()
-}
-
-/// The peers' Dovecot proxy (/work/shared/peers/peers/dovecot-proxy/) with
-/// its /tmp paths, its port and its LDAP/backend ports substituted.
-struct DProxy {
-    port: u16,
-    pid: u32,
-    _server: Server,
-    _dir: tempfile::TempDir,
-}
-
-fn start_dproxy(peer_dir: &Path, ldap: &Slapd, store_port: u16) -> DProxy {
-    let dir = support::shared_tempdir("mailshift-bench-dproxy-");
-    let d = dir.path();
-    let port = support::free_port();
-    let sub = |text: &str, from: &str, to: &str, file: &str| -> String {
-        assert!(
-            text.contains(from),
-            "{file}: expected {from:?} to substitute"
-        );
-        text.replace(from, to)
-    };
-    let ext_src =
-        fs::read_to_string(peer_dir.join("dovecot-ldap.conf.ext")).expect("peer ldap ext");
-    let mut ext = sub(&ext_src, "ldap://127.0.0.1:31389", &ldap.url(), "ldap ext");
-    ext = sub(
-        &ext,
-        "BACKEND_OLD_PORT",
-        &store_port.to_string(),
-        "ldap ext",
-    );
-    // There is no "new" store in this bench; every user is on old.example.org.
-    ext = sub(&ext, "31243", &store_port.to_string(), "ldap ext");
-    let ext_path = d.join("ldap.ext");
-    fs::write(&ext_path, ext).expect("write ldap ext");
-    support::set_mode(&ext_path, 0o644);
-    let conf_src = fs::read_to_string(peer_dir.join("dovecot.conf")).expect("peer dovecot.conf");
-    let mut conf = sub(
-        &conf_src,
-        "/tmp/peers/dproxy",
-        &d.display().to_string(),
-        "dovecot.conf",
-    );
-    conf = sub(&conf, "32145", &port.to_string(), "dovecot.conf");
-    conf = sub(
-        &conf,
-        "@LDAP_EXT@",
-        &ext_path.display().to_string(),
-        "dovecot.conf",
-    );
-    conf = sub(
-        &conf,
-        "instance_name = peers-dproxy",
-        "instance_name = mailshift-bench-dproxy",
-        "dovecot.conf",
-    );
-    let conf_path = d.join("dovecot.conf");
-    fs::write(&conf_path, conf).expect("write dproxy conf");
-    let conf_s = conf_path.display().to_string();
-    let mut server = Server::spawn("dovecot", d, &["dovecot", "-F", "-c", &conf_s]);
-    let log = || {
-        format!(
-            "{}{}",
-            support::read_log(&d.join("dovecot.stderr.log")),
-            support::read_log(&d.join("dovecot.log"))
-        )
-    };
-    support::wait_ready("dproxy", &mut server, &log, &mut || greets(port))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let pid = pid_in(d, "dovecot");
-    DProxy {
-        port,
-        pid,
-        _server: server,
-        _dir: dir,
-    }
 }
 
 fn mailshift_config(ldap: &Slapd, store: &Dovecot) -> String {
@@ -360,11 +248,8 @@ impl Py {
 fn main() {
     let args = parse_args();
     let repo = support::repo_dir();
-    let bench_dir = PathBuf::from(
-        std::env::var("MAILSHIFT_PROXYBENCH_DIR")
-            .unwrap_or_else(|_| "/work/shared/peers/proxybench".into()),
-    );
-    let peer_dproxy = bench_dir.join("../peers/dovecot-proxy");
+    let bench_dir = dproxy::proxybench_dir();
+    let peer_dproxy = dproxy::peer_dir();
     assert!(
         bench_dir.join("bench.py").exists() && peer_dproxy.join("dovecot.conf").exists(),
         "need the shared load client and the Dovecot proxy peer config: set MAILSHIFT_PROXYBENCH_DIR \

@@ -1,19 +1,27 @@
-//! The translating relay against the plain relay and a direct connection,
-//! in one run, targets interleaved, against a real Dovecot store.
+//! The translating relay against the plain relay, a direct connection and
+//! the Dovecot proxy, in one run, targets interleaved (their order rotates
+//! every round), against a real Dovecot store.
 //!
 //! ```text
-//! cargo bench --bench translate -- [--rounds N] [--idle N]
+//! cargo bench --bench translate -- [--rounds N] [--big N] [--small N] [--idle N]
+//!                                   [--targets direct,plain,splice,translated,dproxy]
 //! ```
 //!
 //! Starts slapd and one Dovecot (maildir) with a user holding `Big` (one
-//! 10 MB message) and `Small` (1,000 messages of about 3 KB). Each round
-//! runs, per target, one session: SELECT Big, `UID FETCH BODY.PEEK[]` of the
-//! big message 8 times; SELECT Small, `UID FETCH 1:* (UID FLAGS
-//! BODY.PEEK[])` 4 times. Targets: `direct` (the client logs in to Dovecot
-//! itself), `plain` (mailshift's relay, the buffered path), `splice` (its
-//! plain-TCP path), `translated` (the translating relay, both folders mapped
-//! with client UIDs = store UIDs + 1000, MODSEQs offset). The relays run on a
-//! thread of their own so their CPU time is theirs alone (CLOCK_THREAD_CPUTIME_ID).
+//! 10 MB message) and `Small` (1,000 messages of about 3 KB), and the peers'
+//! Dovecot proxy (`benches/common/dproxy.rs`, as the `proxy` bench) in front
+//! of that store. Each round runs, per target, one session: SELECT Big,
+//! `UID FETCH BODY.PEEK[]` of the big message `--big` times (default 24);
+//! SELECT Small, `UID FETCH 1:* (UID FLAGS BODY.PEEK[])` `--small` times
+//! (default 16); 5 rounds unless `--rounds`. Targets: `direct` (the client
+//! logs in to Dovecot itself), `plain` (mailshift's relay, the buffered
+//! path), `splice` (its plain-TCP path), `translated` (the same relay with the translating transform, both
+//! folders mapped with client UIDs = store UIDs + 1000, MODSEQs offset),
+//! `dproxy` (the Dovecot proxy). The relays run on a thread of their own so
+//! their CPU time is theirs alone (CLOCK_THREAD_CPUTIME_ID); the Dovecot
+//! proxy's is the CPU of its whole process tree over the same span (after
+//! login, to the end of LOGOUT). CPU per MB divides by the bytes the client
+//! read and wrote in that span, the same for every target.
 //!
 //! Memory per idle session: N sessions of each relay (plain, translated)
 //! against a small in-process store, each after a SELECT and a FETCH; heap
@@ -21,6 +29,9 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "common/dproxy.rs"]
+mod dproxy;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
@@ -31,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use mailshift::continuity::map::Snapshot;
 use mailshift::continuity::{FolderMap, UserMap};
-use mailshift::imap::relay::{self, End, Options};
+use mailshift::frontend::relay::{self, End, Options};
 use mailshift::imap::translate::Translator;
 use prometheus::IntCounter;
 use support::{Dovecot, DovecotOpts, ImapClient, Slapd};
@@ -65,8 +76,6 @@ const USER: &str = "bench";
 const PASSWORD: &str = "benchpw";
 const BIG: usize = 10 * 1024 * 1024;
 const SMALL: usize = 1000;
-const BIG_REPEAT: usize = 8;
-const SMALL_REPEAT: usize = 4;
 const OFFSET: u32 = 1000;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -75,6 +84,7 @@ enum Target {
     Plain,
     Splice,
     Translated,
+    Dproxy,
 }
 
 impl Target {
@@ -84,6 +94,7 @@ impl Target {
             Target::Plain => "plain",
             Target::Splice => "splice",
             Target::Translated => "translated",
+            Target::Dproxy => "dproxy",
         }
     }
 }
@@ -108,6 +119,7 @@ fn thread_cpu() -> Duration {
 
 /// Reads until the tagged answer of `tag`; returns the bytes read.
 fn until_tagged(s: &mut StdTcp, tag: &str, buf: &mut [u8]) -> usize {
+    const KEEP: usize = 4096;
     let needle = format!("\r\n{tag} ");
     let mut tail: Vec<u8> = b"\r\n".to_vec();
     let mut total = 0;
@@ -115,9 +127,17 @@ fn until_tagged(s: &mut StdTcp, tag: &str, buf: &mut [u8]) -> usize {
         let n = s.read(buf).expect("read");
         assert!(n > 0, "connection closed waiting for {tag}");
         total += n;
-        tail.extend_from_slice(&buf[..n]);
-        if tail.len() > 4096 {
-            tail.drain(..tail.len() - 4096);
+        // Only the end can hold the tagged line: copying whole reads made the
+        // client the bottleneck (a memmove of every byte fetched).
+        let read = &buf[..n];
+        if read.len() >= KEEP {
+            tail.clear();
+            tail.extend_from_slice(&read[read.len() - KEEP..]);
+        } else {
+            tail.extend_from_slice(read);
+            if tail.len() > KEEP {
+                tail.drain(..tail.len() - KEEP);
+            }
         }
         if tail.ends_with(b"\r\n") {
             let text = String::from_utf8_lossy(&tail);
@@ -132,42 +152,74 @@ fn until_tagged(s: &mut StdTcp, tag: &str, buf: &mut [u8]) -> usize {
     }
 }
 
+/// How much one session fetches.
+#[derive(Clone, Copy)]
+struct Load {
+    /// FETCHes of the 10 MB message.
+    big: usize,
+    /// FETCHes of the 1,000 small messages.
+    small: usize,
+}
+
 struct Figures {
     big_mbs: f64,
     small_msgs: f64,
-    relay_cpu: Duration,
-    relay_bytes: u64,
+    /// CPU of the relay (or the Dovecot proxy) over the measured span;
+    /// `None` for direct.
+    cpu: Option<Duration>,
+    /// Bytes the client read and wrote over that span.
+    bytes: u64,
 }
 
-/// One measured session from the client side.
-fn workload(s: &mut StdTcp, uid_base: u32, big_uid: u32) -> (f64, f64) {
+impl Figures {
+    /// CPU milliseconds per MB moved (= seconds per GB).
+    fn cpu_ms_per_mb(&self) -> Option<f64> {
+        self.cpu
+            .map(|c| c.as_secs_f64() * 1e3 / (self.bytes as f64 / 1e6))
+    }
+}
+
+/// One measured session from the client side, after login: (MB/s of the big
+/// FETCHes, msgs/s of the small ones, bytes read and written to the end of LOGOUT).
+fn workload(s: &mut StdTcp, uid_base: u32, load: Load) -> (f64, f64, u64) {
     let mut buf = vec![0u8; 1 << 20];
-    s.write_all(b"s1 SELECT Big\r\n").expect("write");
-    until_tagged(s, "s1", &mut buf);
+    let mut moved = 0u64;
+    let send = |s: &mut StdTcp, line: String| {
+        s.write_all(line.as_bytes()).expect("write");
+        line.len() as u64
+    };
+    moved += send(s, "s1 SELECT Big\r\n".into());
+    moved += until_tagged(s, "s1", &mut buf) as u64;
     let started = Instant::now();
     let mut bytes = 0;
-    for i in 0..BIG_REPEAT {
+    for i in 0..load.big {
         let tag = format!("b{i}");
-        s.write_all(format!("{tag} UID FETCH {} BODY.PEEK[]\r\n", big_uid + uid_base).as_bytes())
-            .expect("write");
+        moved += send(
+            s,
+            format!("{tag} UID FETCH {} BODY.PEEK[]\r\n", 1 + uid_base),
+        );
         bytes += until_tagged(s, &tag, &mut buf);
     }
-    assert!(bytes >= BIG * BIG_REPEAT);
+    assert!(bytes >= BIG * load.big);
     let big_mbs = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
-    s.write_all(b"s2 SELECT Small\r\n").expect("write");
-    until_tagged(s, "s2", &mut buf);
+    moved += bytes as u64;
+    moved += send(s, "s2 SELECT Small\r\n".into());
+    moved += until_tagged(s, "s2", &mut buf) as u64;
     let started = Instant::now();
-    for i in 0..SMALL_REPEAT {
+    for i in 0..load.small {
         let tag = format!("m{i}");
-        s.write_all(format!("{tag} UID FETCH 1:* (UID FLAGS BODY.PEEK[])\r\n").as_bytes())
-            .expect("write");
-        until_tagged(s, &tag, &mut buf);
+        moved += send(
+            s,
+            format!("{tag} UID FETCH 1:* (UID FLAGS BODY.PEEK[])\r\n"),
+        );
+        moved += until_tagged(s, &tag, &mut buf) as u64;
     }
-    let small_msgs = (SMALL * SMALL_REPEAT) as f64 / started.elapsed().as_secs_f64();
-    s.write_all(b"z LOGOUT\r\n").expect("write");
+    let small_msgs = (SMALL * load.small) as f64 / started.elapsed().as_secs_f64();
+    moved += send(s, "z LOGOUT\r\n".into());
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
-    (big_mbs, small_msgs)
+    moved += rest.len() as u64;
+    (big_mbs, small_msgs, moved)
 }
 
 fn maps(big: (Snapshot, u32), small: (Snapshot, u32)) -> Arc<UserMap> {
@@ -209,26 +261,55 @@ async fn store_login(port: u16) -> TcpStream {
     r.into_inner()
 }
 
-fn run(target: Target, store_port: u16, map: &Arc<UserMap>) -> Figures {
-    if target == Target::Direct {
-        let mut s = StdTcp::connect(("127.0.0.1", store_port)).expect("connect");
-        s.set_nodelay(true).expect("nodelay");
-        let mut buf = vec![0u8; 4096];
-        let _ = s.read(&mut buf).expect("greeting");
-        s.write_all(format!("l LOGIN {USER} {PASSWORD}\r\n").as_bytes())
-            .expect("login");
-        until_tagged(&mut s, "l", &mut buf);
-        let (big_mbs, small_msgs) = workload(&mut s, 0, 1);
-        return Figures {
-            big_mbs,
-            small_msgs,
-            relay_cpu: Duration::ZERO,
-            relay_bytes: 0,
-        };
+/// Connects to an IMAP server (the store or the Dovecot proxy) and logs in.
+fn client_login(port: u16) -> StdTcp {
+    let mut s = StdTcp::connect(("127.0.0.1", port)).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let mut buf = vec![0u8; 4096];
+    let _ = s.read(&mut buf).expect("greeting");
+    s.write_all(format!("l LOGIN {USER} {PASSWORD}\r\n").as_bytes())
+        .expect("login");
+    until_tagged(&mut s, "l", &mut buf);
+    s
+}
+
+/// Where the targets listen.
+struct Lab {
+    store_port: u16,
+    dproxy_port: u16,
+    dproxy_pid: u32,
+}
+
+fn run(target: Target, lab: &Lab, map: &Arc<UserMap>, load: Load) -> Figures {
+    match target {
+        Target::Direct => {
+            let mut s = client_login(lab.store_port);
+            let (big_mbs, small_msgs, bytes) = workload(&mut s, 0, load);
+            return Figures {
+                big_mbs,
+                small_msgs,
+                cpu: None,
+                bytes,
+            };
+        }
+        Target::Dproxy => {
+            let mut s = client_login(lab.dproxy_port);
+            let before = dproxy::tree_cpu(lab.dproxy_pid);
+            let (big_mbs, small_msgs, bytes) = workload(&mut s, 0, load);
+            let cpu = dproxy::tree_cpu(lab.dproxy_pid).saturating_sub(before);
+            return Figures {
+                big_mbs,
+                small_msgs,
+                cpu: Some(cpu),
+                bytes,
+            };
+        }
+        _ => {}
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let map = Arc::clone(map);
+    let store_port = lab.store_port;
     let relay = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -242,17 +323,17 @@ fn run(target: Target, store_port: u16, map: &Arc<UserMap>) -> Figures {
             let mut store = store_login(store_port).await;
             let cancel = CancellationToken::new();
             let cpu = thread_cpu();
-            let (end, totals) = match target {
-                Target::Plain => relay::relay(&mut client, &mut store, counters(), &cancel).await,
+            let (end, _) = match target {
                 Target::Splice => relay::relay_plain(&client, &store, counters(), &cancel).await,
-                _ => {
+                Target::Translated => {
                     let mut t = Translator::new(map);
-                    relay::relay_translated(&mut client, &mut store, &mut t, counters(), &cancel)
+                    relay::relay_with(&mut client, &mut store, Some(&mut t), counters(), &cancel)
                         .await
                 }
+                _ => relay::relay(&mut client, &mut store, counters(), &cancel).await,
             };
             assert_eq!(end, End::Closed);
-            (thread_cpu() - cpu, totals.to_client + totals.to_backend)
+            thread_cpu() - cpu
         })
     });
     let mut s = StdTcp::connect(("127.0.0.1", port)).expect("connect");
@@ -262,14 +343,14 @@ fn run(target: Target, store_port: u16, map: &Arc<UserMap>) -> Figures {
     } else {
         0
     };
-    let (big_mbs, small_msgs) = workload(&mut s, base, 1);
+    let (big_mbs, small_msgs, bytes) = workload(&mut s, base, load);
     drop(s);
-    let (relay_cpu, relay_bytes) = relay.join().expect("relay thread");
+    let cpu = relay.join().expect("relay thread");
     Figures {
         big_mbs,
         small_msgs,
-        relay_cpu,
-        relay_bytes,
+        cpu: Some(cpu),
+        bytes,
     }
 }
 
@@ -325,7 +406,7 @@ fn idle_memory(n: usize, translated: bool, map: &Arc<UserMap>) -> f64 {
             tokio::spawn(async move {
                 if translated {
                     let mut t = Translator::new(map);
-                    relay::relay_translated(&mut p, &mut s, &mut t, counters(), &cancel).await;
+                    relay::relay_with(&mut p, &mut s, Some(&mut t), counters(), &cancel).await;
                 } else {
                     relay::relay(&mut p, &mut s, counters(), &cancel).await;
                 }
@@ -350,20 +431,32 @@ fn idle_memory(n: usize, translated: bool, map: &Arc<UserMap>) -> f64 {
 }
 
 fn main() {
-    let mut rounds = 3;
+    let mut rounds = 5;
     let mut idle = 2000;
+    let mut load = Load { big: 24, small: 16 };
+    let mut only: Option<String> = None;
     let mut it = std::env::args().skip(1);
+    let num = |v: Option<String>, default: usize| v.and_then(|v| v.parse().ok()).unwrap_or(default);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--bench" => {}
-            "--rounds" => rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(3),
-            "--idle" => idle = it.next().and_then(|v| v.parse().ok()).unwrap_or(2000),
+            "--rounds" => rounds = num(it.next(), rounds),
+            "--big" => load.big = num(it.next(), load.big),
+            "--small" => load.small = num(it.next(), load.small),
+            "--idle" => idle = num(it.next(), idle),
+            "--targets" => only = it.next(),
             other => {
-                eprintln!("unknown argument {other:?}; usage: cargo bench --bench translate -- [--rounds N] [--idle N]");
+                eprintln!("unknown argument {other:?}; usage: cargo bench --bench translate -- [--rounds N] [--big N] [--small N] [--idle N] [--targets a,b]");
                 std::process::exit(2);
             }
         }
     }
+    let peer_dproxy = dproxy::peer_dir();
+    assert!(
+        peer_dproxy.join("dovecot.conf").exists(),
+        "need the Dovecot proxy peer config: set MAILSHIFT_PROXYBENCH_DIR (now {})",
+        dproxy::proxybench_dir().display()
+    );
     let ldap = Slapd::start(false);
     ldap.add_user(USER, PASSWORD, "old.example.org");
     let store = Dovecot::start(
@@ -422,33 +515,156 @@ fn main() {
     assert_eq!((b.uidnext, s.uidnext), (2, SMALL as u32 + 1));
     let map = maps((b, 1), (s, SMALL as u32));
 
-    let targets = [
+    let dp = dproxy::start_dproxy(&peer_dproxy, &ldap, store.imap_port());
+    let lab = Lab {
+        store_port: store.imap_port(),
+        dproxy_port: dp.port,
+        dproxy_pid: dp.pid,
+    };
+    // Warm: one session through each target (login paths, caches, the store's
+    // page cache for both folders).
+    let targets: Vec<Target> = [
         Target::Direct,
         Target::Plain,
         Target::Splice,
         Target::Translated,
-    ];
-    println!("| round | target | 10 MB FETCH MB/s | 1,000 msgs FETCH msgs/s | relay CPU s/GB |");
+        Target::Dproxy,
+    ]
+    .into_iter()
+    .filter(|t| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n == t.name()))
+    })
+    .collect();
+    for &t in &targets {
+        run(t, &lab, &map, Load { big: 1, small: 1 });
+    }
+    eprintln!(
+        "bench translate: {} cores, load {}; {rounds} rounds, per session {} x 10 MB, {} x 1,000 msgs",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
+        load.big,
+        load.small
+    );
+    println!("| round | target | 10 MB FETCH MB/s | 1,000 msgs FETCH msgs/s | CPU ms/MB |");
     println!("|---|---|---|---|---|");
+    let mut all: Vec<Vec<(Target, Figures)>> = Vec::new();
     for round in 1..=rounds {
-        for &t in &targets {
-            let f = run(t, store.imap_port(), &map);
-            let per_gb = if f.relay_bytes > 0 {
-                format!(
-                    "{:.3}",
-                    f.relay_cpu.as_secs_f64() / (f.relay_bytes as f64 / 1e9)
-                )
-            } else {
-                "-".into()
-            };
+        let mut figs = Vec::new();
+        // Rotate the order so no target always runs first (or last).
+        for k in 0..targets.len() {
+            let t = targets[(k + round - 1) % targets.len()];
+            let f = run(t, &lab, &map, load);
             println!(
-                "| {round} | {} | {:.0} | {:.0} | {per_gb} |",
+                "| {round} | {} | {:.0} | {:.0} | {} |",
                 t.name(),
                 f.big_mbs,
-                f.small_msgs
+                f.small_msgs,
+                f.cpu_ms_per_mb()
+                    .map_or_else(|| "-".into(), |c| format!("{c:.3}"))
+            );
+            figs.push((t, f));
+        }
+        all.push(figs);
+    }
+    let get = |figs: &[(Target, Figures)], t: Target| -> (f64, f64, f64) {
+        let f = figs
+            .iter()
+            .find(|(x, _)| *x == t)
+            .map(|(_, f)| f)
+            .expect("target ran");
+        (
+            f.big_mbs,
+            f.small_msgs,
+            f.cpu_ms_per_mb().unwrap_or(f64::NAN),
+        )
+    };
+    let mean = |t: Target| -> (f64, f64, f64) {
+        let n = all.len() as f64;
+        all.iter().map(|f| get(f, t)).fold((0.0, 0.0, 0.0), |a, x| {
+            (a.0 + x.0 / n, a.1 + x.1 / n, a.2 + x.2 / n)
+        })
+    };
+    println!("\nMeans over {rounds} rounds:\n");
+    println!("| target | 10 MB FETCH MB/s | 1,000 msgs FETCH msgs/s | CPU ms/MB |");
+    println!("|---|---|---|---|");
+    for &t in &targets {
+        let (m, s, c) = mean(t);
+        let c = if c.is_nan() {
+            "-".into()
+        } else {
+            format!("{c:.3}")
+        };
+        println!("| {} | {m:.0} | {s:.0} | {c} |", t.name());
+    }
+    let compared = [Target::Plain, Target::Translated, Target::Dproxy]
+        .iter()
+        .all(|t| targets.contains(t));
+    if compared {
+        let ratio = |a: (f64, f64, f64), b: (f64, f64, f64)| {
+            format!("{:.2} | {:.2} | {:.2}", a.0 / b.0, a.1 / b.1, a.2 / b.2)
+        };
+        println!(
+            "\nRatios per round (targets: translated/plain MB/s and msgs/s ≥ 0.95, CPU ≤ 2):\n"
+        );
+        println!("| round | translated/plain MB/s | msgs/s | CPU/MB | dproxy/plain MB/s | msgs/s | CPU/MB | translated/dproxy MB/s | msgs/s | CPU/MB |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (i, figs) in all.iter().enumerate() {
+            let (p, t, d) = (
+                get(figs, Target::Plain),
+                get(figs, Target::Translated),
+                get(figs, Target::Dproxy),
+            );
+            println!(
+                "| {} | {} | {} | {} |",
+                i + 1,
+                ratio(t, p),
+                ratio(d, p),
+                ratio(t, d)
             );
         }
+        // The median of the per-round ratios: one round disturbed by the
+        // shared machine moves it less than it moves the means.
+        let median = |a: Target, b: Target| -> String {
+            let mut r: [Vec<f64>; 3] = Default::default();
+            for figs in &all {
+                let (x, y) = (get(figs, a), get(figs, b));
+                r[0].push(x.0 / y.0);
+                r[1].push(x.1 / y.1);
+                r[2].push(x.2 / y.2);
+            }
+            let mid = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            format!(
+                "{:.2} | {:.2} | {:.2}",
+                mid(&mut r[0]),
+                mid(&mut r[1]),
+                mid(&mut r[2])
+            )
+        };
+        println!(
+            "\nmedians of the per-round ratios: translated/plain {}; dproxy/plain {}; translated/dproxy {} (MB/s | msgs/s | CPU per MB)",
+            median(Target::Translated, Target::Plain),
+            median(Target::Dproxy, Target::Plain),
+            median(Target::Translated, Target::Dproxy)
+        );
+        let (p, t, d) = (
+            mean(Target::Plain),
+            mean(Target::Translated),
+            mean(Target::Dproxy),
+        );
+        println!(
+        "means: translated/plain {}; dproxy/plain {}; translated/dproxy {} (MB/s | msgs/s | CPU per MB)",
+        ratio(t, p),
+        ratio(d, p),
+        ratio(t, d)
+    );
     }
+    drop(dp);
     let plain = idle_memory(idle, false, &map);
     let translated = idle_memory(idle, true, &map);
     println!(

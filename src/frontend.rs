@@ -18,6 +18,7 @@
 //! is through, so every line of the session carries them.
 
 pub mod bearer;
+pub mod relay;
 pub mod session;
 
 use std::future::Future;
@@ -31,7 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Current, Refusal};
 use crate::directory::User;
-use crate::imap::relay::{End, Totals};
+use crate::frontend::relay::{End, Totals};
 use crate::sasl::{Identity, Mechanism, Secret};
 use crate::store::bearer::Outcome;
 use crate::store::{Store, StoreError};
@@ -223,7 +224,7 @@ pub struct Relayed<'a, X> {
     /// The `[backends.NAME]`.
     pub store: &'a str,
     /// Idle limit and byte counters.
-    pub opts: crate::imap::relay::Options,
+    pub opts: crate::frontend::relay::Options,
     /// Cancelled on a kick or a shutdown.
     pub token: &'a tokio_util::sync::CancellationToken,
 }

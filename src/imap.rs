@@ -1,14 +1,13 @@
-//! The IMAP front end: listeners, the pre-auth core, the relay.
+//! The IMAP front end: listeners, the pre-auth core, the translation.
 //!
 //! - [`preauth`]: sans-I/O; bytes in, actions out (commands framed by
 //!   [`crate::imap_wire`], which the store client shares).
 //! - [`session`]: its hooks for the shared session driver ([`crate::frontend`]).
-//! - [`relay`]: bytes both ways after login (plain, spliced, or translated).
 //! - [`translate`]: sans-I/O; for a user mailshift moved, the old store's
-//!   UIDVALIDITY, UIDs and MODSEQs in both directions.
+//!   UIDVALIDITY, UIDs and MODSEQs in both directions, plugged into the
+//!   one relay loop ([`crate::frontend::relay`]) as its transform.
 
 pub mod preauth;
-pub mod relay;
 pub mod session;
 pub mod translate;
 

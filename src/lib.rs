@@ -3,10 +3,11 @@
 //! # Layout and data flow
 //!
 //! ```text
-//!  frontend: the one accept loop, session driver (span per session) and bearer
-//!    exchange, over each front end's sans-I/O pre-auth core (Core) and hooks (Protocol):
-//!    imap        preauth, session (hooks), relay (bytes) | translate + relay::translating
-//!    pop3        preauth, session (hooks), uidl (UIDLs kept for moved users)
+//!  frontend: the one accept loop, session driver (span per session), bearer
+//!    exchange and relay loop (bytes both ways, optional Transform), over each
+//!    front end's sans-I/O pre-auth core (Core) and hooks (Protocol):
+//!    imap        preauth, session (hooks), translate (UIDs kept: the relay's Transform)
+//!    pop3        preauth, session (hooks), uidl (UIDLs kept: the relay's Transform)
 //!    submission  preauth, session (hooks)  managesieve  preauth, session (hooks)
 //!    smtp        session, driver, queue, retry (inbound delivery)
 //!    proxy_protocol (PROXY v1/v2 from trusted_proxies), sasl (PLAIN, OAUTHBEARER, XOAUTH2),
@@ -44,9 +45,10 @@
 //!   (waiting out a hold), checks the password and picks the [`store::Store`],
 //!   the protocol's store client logs in (ID / XCLIENT with the client's
 //!   address; a bearer token passed unchanged), the session registers in
-//!   `app::sessions`, then bytes flow both ways — through `imap::translate`
-//!   for a user mailshift moved (old UIDs), through `pop3::uidl` for a moved
-//!   POP3 user (old UIDLs).
+//!   `app::sessions`, then bytes flow both ways in the one relay loop,
+//!   `frontend::relay` — untouched, or through its `Transform`:
+//!   `imap::translate` for a user mailshift moved (old UIDs), `pop3::uidl`
+//!   for a moved POP3 user (old UIDLs).
 //! - A delivery: `smtp::driver` runs `smtp::session`; each RCPT is resolved by
 //!   `route::resolve` over the one `Router<Store>`; DATA streams to one leg
 //!   per store (`store::smtp::Conn`, opened by `Store::delivery`);
@@ -66,14 +68,14 @@
 //!
 //! Dependencies form a DAG (`tests/layout.rs` fails on a cycle and prints
 //! it): `server` → `admin` and the front ends (`imap`, `pop3`, `submission`,
-//! `managesieve`, `smtp`) → `app` → `migrate` → `fleet`, `continuity` →
+//! `managesieve`, `smtp`) → `frontend` (their shared driver and relay) →
+//! `app` → `migrate` → `fleet`, `continuity` →
 //! `store`, `route` → `directory` → `config`. Beside that spine: `store` →
 //! `imap_wire`, `tls`, `sasl`, `stream`; `migrate` and `fleet` → `progress`,
 //! `events`; the leaves `config`, `duration`, `events`, `imap_wire`,
 //! `metrics`, `progress`, `proxy_protocol`, `sasl`, `stream`, `throttle`.
-//! POP3, submission and ManageSieve reuse the IMAP front end's byte relay
-//! (`imap::relay`), and `pop3` reads `migrate::state` for the UIDLs of moved
-//! users; nothing below the front ends imports one.
+//! `pop3` reads `migrate::state` for the UIDLs of moved users; nothing below
+//! the front ends imports one.
 
 pub mod admin;
 pub mod app;

@@ -5,7 +5,7 @@
 //! - [`preauth`]: sans-I/O; bytes in, actions out (the wire format is
 //!   [`crate::store::sieve::wire`], shared with the store client).
 //! - [`session`]: the async driver of one connection (admit, store login,
-//!   relay with [`crate::imap::relay`]).
+//!   relay with [`crate::frontend::relay`]).
 
 pub mod preauth;
 pub mod session;

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::{bearer, Backend, Core, LoginRequest, Protocol, Relayed, Step};
 use crate::app::{App, Refusal};
 use crate::directory::User;
-use crate::imap::relay::{self, End};
+use crate::frontend::relay::{self, End};
 use crate::metrics::METRICS;
 use crate::sasl::Secret;
 use crate::store::{Error as StoreFailure, Store, StoreError};

@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::preauth::{Login, Options, PreAuth};
-use super::relay::{self, End};
 use super::translate::{self, Translator};
 use crate::app::{App, Refusal};
 use crate::continuity::UserMap;
 use crate::directory::User;
+use crate::frontend::relay::{self, End};
 use crate::frontend::session::forward_early;
 use crate::frontend::{self, LoginRequest, Metrics, Protocol, Relayed, Settings};
 use crate::metrics::METRICS;
@@ -235,7 +235,7 @@ impl Protocol for Imap {
         if !forward_early(r.client, r.backend, &up, &down).await {
             return (End::Closed, relay::Totals::default());
         }
-        relay::relay_translated(r.client, r.backend, &mut t, r.opts, r.token).await
+        relay::relay_with(r.client, r.backend, Some(&mut t), r.opts, r.token).await
     }
 
     fn farewell(app: &App, end: &End) -> Option<&'static [u8]> {

@@ -38,6 +38,7 @@ mod scan;
 mod set;
 #[cfg(test)]
 mod tests;
+mod transform;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -305,6 +306,23 @@ impl Translator {
                 && &name[6..] == h)
     }
 
+    /// Whether `len` bytes from the client (`up`) or the store lie inside a
+    /// literal that passes unchanged and goes on after them (the middle of a
+    /// message body); if so they count as passed, exactly as
+    /// [`from_client`](Self::from_client) / [`from_store`](Self::from_store)
+    /// would count them, and the caller sends them on itself without a copy.
+    /// No line and no boundary can end inside them, so nothing else changes.
+    pub fn pass_literal(&mut self, up: bool, len: usize) -> bool {
+        let fr = if up { &mut self.up } else { &mut self.down };
+        let len = len as u64;
+        if fr.mode == LitMode::Pass && fr.literal > len {
+            fr.literal -= len;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether a reply of ours waits for a response boundary.
     pub fn has_replies(&self) -> bool {
         !self.replies.is_empty()
@@ -516,7 +534,8 @@ fn before_literal(body: &[u8], lit: Option<Literal>) -> &[u8] {
 /// For the fuzz target and its corpus replay: runs a translator for a user
 /// with mapped `INBOX`, `Archive` and a folder with a gap over `data`, split
 /// at 0xFF bytes into segments that go alternately from the client and from
-/// the store, each fed in pieces of `chunk` bytes. Returns what went to the
+/// the store, each fed in pieces of `chunk` bytes (a piece inside a message
+/// body passed by the caller, as the relay does). Returns what went to the
 /// store and to the client (`None`: the session ended on a store error).
 #[doc(hidden)]
 pub fn exercise(data: &[u8], chunk: usize) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -541,7 +560,16 @@ pub fn exercise(data: &[u8], chunk: usize) -> (Vec<u8>, Option<Vec<u8>>) {
     let (mut to_store, mut to_client) = (Vec::new(), Vec::new());
     for (i, segment) in data.split(|&b| b == 0xFF).enumerate() {
         for piece in segment.chunks(chunk.max(1)) {
-            if i % 2 == 0 {
+            // As the relay does: a piece inside a body passes by the caller,
+            // which must come out the same as through the translator.
+            if t.pass_literal(i % 2 == 0, piece.len()) {
+                let out = if i % 2 == 0 {
+                    &mut to_store
+                } else {
+                    &mut to_client
+                };
+                out.extend_from_slice(piece);
+            } else if i % 2 == 0 {
                 t.from_client(piece, &mut to_store);
                 t.take_replies(&mut to_client);
             } else if t.from_store(piece, &mut to_client).is_err() {

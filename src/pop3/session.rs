@@ -17,9 +17,9 @@ use super::uidl::{Rewriter, UidlMap};
 use crate::app::{App, Refusal};
 use crate::continuity::map::{FolderMap, Snapshot};
 use crate::directory::User;
+use crate::frontend::relay::{self, End};
 use crate::frontend::session::forward_early;
 use crate::frontend::{self, Metrics, Protocol, Relayed, Settings};
-use crate::imap::relay::{self, End};
 use crate::metrics::METRICS;
 use crate::sasl::{Mechanism, Secret};
 use crate::store::bearer::Outcome;
@@ -181,15 +181,7 @@ impl Protocol for Pop3 {
         if !forward_early(r.client, r.backend, &r.pipelined, &early).await {
             return (End::Closed, relay::Totals::default());
         }
-        super::relay::relay_rewriting(
-            r.client,
-            r.backend,
-            rewriter,
-            r.opts.idle_timeout,
-            (r.opts.to_backend, r.opts.to_client),
-            r.token,
-        )
-        .await
+        relay::relay_with(r.client, r.backend, Some(&mut rewriter), r.opts, r.token).await
     }
 
     fn farewell(app: &App, end: &End) -> Option<&'static [u8]> {

@@ -623,3 +623,32 @@ fn the_folder_of_maps_is_neither_listed_nor_usable() {
     );
     assert!(got.ends_with(")\r\nc NOOP\r\n"), "{got}");
 }
+
+#[test]
+fn a_literal_passed_by_the_caller_is_counted_as_if_translated() {
+    let mut t = selected("INBOX");
+    // The store's literal: the middle 10 bytes are the caller's; the rest
+    // is translated, and the UID after the body is still rewritten.
+    assert_eq!(
+        down(&mut t, "* 1 FETCH (BODY[] {20}\r\n01234"),
+        "* 1 FETCH (BODY[] {20}\r\n01234"
+    );
+    assert!(t.pass_literal(false, 10));
+    // Not the last byte of the literal: the caller cannot know what follows it.
+    assert!(!t.pass_literal(false, 5));
+    assert_eq!(
+        down(&mut t, "EFGHI UID 3)\r\na OK done\r\n"),
+        "EFGHI UID 5)\r\na OK done\r\n"
+    );
+    // Outside a literal, or in the client's direction with none, nothing passes.
+    assert!(!t.pass_literal(false, 1));
+    assert!(!t.pass_literal(true, 1));
+    // An APPEND's message from the client passes the same way.
+    assert_eq!(
+        up(&mut t, "b APPEND INBOX {8}\r\n"),
+        "b APPEND INBOX {8}\r\n"
+    );
+    assert!(t.pass_literal(true, 7));
+    assert_eq!(up(&mut t, "x\r\n"), "x\r\n");
+    assert_eq!(up(&mut t, "c NOOP\r\n"), "c NOOP\r\n");
+}

@@ -1,19 +1,25 @@
-//! After login: bytes both ways, untouched, until a side closes, the session goes
-//! idle for too long, or it is kicked.
+//! After login: bytes both ways until a side closes, the session goes idle
+//! for too long, or it is kicked — untouched, or through a [`Transform`]
+//! (the translating relay's [`Translator`](crate::imap::translate::Translator)).
 //!
 //! Both directions are driven in one future, so no write ever blocks a read the
-//! other way. Each read goes into a scratch buffer on the poll's stack and is
-//! written straight on; only bytes the peer cannot take yet are copied to the
-//! heap, and that copy is freed once drained. An idle session (IDLE for hours)
-//! therefore holds no relay buffer at all — the difference between 12 KiB and
-//! 64 KiB per session at 10,000 sessions. A direction that hits EOF shuts the
-//! other side's writer down (half-close), as `copy_bidirectional` does.
+//! other way. Each read goes into a scratch buffer on the poll's stack. Without
+//! a transform it is written straight on; only bytes the peer cannot take yet
+//! are copied to the heap, and that copy is freed once drained. With one, the
+//! transform writes what goes out into that same heap buffer, also freed once
+//! the burst is over. An idle session (IDLE for hours) therefore holds no relay
+//! buffer at all — the difference between 12 KiB and 64 KiB per session at
+//! 10,000 sessions. A direction that hits EOF shuts the other side's writer
+//! down (half-close), as `copy_bidirectional` does.
+//!
+//! ```text
+//!  client ──read──► Transform::client_to_store ──write──► store
+//!     ▲                 │ (its own answers)
+//!     └──write── pending ◄── Transform::store_to_client ◄──read── store
+//! ```
 
 #[cfg(target_os = "linux")]
 mod splice;
-mod translating;
-
-pub use translating::relay_translated;
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -128,10 +134,43 @@ const CHUNK: usize = 64 * 1024;
 /// Reads a fair share per wake-up before yielding to other sessions.
 const BUDGET: usize = 32;
 
+/// Rewrites what crosses the relay, per direction. The plain relay has none
+/// and pays nothing for the option: its reads are written straight from the
+/// scratch buffer.
+pub trait Transform: Send {
+    /// Client bytes read; what goes to the store is appended to `to_store`,
+    /// and answers of the transform's own (a refused command) to `to_client`.
+    fn client_to_store(&mut self, input: &[u8], to_store: &mut Vec<u8>, to_client: &mut Vec<u8>);
+    /// Store bytes read; what goes to the client is appended to `to_client`.
+    /// An error ends the session.
+    fn store_to_client(&mut self, input: &[u8], to_client: &mut Vec<u8>) -> io::Result<()>;
+    /// Whether `input` (from the client if `to_store`, else from the store)
+    /// goes on exactly as it is — the middle of a message body. If so the
+    /// transform counts it as passed and the relay writes it straight from
+    /// its read buffer, as the plain relay does, instead of copying it
+    /// through the transform.
+    fn passes(&mut self, to_store: bool, input: &[u8]) -> bool {
+        let _ = (to_store, input);
+        false
+    }
+}
+
+/// What a direction does with what it reads.
+enum Rewrite<'a> {
+    /// Written on untouched.
+    Pass,
+    /// Client → store; the transform's own answers go to `replies` (the
+    /// other direction's pending bytes).
+    ToStore(&'a mut dyn Transform, &'a mut Vec<u8>),
+    /// Store → client.
+    ToClient(&'a mut dyn Transform),
+}
+
 /// One direction of the relay.
 #[derive(Default)]
 struct Direction {
-    /// Bytes read but not yet accepted by the writer (empty, unallocated, when idle).
+    /// Bytes read (or transformed) but not yet accepted by the writer
+    /// (empty, unallocated, when idle).
     pending: Vec<u8>,
     sent: usize,
     eof: bool,
@@ -164,6 +203,7 @@ impl Direction {
         cx: &mut Context<'_>,
         mut r: Pin<&mut R>,
         mut w: Pin<&mut W>,
+        rewrite: &mut Rewrite<'_>,
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + ?Sized,
@@ -211,6 +251,26 @@ impl Direction {
                 self.eof = true;
                 continue;
             }
+            // What a transform makes goes out at the top of the loop.
+            match rewrite {
+                Rewrite::Pass => {}
+                Rewrite::ToStore(t, replies) => {
+                    if !t.passes(true, data) {
+                        // One allocation for the burst, not a chain of regrowths.
+                        self.pending.reserve(data.len());
+                        t.client_to_store(data, &mut self.pending, replies);
+                        continue;
+                    }
+                }
+                Rewrite::ToClient(t) => {
+                    if !t.passes(false, data) {
+                        self.pending.reserve(data.len());
+                        t.store_to_client(data, &mut self.pending)?;
+                        continue;
+                    }
+                }
+            }
+            // Untouched: straight from the scratch buffer (`pending` is empty).
             let mut written = 0;
             while written < data.len() {
                 match w.as_mut().poll_write(cx, &data[written..]) {
@@ -230,20 +290,41 @@ impl Direction {
 }
 
 /// Copies both ways until both directions ended, or one failed.
-async fn copy_both<A, B>(
-    a: &mut A,
-    b: &mut B,
-    a_to_b: &mut Direction,
-    b_to_a: &mut Direction,
+async fn copy_both<C, B>(
+    client: &mut C,
+    backend: &mut B,
+    up: &mut Direction,
+    down: &mut Direction,
+    mut transform: Option<&mut dyn Transform>,
 ) -> io::Result<()>
 where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     std::future::poll_fn(|cx| {
-        let ab = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
-        let ba = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
-        match (ab, ba) {
+        // Client → store first: the transform's answers it queues for the
+        // client are written by the other direction in the same wake-up.
+        let mut rewrite = match transform.as_deref_mut() {
+            Some(t) => Rewrite::ToStore(t, &mut down.pending),
+            None => Rewrite::Pass,
+        };
+        let u = up.poll_copy(
+            cx,
+            Pin::new(&mut *client),
+            Pin::new(&mut *backend),
+            &mut rewrite,
+        )?;
+        let mut rewrite = match transform.as_deref_mut() {
+            Some(t) => Rewrite::ToClient(t),
+            None => Rewrite::Pass,
+        };
+        let d = down.poll_copy(
+            cx,
+            Pin::new(&mut *backend),
+            Pin::new(&mut *client),
+            &mut rewrite,
+        )?;
+        match (u, d) {
             (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
             _ => Poll::Pending,
         }
@@ -258,10 +339,15 @@ const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
 /// After a kick: nothing more goes from the client to the store, but what the
 /// store still says (the tagged OK of an APPEND in flight) reaches the client
-/// before the BYE. Without this a client would retry an APPEND the store
-/// already stored, and the message would exist twice.
-async fn drain<B, C>(backend: &mut B, client: &mut C, b_to_a: &mut Direction, activity: &Activity)
-where
+/// before the BYE, transformed like the rest. Without this a client would
+/// retry an APPEND the store already stored, and the message would exist twice.
+async fn drain<B, C>(
+    backend: &mut B,
+    client: &mut C,
+    down: &mut Direction,
+    mut transform: Option<&mut dyn Transform>,
+    activity: &Activity,
+) where
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
@@ -269,7 +355,16 @@ where
     activity.touch();
     loop {
         let step = std::future::poll_fn(|cx| {
-            b_to_a.poll_copy(cx, Pin::new(&mut *backend), Pin::new(&mut *client))
+            let mut rewrite = match transform.as_deref_mut() {
+                Some(t) => Rewrite::ToClient(t),
+                None => Rewrite::Pass,
+            };
+            down.poll_copy(
+                cx,
+                Pin::new(&mut *backend),
+                Pin::new(&mut *client),
+                &mut rewrite,
+            )
         });
         tokio::select! {
             _ = step => return,
@@ -279,11 +374,20 @@ where
             // Whatever was read but not yet written still goes out.
             let _ = tokio::time::timeout(
                 DRAIN_QUIET,
-                std::future::poll_fn(|cx| b_to_a.poll_flush_pending(cx, Pin::new(&mut *client))),
+                std::future::poll_fn(|cx| down.poll_flush_pending(cx, Pin::new(&mut *client))),
             )
             .await;
             return;
         }
+    }
+}
+
+/// The transform for a shorter borrow (`as_deref_mut` cannot shorten the
+/// trait object's lifetime behind `&mut`; a coercion can).
+fn reborrow<'s>(t: &'s mut Option<&mut dyn Transform>) -> Option<&'s mut dyn Transform> {
+    match t {
+        Some(t) => Some(&mut **t),
+        None => None,
     }
 }
 
@@ -297,10 +401,28 @@ pub struct Options {
     pub to_client: IntCounter,
 }
 
-/// Relays until the end; the streams are left for the caller (to say BYE).
+/// Relays bytes untouched until the end; the streams are left for the
+/// caller (to say BYE).
 pub async fn relay<C, B>(
     client: &mut C,
     backend: &mut B,
+    opts: Options,
+    cancel: &CancellationToken,
+) -> (End, Totals)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    relay_with(client, backend, None, opts, cancel).await
+}
+
+/// Relays until the end, through `transform` if there is one; the streams
+/// are left for the caller (to say BYE). Totals count bytes read from each
+/// side (before the transform).
+pub async fn relay_with<C, B>(
+    client: &mut C,
+    backend: &mut B,
+    mut transform: Option<&mut dyn Transform>,
     opts: Options,
     cancel: &CancellationToken,
 ) -> (End, Totals)
@@ -327,12 +449,24 @@ where
     let idle = activity.quiet_for(opts.idle_timeout);
     let (mut up, mut down) = (Direction::default(), Direction::default());
     let end = tokio::select! {
-        _ = copy_both(&mut c, &mut b, &mut up, &mut down) => End::Closed,
+        r = copy_both(&mut c, &mut b, &mut up, &mut down, reborrow(&mut transform)) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "relay ended");
+            }
+            End::Closed
+        }
         _ = idle => End::Idle,
         _ = cancel.cancelled() => End::Cancelled,
     };
     if end == End::Cancelled {
-        drain(&mut b, &mut c, &mut down, &activity).await;
+        drain(
+            &mut b,
+            &mut c,
+            &mut down,
+            reborrow(&mut transform),
+            &activity,
+        )
+        .await;
     }
     let totals = Totals {
         to_backend: c.read,
