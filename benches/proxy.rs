@@ -339,7 +339,7 @@ fn main() {
     let lab_json = serde_json::json!({
         "run_id": run_id,
         "ports": {"direct": store.imap_port(), "mailshift": ms.imap_port(), "dproxy": dproxy.port,
-                  "mscopy": ms_copy.imap_port()},
+                  "mscopy": ms_copy.imap_port(), "admin": ms.admin_port()},
         "pids": {"direct": store_pid, "mailshift": ms_pid, "dproxy": dproxy.pid, "ldap": ldap_pid,
                  "mscopy": ms_copy_pid},
     });
