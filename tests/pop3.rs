@@ -198,6 +198,37 @@ fn each_user_reads_their_own_store_over_pop3() {
         ),
         "{metrics}"
     );
+
+    // The store is told who the client is (XCLIENT, sent with the login in
+    // one write): a client from 127.0.0.9 is 127.0.0.9 in the new store's log.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut c = support::haproxy::connect_from("127.0.0.9", ports.plain);
+        c.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut r = BufReader::new(c.try_clone().expect("clone"));
+        let mut line = String::new();
+        for cmd in ["", "USER bob\r\n", "PASS bobpw\r\n", "STAT\r\n", "QUIT\r\n"] {
+            c.write_all(cmd.as_bytes()).expect("write");
+            line.clear();
+            r.read_line(&mut line).expect("read");
+            assert!(line.starts_with("+OK"), "{cmd:?}: {line}");
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    while !lab
+        .new
+        .log()
+        .lines()
+        .any(|l| l.contains("pop3-login: Info: Login: user=<bob>") && l.contains("rip=127.0.0.9,"))
+    {
+        assert!(
+            Instant::now() < until,
+            "the store never logged the client's address:\n{}",
+            lab.new.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn http_get(port: u16, path: &str) -> String {

@@ -159,10 +159,14 @@ impl Login {
     fn after_greeting(&mut self, xclient: bool) -> Action {
         match self.peer {
             Some(peer) if xclient => {
+                // XCLIENT and the login in one write, one round trip (as the
+                // IMAP login sends ID with AUTHENTICATE): the XCLIENT verdict
+                // changes nothing but what the store logs.
                 self.stage = Stage::Xclient;
-                Action::Send(
-                    format!("XCLIENT ADDR={} PORT={}\r\n", peer.ip(), peer.port()).into_bytes(),
-                )
+                let mut out =
+                    format!("XCLIENT ADDR={} PORT={}\r\n", peer.ip(), peer.port()).into_bytes();
+                out.extend_from_slice(&self.auth_command());
+                Action::Send(out)
             }
             _ => {
                 self.stage = Stage::Auth;
@@ -218,14 +222,11 @@ impl Login {
                 reply: truncate(rest),
                 temporary: false,
             }),
-            (Stage::Xclient, true) => {
+            // Not trusted after all (-ERR): the login goes without forwarding.
+            // Either way its verdict is the next line.
+            (Stage::Xclient, _) => {
                 self.stage = Stage::Auth;
-                Ok(Action::Send(self.auth_command()))
-            }
-            (Stage::Xclient, false) => {
-                // Not trusted after all: log in without forwarding.
-                self.stage = Stage::Auth;
-                Ok(Action::Send(self.auth_command()))
+                Ok(Action::Read)
             }
             (Stage::Auth, true) => {
                 self.stage = Stage::Done;
@@ -323,14 +324,26 @@ mod tests {
         );
         assert!(matches!(l.tls_started(), Action::Send(b) if b.starts_with(b"AUTH PLAIN")));
 
-        let mut l = Login::new(&user(), None, false, Some(peer)).expect("test input");
-        assert_eq!(
-            l.on_line(b"+OK [XCLIENT] Dovecot ready.")
-                .expect("test input"),
-            Action::Send(b"XCLIENT ADDR=192.0.2.7 PORT=4242\r\n".to_vec())
-        );
-        assert!(matches!(l.on_line(b"+OK Updated").expect("test input"),
-            Action::Send(b) if b.starts_with(b"AUTH PLAIN")));
+        // XCLIENT and the login in one write; the login's verdict follows
+        // XCLIENT's, whichever that was.
+        for xclient_verdict in [&b"+OK Updated"[..], b"-ERR Not trusted"] {
+            let mut l = Login::new(&user(), None, false, Some(peer)).expect("test input");
+            assert_eq!(
+                l.on_line(b"+OK [XCLIENT] Dovecot ready.")
+                    .expect("test input"),
+                Action::Send(
+                    b"XCLIENT ADDR=192.0.2.7 PORT=4242\r\nAUTH PLAIN AGFsaWNlAHB3\r\n".to_vec()
+                )
+            );
+            assert_eq!(
+                l.on_line(xclient_verdict).expect("test input"),
+                Action::Read
+            );
+            assert_eq!(
+                l.on_line(b"+OK Logged in.").expect("test input"),
+                Action::Done
+            );
+        }
     }
 
     #[test]
