@@ -198,39 +198,13 @@ pub fn fingerprints(reply: &Reply) -> Vec<(u32, Fingerprint)> {
     out
 }
 
-/// A compact IMAP sequence set (`1:5,7,9:12`) of ascending UIDs.
-pub fn uid_set(uids: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            i += 1;
-            end = uids[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
-}
+/// A compact IMAP sequence set (`1:5,7,9:12`) of ascending UIDs: the store
+/// client's, under the name the engine's phases use.
+pub use crate::store::imap::fetch::sequence_set as uid_set;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uid_sets_are_compact() {
-        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
-        assert_eq!(uid_set(&[4]), "4");
-    }
 
     /// The hand-written reader of earlier versions: fingerprints (some kept
     /// in the sync state) must come out the same.
