@@ -195,7 +195,11 @@ fn cutover_moves_scripts_the_new_store_files_mail_and_rollback_copies_back() {
     let out = cli(&s, &["migrate", "--user", "alice", "--cutover"]);
     let t = text(&out);
     assert!(out.status.success(), "{t}\n{}", s.proxy.log_tail());
-    assert!(t.contains("sieve: 2 copied, 0 unchanged, 0 refused"), "{t}");
+    assert!(
+        t.contains("sieve: 2 copied, 0 unchanged, 0 refused") && !t.contains("not copied"),
+        "{t}\nnew store:\n{}",
+        support::tail(&s.lab.new.log(), 40)
+    );
     let alice_new = s.lab.new.mail_home("alice");
     assert_eq!(on_store(&alice_new, "filters").as_deref(), Some(FILTER));
     assert_eq!(on_store(&alice_new, "spare").as_deref(), Some("keep;\r\n"));

@@ -134,6 +134,10 @@ pub async fn check_quota(
     dst: &mut Client,
     plan: &[Pair],
 ) -> Result<Result<(), String>, Error> {
+    // Nothing to copy (a no-change pass): not worth a round trip.
+    if plan.is_empty() {
+        return Ok(Ok(()));
+    }
     let Some((used, limit)) = quota(dst).await? else {
         return Ok(Ok(()));
     };

@@ -12,6 +12,15 @@
 //!  then SETACTIVE the source's active script (unless it was refused)
 //! ```
 //!
+//! Reading both sides runs beside the pass's folder sync; writing to the
+//! destination (PUTSCRIPT, SETACTIVE) waits until the folders are done
+//! ([`copy`]'s `writes_after`): Dovecot 2.3 stores a script's hash in the
+//! user's mailbox attributes and its ManageSieve process panics ("locking
+//! failed: Resource deadlock avoided") when an IMAP process of the same user
+//! holds the mailbox list lock at that moment. A pass whose connection broke
+//! anyway (a store process that died, a restart) tries once more on fresh
+//! connections: every step is idempotent.
+//!
 //! A script the destination refuses is never dropped silently: it is in the
 //! pass's [`SieveReport`] (printed by `migrate`), counted in
 //! `mailshift_sieve_scripts_migrated_total{result="refused"}`, and
@@ -130,25 +139,44 @@ fn active(list: &[ScriptName]) -> Option<String> {
 
 /// Copies the user's scripts from `from` to `to` (see the module docs).
 /// Never fails the pass: what went wrong is in the report. With `dry_run`
-/// only CHECKSCRIPT runs on the destination.
+/// only CHECKSCRIPT runs on the destination. Nothing is written to the
+/// destination before `writes_after` resolves (the pass's folders are done;
+/// a dropped sender counts as done).
 pub async fn copy(
     from: &Store,
     to: &Store,
     user: &str,
     password: Option<&[u8]>,
     dry_run: bool,
+    writes_after: tokio::sync::oneshot::Receiver<()>,
 ) -> SieveReport {
+    let enabled = enabled(from, to);
     let mut report = SieveReport {
-        enabled: enabled(from, to),
+        enabled,
         ..SieveReport::default()
     };
-    if !report.enabled {
+    if !enabled {
         return report;
     }
-    if let Err(e) = copy_into(from, to, user, password, dry_run, &mut report).await {
-        // Inside the pass's span: user and stores are on it.
-        tracing::warn!(error = %e, "Sieve scripts not copied");
-        report.error = Some(e.to_string());
+    let mut gate = Gate::Closed(writes_after);
+    for attempt in 1..=2 {
+        report = SieveReport {
+            enabled,
+            ..SieveReport::default()
+        };
+        match copy_into(from, to, user, password, dry_run, &mut gate, &mut report).await {
+            Ok(()) => break,
+            Err(e) if attempt == 1 && e.is_temporary() => {
+                tracing::info!(error = %e, "Sieve scripts: connection lost, trying again");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            Err(e) => {
+                // Inside the pass's span: user and stores are on it.
+                tracing::warn!(error = %e, "Sieve scripts not copied");
+                report.error = Some(e.to_string());
+                break;
+            }
+        }
     }
     for (result, n) in [
         ("copied", report.copied.len()),
@@ -163,12 +191,32 @@ pub async fn copy(
     report
 }
 
+/// How long a broken copy waits before its second try.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Holds the destination's writes back until the pass's folders are done.
+enum Gate {
+    Closed(tokio::sync::oneshot::Receiver<()>),
+    Open,
+}
+
+impl Gate {
+    async fn pass(&mut self) {
+        if let Gate::Closed(rx) = self {
+            // Sent or dropped: either way the folder sync is over.
+            let _ = rx.await;
+            *self = Gate::Open;
+        }
+    }
+}
+
 async fn copy_into(
     from: &Store,
     to: &Store,
     user: &str,
     password: Option<&[u8]>,
     dry_run: bool,
+    gate: &mut Gate,
     report: &mut SieveReport,
 ) -> Result<(), Error> {
     let (mut src, mut dst) = pair(from, to, user, password).await?;
@@ -184,7 +232,10 @@ async fn copy_into(
         }
         let verdict = match dst.check_script(&body).await? {
             Ok(()) if dry_run => Ok(()),
-            Ok(()) => dst.put_script(&script.name, &body).await?,
+            Ok(()) => {
+                gate.pass().await;
+                dst.put_script(&script.name, &body).await?
+            }
             Err(no) => Err(no),
         };
         match verdict {
@@ -207,6 +258,7 @@ async fn copy_into(
             .filter(|d| !source.iter().any(|s| &s.name == d)),
     };
     if want != dest_active && !dry_run {
+        gate.pass().await;
         dst.set_active(want.as_deref()).await?;
         report.activated = true;
     }

@@ -351,8 +351,10 @@ impl Engine {
         let started = Instant::now();
         let password = password.map(|p| Arc::new(p.to_vec()));
         // Sieve scripts travel over their own connections, meanwhile; dropped
-        // (aborted) with the pass if it fails.
+        // (aborted) with the pass if it fails. They write only once the
+        // folders are done (see `sieve`'s docs: a store's lock deadlock).
         let mut sieve = tokio::task::JoinSet::new();
+        let (folders_done, writes_after) = tokio::sync::oneshot::channel();
         {
             let (from, to) = (Arc::clone(&self.from), Arc::clone(&self.to));
             let (user, password) = (user.to_string(), password.clone());
@@ -360,7 +362,7 @@ impl Engine {
             sieve.spawn(
                 async move {
                     let password = password.as_deref().map(|p| p.as_slice());
-                    super::sieve::copy(&from, &to, &user, password, dry_run).await
+                    super::sieve::copy(&from, &to, &user, password, dry_run, writes_after).await
                 }
                 .instrument(span.clone()),
             );
@@ -369,6 +371,7 @@ impl Engine {
             .pass_folders(user, password, reporter, paced)
             .instrument(span.clone())
             .await;
+        let _ = folders_done.send(());
         self.state.close(user);
         let mut report = result?;
         report.sieve = match sieve.join_next().await {

@@ -53,14 +53,17 @@ impl Courier {
             "Courier runs in a mount namespace of its own (unshare -m): the tests need root"
         );
         let mut last_err = String::new();
-        for _ in 0..3 {
+        for _ in 0..super::START_TRIES {
             match Self::try_start(name, users, &root, &id) {
                 Ok(c) => return c,
                 Err(e) if super::is_bind_conflict(&e) || e.contains("bind") => last_err = e,
                 Err(e) => panic!("{e}"),
             }
         }
-        panic!("courier {name}: no free port after 3 tries: {last_err}");
+        panic!(
+            "courier {name}: no free port after {} tries: {last_err}",
+            super::START_TRIES
+        );
     }
 
     fn try_start(

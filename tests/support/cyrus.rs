@@ -93,7 +93,7 @@ impl Cyrus {
             cyrus_root().display()
         );
         let mut last_err = String::new();
-        for _ in 0..3 {
+        for _ in 0..super::START_TRIES {
             match Self::try_start(name, &opts) {
                 Ok(c) => return c,
                 Err(e) if super::is_bind_conflict(&e) || e.contains("unable to bind") => {
@@ -102,7 +102,10 @@ impl Cyrus {
                 Err(e) => panic!("{e}"),
             }
         }
-        panic!("cyrus {name}: no free ports after 3 tries: {last_err}");
+        panic!(
+            "cyrus {name}: no free ports after {} tries: {last_err}",
+            super::START_TRIES
+        );
     }
 
     fn try_start(name: &str, opts: &CyrusOpts) -> Result<Cyrus, String> {

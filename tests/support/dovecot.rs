@@ -71,14 +71,17 @@ pub struct Dovecot {
 impl Dovecot {
     pub fn start(name: &str, ldap: &Slapd, opts: DovecotOpts) -> Dovecot {
         let mut last_err = String::new();
-        for _ in 0..3 {
+        for _ in 0..super::START_TRIES {
             match Self::try_start(name, ldap, &opts) {
                 Ok(d) => return d,
                 Err(e) if super::is_bind_conflict(&e) => last_err = e,
                 Err(e) => panic!("{e}"),
             }
         }
-        panic!("dovecot {name}: no free ports after 3 tries: {last_err}");
+        panic!(
+            "dovecot {name}: no free ports after {} tries: {last_err}",
+            super::START_TRIES
+        );
     }
 
     fn try_start(name: &str, ldap: &Slapd, opts: &DovecotOpts) -> Result<Dovecot, String> {
@@ -207,6 +210,7 @@ impl Dovecot {
             dir,
         };
         let mut server = Server::spawn("dovecot", dc.dir.path(), &["dovecot", "-F", "-c", &conf_s]);
+        let root = server.pid();
         let res = wait_ready(
             &format!("dovecot {name} (imap {imap_port}, lmtp {lmtp_port}, sieve {sieve_port})"),
             &mut server,
@@ -217,6 +221,9 @@ impl Dovecot {
                     && greets(submission_port, "220 ")
                     && greets(pop3_port, "+OK")
                     && greets(sieve_port, "\"IMPLEMENTATION\"")
+                    && [imap_port, lmtp_port, submission_port, pop3_port, sieve_port]
+                        .iter()
+                        .all(|p| super::port_owned_by(root, *p))
             },
         );
         dc.server = Some(server);

@@ -27,14 +27,17 @@ pub struct Haproxy {
 impl Haproxy {
     pub fn start(frontends: &[Frontend]) -> Haproxy {
         let mut last_err = String::new();
-        for _ in 0..3 {
+        for _ in 0..super::START_TRIES {
             match Self::try_start(frontends) {
                 Ok(h) => return h,
                 Err(e) if super::is_bind_conflict(&e) || e.contains("cannot bind") => last_err = e,
                 Err(e) => panic!("{e}"),
             }
         }
-        panic!("haproxy: no free ports after 3 tries: {last_err}");
+        panic!(
+            "haproxy: no free ports after {} tries: {last_err}",
+            super::START_TRIES
+        );
     }
 
     fn try_start(frontends: &[Frontend]) -> Result<Haproxy, String> {

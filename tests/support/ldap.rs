@@ -31,7 +31,7 @@ impl Slapd {
     /// of `deploy/ldap/mailuserstatus.schema`; panics if slapd refuses it.
     pub fn start_with_status_schema(syncprov: bool, status_schema: &Path) -> Slapd {
         let mut last_err = String::new();
-        for _ in 0..3 {
+        for _ in 0..super::START_TRIES {
             let dir = super::shared_tempdir("mailshift-slapd-");
             fs::create_dir(dir.path().join("data")).expect("mkdir data");
             let conf = dir.path().join("slapd.conf");
@@ -65,7 +65,10 @@ impl Slapd {
                 Err(e) => panic!("{e}"),
             }
         }
-        panic!("slapd: no free port after 3 tries: {last_err}");
+        panic!(
+            "slapd: no free port after {} tries: {last_err}",
+            super::START_TRIES
+        );
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -78,12 +81,14 @@ impl Slapd {
         );
         let url = self.url();
         let log_path = server.stderr_log.clone();
+        let root = server.pid();
         let res = wait_ready(
             &format!("slapd on {url}"),
             &mut server,
             &|| read_log(&log_path),
             &mut || {
                 super::port_open(self.port)
+                    && super::port_owned_by(root, self.port)
                     && Command::new("ldapwhoami")
                         .args(["-x", "-H", &url, "-D", ADMIN_DN, "-w", ADMIN_PASSWORD])
                         .output()

@@ -288,6 +288,11 @@ impl Server {
         }
     }
 
+    /// The supervisor's pid (the server runs under it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// `Some(status)` once the server has exited.
     pub fn exited(&mut self) -> Option<String> {
         match self.child.as_mut()?.try_wait() {
@@ -372,6 +377,65 @@ pub fn port_open(port: u16) -> bool {
     .is_ok()
 }
 
+/// Whether the listener on loopback `port` belongs to `root` or one of its
+/// descendants: a server that lost the race for its port must not take
+/// another test's server answering there for itself.
+pub fn port_owned_by(root: u32, port: u16) -> bool {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let local_port = f.get(1)?.rsplit(':').next()?;
+                    (u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == "0A")
+                        .then(|| f.get(9).map(|i| format!("socket:[{i}]")))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::read_link(fd.path())
+                .map(|l| inodes.iter().any(|i| l.to_string_lossy() == *i))
+                .unwrap_or(false)
+        });
+        if holds {
+            let mut at = pid;
+            while at > 1 {
+                if at == root {
+                    return true;
+                }
+                match parent(at) {
+                    Some(pp) => at = pp,
+                    None => break,
+                }
+            }
+        }
+    }
+    false
+}
+
 /// Polls `ready` until it is true. Fails early if `server` exits, with
 /// `log()` in the message either way.
 pub fn wait_ready(
@@ -400,6 +464,11 @@ pub fn wait_ready(
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// How many times a server is started on fresh ports: other test binaries'
+/// servers and every outgoing connection draw from the same ephemeral
+/// range, so on a busy machine a picked port is sometimes taken by the bind.
+pub const START_TRIES: usize = 6;
 
 /// A port another process grabbed between our pick and the server's bind:
 /// worth a retry on fresh ports rather than a failed test.

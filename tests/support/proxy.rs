@@ -188,14 +188,17 @@ impl Mailshift {
 
     fn start_full(config_text: &str, smtp_port: Option<u16>, wrapper: &[&str]) -> Mailshift {
         let mut last_err = String::new();
-        for _ in 0..3 {
+        for _ in 0..super::START_TRIES {
             match Self::try_start(config_text, smtp_port, wrapper) {
                 Ok(m) => return m,
                 Err(e) if super::is_bind_conflict(&e) => last_err = e,
                 Err(e) => panic!("{e}"),
             }
         }
-        panic!("mailshift: no free ports after 3 tries: {last_err}");
+        panic!(
+            "mailshift: no free ports after {} tries: {last_err}",
+            super::START_TRIES
+        );
     }
 
     fn try_start(
