@@ -251,8 +251,8 @@ pub trait Protocol: Send + Sync + 'static {
     const READ_BUF_BYTES: usize;
     /// What a client is told when the store cannot be reached.
     const STORE_DOWN: &'static str;
-    /// What a client past the connection ceiling is told (where the accept
-    /// loop is given one: IMAP's today, see [`accept_loop`]).
+    /// What a client past the connection ceiling is told (see
+    /// [`connection_ceiling`]).
     const TOO_MANY: &'static [u8];
 
     /// The session's span: `client` set, `user` and `backend` empty.
@@ -327,17 +327,40 @@ impl Drop for Open {
     }
 }
 
+/// The open-file limit of this process (soft), if it can be read.
+pub fn fd_limit() -> Option<u64> {
+    // SAFETY: getrlimit only writes the struct passed in.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        (libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0).then_some(lim.rlim_cur)
+    }
+}
+
+/// How many client connections fit, IMAP, POP3, ManageSieve and submission
+/// together (one count): each holds two sockets (client and store), with
+/// room left for LDAP, the admin API, deliveries and accepting.
+pub fn connection_ceiling() -> usize {
+    match fd_limit() {
+        Some(n) if n < u64::MAX / 2 => (n.saturating_sub(128) / 2).max(16) as usize,
+        _ => usize::MAX,
+    }
+}
+
 /// Accepts connections until cancelled; sessions run on `tracker`, so a
-/// shutdown waits for their goodbye. With `ceiling` (open connections and
-/// the most allowed), a client past it is told so ([`Protocol::TOO_MANY`])
-/// instead of being left unanswered in the backlog.
+/// shutdown waits for their goodbye. `open` counts the open sessions of
+/// every front end: past [`connection_ceiling`] a client is told so
+/// ([`Protocol::TOO_MANY`]) instead of being left unanswered in the backlog.
 pub async fn accept_loop<P: Protocol>(
     listener: TcpListener,
     kind: Listener,
     current: Arc<Current>,
-    ceiling: Option<(Arc<AtomicUsize>, usize)>,
+    open: Arc<AtomicUsize>,
     tracker: tokio_util::task::TaskTracker,
 ) {
+    let max = connection_ceiling();
     // The token is the same in every generation.
     let cancel = current
         .read()
@@ -352,19 +375,14 @@ pub async fn accept_loop<P: Protocol>(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let guard = match &ceiling {
-                    Some((open, max)) => {
-                        if open.fetch_add(1, Ordering::Relaxed) >= *max {
-                            open.fetch_sub(1, Ordering::Relaxed);
-                            // Best effort, never blocking the accept loop.
-                            let _ = tcp.try_write(P::TOO_MANY);
-                            tracing::warn!(client = %peer, ceiling = max, "connection refused: at the open-file ceiling");
-                            continue;
-                        }
-                        Some(Open(Arc::clone(open)))
-                    }
-                    None => None,
-                };
+                if open.fetch_add(1, Ordering::Relaxed) >= max {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    // Best effort, never blocking the accept loop.
+                    let _ = tcp.try_write(P::TOO_MANY);
+                    tracing::warn!(client = %peer, ceiling = max, "{}connection refused: at the open-file ceiling", P::LOG);
+                    continue;
+                }
+                let guard = Open(Arc::clone(&open));
                 let app = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
                 tracker.spawn(async move {
                     if let Some(settings) = P::settings(&app) {

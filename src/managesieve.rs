@@ -22,8 +22,9 @@ pub async fn accept_loop(
     listener: TcpListener,
     kind: session::Listener,
     current: Arc<Current>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
     tracker: tokio_util::task::TaskTracker,
 ) {
-    crate::frontend::accept_loop::<session::ManageSieve>(listener, kind, current, None, tracker)
+    crate::frontend::accept_loop::<session::ManageSieve>(listener, kind, current, open, tracker)
         .await;
 }

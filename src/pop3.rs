@@ -25,7 +25,8 @@ pub async fn accept_loop(
     listener: TcpListener,
     kind: session::Listener,
     current: Arc<Current>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
     tracker: tokio_util::task::TaskTracker,
 ) {
-    crate::frontend::accept_loop::<session::Pop3>(listener, kind, current, None, tracker).await;
+    crate::frontend::accept_loop::<session::Pop3>(listener, kind, current, open, tracker).await;
 }

@@ -335,9 +335,9 @@ pub async fn run_from(
     let mut serving = false;
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tracing::info!(
-        max_connections = imap::connection_ceiling(),
-        fd_limit = imap::fd_limit().unwrap_or(0),
-        "IMAP connection ceiling (two sockets per session)"
+        max_connections = crate::frontend::connection_ceiling(),
+        fd_limit = crate::frontend::fd_limit().unwrap_or(0),
+        "connection ceiling, every front end together (two sockets per session)"
     );
     if let Some(addr) = config.imap.listen {
         let l = bind("imap.listen", addr).await?;
@@ -376,6 +376,7 @@ pub async fn run_from(
                 l,
                 kind,
                 Arc::clone(&current),
+                Arc::clone(&open),
                 tasks.clone(),
             ));
             serving = true;
@@ -401,6 +402,7 @@ pub async fn run_from(
                 l,
                 kind,
                 Arc::clone(&current),
+                Arc::clone(&open),
                 tasks.clone(),
             ));
             serving = true;
@@ -441,6 +443,7 @@ pub async fn run_from(
                 l,
                 kind,
                 Arc::clone(&current),
+                Arc::clone(&open),
                 tasks.clone(),
             ));
             serving = true;

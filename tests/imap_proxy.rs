@@ -673,22 +673,49 @@ print("logged in")
     assert!(ok && out.contains("logged in"), "{out}");
 }
 
-/// Out of file descriptors, new clients are told so instead of hanging.
+/// Out of file descriptors, new clients are told so instead of hanging; the
+/// ceiling counts every front end's sessions together (a POP3 client past it
+/// gets POP3's answer).
 #[test]
 fn past_the_fd_ceiling_clients_get_bye_not_silence() {
     let lab = Lab::start(true);
+    let pop3_port = support::free_port();
+    let store_pop3 = |table: &str, port: u16| {
+        (
+            format!("[backends.{table}]\n"),
+            format!("[backends.{table}]\npop3 = \"pop3://127.0.0.1:{port}\"\n"),
+        )
+    };
+    let (old_from, old_to) = store_pop3("old", lab.old.pop3_port());
+    let (new_from, new_to) = store_pop3("new", lab.new.pop3_port());
+    let mut text = config(&lab, &[(&old_from, &old_to), (&new_from, &new_to)]);
+    text.push_str(&format!("\n[pop3]\nlisten = \"127.0.0.1:{pop3_port}\"\n"));
     // 200 descriptors: room for (200 - 128) / 2 = 36 client connections.
-    let proxy = Mailshift::start_wrapped(&config(&lab, &[]), &["prlimit", "--nofile=200:200"]);
+    let proxy = Mailshift::start_wrapped(&text, &["prlimit", "--nofile=200:200"]);
     let mut held = Vec::new();
-    for _ in 0..36 {
+    for _ in 0..35 {
         held.push(ImapClient::connect(proxy.imap_port()));
     }
+    let mut pop3 = TcpStream::connect(("127.0.0.1", pop3_port)).expect("pop3");
+    let mut greeting = [0u8; 64];
+    let n = pop3.read(&mut greeting).expect("pop3 greeting");
+    assert!(greeting[..n].starts_with(b"+OK"), "{:?}", &greeting[..n]);
     let over = ImapClient::try_connect(proxy.imap_port()).expect("connect");
     assert!(
         over.greeting.starts_with("* BYE Too many connections"),
         "{}",
         over.greeting
     );
+    let mut over = TcpStream::connect(("127.0.0.1", pop3_port)).expect("pop3");
+    over.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = String::new();
+    over.read_to_string(&mut answer).expect("pop3 refusal");
+    assert!(
+        answer.starts_with("-ERR [SYS/TEMP] Too many connections"),
+        "{answer}"
+    );
+    drop(pop3);
     drop(held.pop());
     std::thread::sleep(Duration::from_millis(200));
     let again = ImapClient::connect(proxy.imap_port());
