@@ -219,8 +219,16 @@ async fn copy_into(
     gate: &mut Gate,
     report: &mut SieveReport,
 ) -> Result<(), Error> {
-    let (mut src, mut dst) = pair(from, to, user, password).await?;
+    // The source first: with no script there, nothing on the destination
+    // changes (its own scripts stay, nothing to activate or clear), so most
+    // users cost the stores one ManageSieve login a pass, not two.
+    let mut src = connect(from, user, password).await?;
     let source = src.list_scripts().await?;
+    if source.is_empty() {
+        tokio::spawn(async move { src.logout().await });
+        return Ok(());
+    }
+    let mut dst = connect(to, user, password).await?;
     let dest = dst.list_scripts().await?;
     report.active = active(&source);
     for script in &source {
