@@ -2,7 +2,7 @@
 //! proxy, the peer), targets interleaved in one run.
 //!
 //! ```text
-//! cargo bench --bench pop3 -- [--quick] [--idle N]
+//! cargo bench --bench pop3 -- [--quick] [--rounds N] [--idle N]
 //! ```
 //!
 //! Starts slapd, one Dovecot store with POP3 (user0001..user0059 / pwNNNN),
@@ -15,7 +15,9 @@
 //! - memory of an idle logged-in session: mailshift's RSS growth over N idle
 //!   sessions, divided by N.
 //!
-//! Prints one line per measurement and the ratios to direct.
+//! Prints one line per measurement and the ratios to direct (mean and median
+//! of per-round ratios; `--rounds`, 5 by default, each round in another
+//! order of the targets).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -344,32 +346,63 @@ fn main() {
             .trim()
     );
 
-    let rounds = if quick { 1 } else { 3 };
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(if quick { 1 } else { 5 })
+        .max(1);
     let secs = if quick { 2.0 } else { 5.0 };
+    let transfers = if quick { 2 } else { 10 };
     let mut logins: Vec<(&str, Vec<f64>)> = targets.iter().map(|t| (t.0, Vec::new())).collect();
     let mut retr: Vec<(&str, Vec<f64>)> = targets.iter().map(|t| (t.0, Vec::new())).collect();
     for round in 0..rounds {
-        for (k, (name, port)) in targets.iter().enumerate() {
-            let v = logins_per_sec(*port, 16, secs);
+        // Each round starts with another target, so none is always first
+        // (warm caches, a neighbour's build starting) or always last.
+        let order: Vec<usize> = (0..targets.len())
+            .map(|k| (k + round) % targets.len())
+            .collect();
+        for &k in &order {
+            let (name, port) = targets[k];
+            let v = logins_per_sec(port, 16, secs);
             eprintln!("round {round}: logins/s at 16 clients, {name}: {v:.0}");
             logins[k].1.push(v);
         }
-        for (k, (name, port)) in targets.iter().enumerate() {
-            let v = retr_mb_per_sec(*port, if quick { 2 } else { 5 });
+        for &k in &order {
+            let (name, port) = targets[k];
+            let v = retr_mb_per_sec(port, transfers);
             eprintln!("round {round}: RETR 10 MB, {name}: {v:.1} MB/s");
             retr[k].1.push(v);
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let direct_logins = mean(&logins[0].1);
-    let direct_retr = mean(&retr[0].1);
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    // Ratios per round (each target against direct in the same round), so a
+    // slow round weighs on every target alike.
+    let ratios = |v: &[f64], direct: &[f64]| -> Vec<f64> {
+        v.iter().zip(direct).map(|(a, d)| a / d).collect()
+    };
+    println!("{rounds} rounds; ratios to direct are per round: mean / median");
     for ((name, l), (_, r)) in logins.iter().zip(&retr) {
+        let (lr, rr) = (ratios(l, &logins[0].1), ratios(r, &retr[0].1));
         println!(
-            "{name:>9}: logins/s {:.0} ({:.2}x direct), RETR 10 MB {:.1} MB/s ({:.2}x direct)",
+            "{name:>9}: logins/s {:.0} ({:.2}x / {:.2}x direct), RETR 10 MB {:.1} MB/s ({:.2}x / {:.2}x direct)",
             mean(l),
-            mean(l) / direct_logins,
+            mean(&lr),
+            median(&lr),
             mean(r),
-            mean(r) / direct_retr
+            mean(&rr),
+            median(&rr),
         );
     }
 
