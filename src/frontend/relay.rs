@@ -52,6 +52,10 @@ pub struct Totals {
     pub to_backend: u64,
     /// Backend → client.
     pub to_client: u64,
+    /// Both directions ended cleanly: each side read to its end and the
+    /// other's write half shut down (TLS: close_notify sent). Nothing is
+    /// left to shut down, only to close.
+    pub both_closed: bool,
 }
 
 /// Last activity, in milliseconds since the relay started.
@@ -448,10 +452,12 @@ where
     };
     let idle = activity.quiet_for(opts.idle_timeout);
     let (mut up, mut down) = (Direction::default(), Direction::default());
+    let mut both_closed = false;
     let end = tokio::select! {
         r = copy_both(&mut c, &mut b, &mut up, &mut down, reborrow(&mut transform)) => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "relay ended");
+            match r {
+                Ok(()) => both_closed = true,
+                Err(e) => tracing::debug!(error = %e, "relay ended"),
             }
             End::Closed
         }
@@ -471,6 +477,7 @@ where
     let totals = Totals {
         to_backend: c.read,
         to_client: b.read,
+        both_closed,
     };
     if end != End::Closed {
         // Whatever the reason, the backend leg is done.
@@ -633,6 +640,7 @@ pub async fn relay_plain(
     let totals = Totals {
         to_backend: up.load(Ordering::Relaxed),
         to_client: down.load(Ordering::Relaxed),
+        both_closed: false,
     };
     (end, totals)
 }

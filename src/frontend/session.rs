@@ -376,10 +376,15 @@ async fn relay_session<P: Protocol>(
     if let Some(text) = P::farewell(app, &end) {
         let _ = write(&mut client, text).await;
     }
-    if P::close_backend(&end) {
-        let _ = backend_stream.shutdown().await;
+    // After a clean end the relay has shut both write halves already; a
+    // second shutdown is a wasted syscall on every login (ENOTCONN for a
+    // peer that is gone), so only the other ends do it here.
+    if !totals.both_closed {
+        if P::close_backend(&end) {
+            let _ = backend_stream.shutdown().await;
+        }
+        let _ = client.shutdown().await;
     }
-    let _ = client.shutdown().await;
     gauge.dec();
     drop(registration);
     tracing::info!(
