@@ -732,3 +732,73 @@ fn held_past_the_wait_and_directory_down_are_sys_temp() {
     );
     lab.ldap.start_again();
 }
+
+/// `[pop3] splice = true` with plain POP3 on both legs: a 6 MB message
+/// arrives through the spliced relay byte for byte as the store sends it
+/// directly, and the session still ends cleanly at QUIT.
+#[test]
+fn spliced_relay_moves_a_large_message_exactly() {
+    let lab = Lab::start(true);
+    let plain_old = format!("pop3://127.0.0.1:{}", lab.old.pop3_port());
+    let (mut text, ports) = config(
+        &lab,
+        "",
+        &[("pop3+starttls://127.0.0.1", "pop3://127.0.0.1".to_string())],
+    );
+    assert!(text.contains(&plain_old), "{text}");
+    text.push_str("splice = true\n");
+    let proxy = Mailshift::start(&text);
+    wait_pop3(&proxy, ports.plain);
+    lab.old.deliver(
+        "alice",
+        &message(
+            "x@example.net",
+            "alice@example.org",
+            "big",
+            &format!("{}\r\n", "0123456789abcdef".repeat(6)).repeat(60_000),
+        ),
+    );
+    const RETR_ALL: &str = r#"
+import hashlib, poplib, sys
+p = poplib.POP3("127.0.0.1", int(sys.argv[1]), timeout=60)
+p.user("alice"); p.pass_("alicepw")
+count, _ = p.stat()
+for i in range(1, count + 1):
+    lines = p.retr(i)[1]
+    print("MSG", i, sum(len(l) + 2 for l in lines), hashlib.sha256(b"\r\n".join(lines)).hexdigest())
+print("QUIT", p.quit().decode())
+"#;
+    let retr = |port: u16| {
+        let out = Command::new("python3")
+            .args(["-c", RETR_ALL, &port.to_string()])
+            .output()
+            .expect("python3 runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let (via, direct) = (retr(ports.plain), retr(lab.old.pop3_port()));
+    assert!(
+        via.lines()
+            .any(|l| l.starts_with("MSG") && l.split(' ').nth(2).is_some_and(|n| n.len() >= 7)),
+        "{via}"
+    );
+    assert!(via.contains("QUIT +OK"), "{via}");
+    let msgs = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("MSG"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(msgs(&via), msgs(&direct));
+    let log = proxy.log();
+    assert!(
+        log.contains("POP3 session end") && log.contains("user=alice"),
+        "{}",
+        proxy.log_tail()
+    );
+}
