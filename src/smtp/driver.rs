@@ -682,7 +682,7 @@ fn summary_of_failures(t: &Txn) -> Reply {
 
 /// Writes message bytes to every streaming store and the spool.
 async fn data_chunk(t: &mut Txn, chunk: &[u8]) {
-    t.spool.write(chunk);
+    t.spool.write(chunk).await;
     t.size += chunk.len() as u64;
     let results = join_all(t.legs.iter_mut().map(|l| async move {
         match l.conn.as_mut() {

@@ -62,34 +62,48 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Appends message bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
+    /// Appends message bytes. Up to [`SPOOL_MEMORY_BYTES`] they stay in
+    /// memory; past it they go to a file in batches of that size, written on
+    /// a blocking thread (a disk under writeback pressure must not stall the
+    /// runtime's threads).
+    pub async fn write(&mut self, bytes: &[u8]) {
         if self.failed {
             return;
         }
-        if self.file.is_none() && self.mem.len() + bytes.len() <= SPOOL_MEMORY_BYTES {
-            self.mem.extend_from_slice(bytes);
-            return;
+        self.mem.extend_from_slice(bytes);
+        if self.mem.len() > SPOOL_MEMORY_BYTES {
+            self.spill().await;
         }
-        if self.file.is_none() {
-            let path = self.tmp_dir.join(format!("{}.spool", self.id));
-            match std::fs::File::create(&path) {
-                Ok(mut f) => {
-                    if f.write_all(&self.mem).is_err() {
-                        self.failed = true;
-                    }
-                    self.mem = Vec::new();
-                    self.file = Some((f, path));
-                }
-                Err(e) => {
+    }
+
+    /// Writes what is in memory to the spool file (created on first use).
+    async fn spill(&mut self) {
+        let batch = std::mem::take(&mut self.mem);
+        let file = self.file.take();
+        let path = self.tmp_dir.join(format!("{}.spool", self.id));
+        // The file comes back whatever happens, so Drop can remove it.
+        let done = tokio::task::spawn_blocking(move || {
+            let (mut f, path) = match file {
+                Some(open) => open,
+                None => match std::fs::File::create(&path) {
+                    Ok(f) => (f, path),
+                    Err(e) => return (None, Err((e, path))),
+                },
+            };
+            let written = f.write_all(&batch).map_err(|e| (e, path.clone()));
+            (Some((f, path)), written)
+        })
+        .await;
+        match done {
+            Ok((file, written)) => {
+                self.file = file;
+                if let Err((e, path)) = written {
                     tracing::error!(error = %e, path = %path.display(), "cannot spool message");
                     self.failed = true;
-                    return;
                 }
             }
-        }
-        if let Some((f, _)) = self.file.as_mut() {
-            if f.write_all(bytes).is_err() {
+            Err(e) => {
+                tracing::error!(error = %e, "cannot spool message");
                 self.failed = true;
             }
         }
@@ -228,7 +242,9 @@ impl Queue {
         blocking(move || {
             let mut spool = spool;
             match spool.file.take() {
-                Some((f, path)) => {
+                Some((mut f, path)) => {
+                    // The tail not spilled yet.
+                    f.write_all(&spool.mem)?;
                     f.sync_all()?;
                     std::fs::rename(&path, &eml)?;
                 }
@@ -250,7 +266,7 @@ impl Queue {
     /// Adds a message given whole (a DSN).
     pub async fn add_bytes(&self, bytes: &[u8], entry: Entry) -> std::io::Result<()> {
         let mut spool = self.spool(&entry.id);
-        spool.write(bytes);
+        spool.write(bytes).await;
         self.add(spool, entry).await
     }
 
@@ -439,7 +455,7 @@ mod tests {
         {
             let q = Queue::open(dir.path()).expect("open");
             let mut s = q.spool("one");
-            s.write(b"Subject: x\r\n\r\nhi\r\n.\r\n");
+            s.write(b"Subject: x\r\n\r\nhi\r\n.\r\n").await;
             q.add(s, entry("one")).await.expect("add");
             // A crash between the message and its envelope.
             std::fs::write(q.message_path("two"), b"x").expect("write");
@@ -460,18 +476,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let q = Queue::open(dir.path()).expect("open");
         let mut s = q.spool("big");
-        let chunk = vec![b'x'; 300 * 1024];
-        for _ in 0..5 {
-            s.write(&chunk);
+        // Nine distinct chunks: two batches spilled, the tail in memory
+        // until the message is queued; the file must hold them in order.
+        let mut all = Vec::new();
+        for i in 0..9u8 {
+            let chunk = vec![b'a' + i; 300 * 1024];
+            s.write(&chunk).await;
+            all.extend_from_slice(&chunk);
         }
-        assert!(s.file.is_some());
+        assert!(s.file.is_some() && !s.mem.is_empty());
         q.add(s, entry("big")).await.expect("add");
-        assert_eq!(
-            std::fs::metadata(q.message_path("big"))
-                .expect("meta")
-                .len(),
-            5 * 300 * 1024
-        );
+        assert!(std::fs::read(q.message_path("big")).expect("read") == all);
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp"))
                 .expect("dir")
