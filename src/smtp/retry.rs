@@ -159,7 +159,14 @@ async fn attempt(shared: &Arc<Shared>, mut entry: Entry) {
             .smtp_recipients
             .with_label_values(&["permfail"])
             .inc_by(failed.len() as u64);
-        let headers = queue::headers_of(&path);
+        // The whole message is read for its header block: not on the
+        // runtime's threads.
+        let headers = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || queue::headers_of(&path))
+                .await
+                .unwrap_or_default()
+        };
         send_dsn(shared, &entry, &failed, &headers).await;
     }
     if owed.is_empty() {
