@@ -358,4 +358,174 @@ mod tests {
             "sieve: 2 copied, 0 unchanged, 0 refused, active \"a\""
         );
     }
+
+    /// A ManageSieve store that a test scripts: `drop_first_put` closes the
+    /// first connection at its PUTSCRIPT without an answer, as a Dovecot
+    /// whose ManageSieve process panicked does (a race a real store shows
+    /// only now and then).
+    struct FakeStore {
+        scripts: std::sync::Mutex<Vec<(String, bool)>>,
+        puts: std::sync::Mutex<Vec<String>>,
+        connections: std::sync::atomic::AtomicUsize,
+        drop_first_put: bool,
+    }
+
+    /// Bytes of the first complete command in `buf` (literals `{n+}` inside).
+    fn command_len(buf: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        loop {
+            let nl = i + buf.get(i..)?.windows(2).position(|w| w == b"\r\n")?;
+            let line = &buf[i..nl];
+            match line.strip_suffix(b"+}") {
+                Some(head) => {
+                    let open = head.iter().rposition(|&b| b == b'{')?;
+                    let n: usize = std::str::from_utf8(&head[open + 1..]).ok()?.parse().ok()?;
+                    i = nl + 2 + n;
+                }
+                None => return Some(nl + 2),
+            }
+        }
+    }
+
+    async fn serve_fake(store: std::sync::Arc<FakeStore>, l: tokio::net::TcpListener) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut c, _)) = l.accept().await {
+            let n = store.connections.fetch_add(1, Ordering::SeqCst);
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let greeting = b"\"IMPLEMENTATION\" \"fake\"\r\n\"SASL\" \"PLAIN\"\r\n\"SIEVE\" \"fileinto\"\r\n\"VERSION\" \"1.0\"\r\nOK\r\n";
+                if c.write_all(greeting).await.is_err() {
+                    return;
+                }
+                let mut buf = Vec::new();
+                loop {
+                    let len = loop {
+                        if let Some(len) = command_len(&buf) {
+                            break len;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match c.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    let cmd: Vec<u8> = buf.drain(..len).collect();
+                    let text = String::from_utf8_lossy(&cmd).into_owned();
+                    let word = text.split(' ').next().unwrap_or("").trim_end().to_string();
+                    let name = text.split('"').nth(1).unwrap_or("").to_string();
+                    let reply = match word.as_str() {
+                        "LISTSCRIPTS" => {
+                            let mut r = String::new();
+                            for (s, active) in store.scripts.lock().expect("lock").iter() {
+                                r.push_str(&format!(
+                                    "\"{s}\"{}\r\n",
+                                    if *active { " ACTIVE" } else { "" }
+                                ));
+                            }
+                            r + "OK\r\n"
+                        }
+                        "GETSCRIPT" => "{7}\r\nkeep;\r\n\r\nOK\r\n".to_string(),
+                        "PUTSCRIPT" if n == 0 && store.drop_first_put => return,
+                        "PUTSCRIPT" => {
+                            store.puts.lock().expect("lock").push(name.clone());
+                            store.scripts.lock().expect("lock").push((name, false));
+                            "OK\r\n".to_string()
+                        }
+                        "SETACTIVE" => {
+                            for s in store.scripts.lock().expect("lock").iter_mut() {
+                                s.1 = s.0 == name;
+                            }
+                            "OK\r\n".to_string()
+                        }
+                        "LOGOUT" => {
+                            let _ = c.write_all(b"OK\r\n").await;
+                            return;
+                        }
+                        _ => "OK\r\n".to_string(),
+                    };
+                    if c.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    async fn fake(
+        scripts: &[(&str, bool)],
+        drop_first_put: bool,
+    ) -> (std::sync::Arc<FakeStore>, u16) {
+        let store = std::sync::Arc::new(FakeStore {
+            scripts: std::sync::Mutex::new(
+                scripts.iter().map(|(s, a)| (s.to_string(), *a)).collect(),
+            ),
+            puts: std::sync::Mutex::new(Vec::new()),
+            connections: std::sync::atomic::AtomicUsize::new(0),
+            drop_first_put,
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(serve_fake(std::sync::Arc::clone(&store), l));
+        (store, port)
+    }
+
+    fn stores(from: u16, to: u16) -> (Store, Store) {
+        let cfg = crate::config::Config::parse(&format!(
+            "[directory]\nkind = \"file\"\npath = \"/dev/null\"\n\
+             [backends.old]\nimap = \"imap://127.0.0.1:1\"\nmailhost = [\"old.example.org\"]\n\
+             sieve = \"sieve://127.0.0.1:{from}\"\n\
+             [backends.new]\nimap = \"imap://127.0.0.1:1\"\nmailhost = [\"new.example.org\"]\n\
+             sieve = \"sieve://127.0.0.1:{to}\"\n"
+        ))
+        .expect("config");
+        let named = |n: &str| {
+            let b = cfg.backends.iter().find(|b| b.name == n).expect("backend");
+            Store::new(b.clone()).expect("store")
+        };
+        (named("old"), named("new"))
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_drops_the_connection_mid_copy_gets_a_second_try() {
+        let (_, from) = fake(&[("s", true)], false).await;
+        let (dest, to) = fake(&[], true).await;
+        let (from, to) = stores(from, to);
+        let (done, writes_after) = tokio::sync::oneshot::channel();
+        let _ = done.send(());
+        let report = copy(&from, &to, "alice", Some(b"pw"), false, writes_after).await;
+        assert_eq!(report.error, None, "{report:?}");
+        assert_eq!(report.copied, vec!["s".to_string()], "{report:?}");
+        assert!(report.activated);
+        assert_eq!(*dest.puts.lock().expect("lock"), vec!["s".to_string()]);
+        assert_eq!(
+            *dest.scripts.lock().expect("lock"),
+            vec![("s".to_string(), true)]
+        );
+        assert_eq!(
+            dest.connections.load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_source_without_scripts_never_visits_the_destination() {
+        let (_, from) = fake(&[], false).await;
+        let (dest, to) = fake(&[("users-own", true)], false).await;
+        let (from, to) = stores(from, to);
+        // The folders are done (a dropped sender says so too).
+        let (done, writes_after) = tokio::sync::oneshot::channel::<()>();
+        drop(done);
+        let report = copy(&from, &to, "alice", Some(b"pw"), false, writes_after).await;
+        assert!(
+            report.ok() && report.copied.is_empty() && !report.activated,
+            "{report:?}"
+        );
+        assert_eq!(
+            dest.connections.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+    }
 }
