@@ -399,11 +399,20 @@ async fn relay_session<P: Protocol>(
 
 /// Handoff forwards, then the plain byte relay: what the client pipelined
 /// after its login goes to the store, what the store sent after its OK to
-/// the client, before relaying.
-pub async fn forward_and_relay<X>(r: Relayed<'_, X>) -> (End, relay::Totals) {
+/// the client, before relaying (with splice(2) when `splice` and both legs
+/// are plain TCP).
+pub async fn forward_and_relay<X>(r: Relayed<'_, X>, splice: bool) -> (End, relay::Totals) {
     if !forward_early(r.client, r.backend, &r.pipelined, &r.leftover).await {
         return (End::Closed, relay::Totals::default());
     }
+    // Both legs plain and asked for (`[imap] splice`, `[pop3] splice`): the
+    // kernel moves the bytes.
+    #[cfg(target_os = "linux")]
+    if let (Stream::Plain(c), Stream::Plain(b), true) = (&*r.client, &*r.backend, splice) {
+        return relay::relay_plain(c, b, r.opts, r.token).await;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = splice;
     relay::relay(r.client, r.backend, r.opts, r.token).await
 }
 

@@ -211,17 +211,8 @@ impl Protocol for Imap {
 
     async fn relay(app: &Arc<App>, r: Relayed<'_, Option<Arc<UserMap>>>) -> (End, relay::Totals) {
         let Some(map) = r.extra else {
-            if !forward_early(r.client, r.backend, &r.pipelined, &r.leftover).await {
-                return (End::Closed, relay::Totals::default());
-            }
-            // Both legs plain: the kernel moves the bytes (splice).
-            #[cfg(target_os = "linux")]
-            if let (Stream::Plain(c), Stream::Plain(b), true) =
-                (&*r.client, &*r.backend, app.config.imap.splice)
-            {
-                return relay::relay_plain(c, b, r.opts, r.token).await;
-            }
-            return relay::relay(r.client, r.backend, r.opts, r.token).await;
+            let splice = app.config.imap.splice;
+            return frontend::session::forward_and_relay(r, splice).await;
         };
         let mut t = Translator::new(map);
         t.hide_folder(crate::continuity::stored::HIDDEN_FOLDER.as_bytes());

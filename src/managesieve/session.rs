@@ -158,7 +158,7 @@ impl Protocol for ManageSieve {
     }
 
     async fn relay(_app: &Arc<App>, r: Relayed<'_, ()>) -> (End, relay::Totals) {
-        frontend::session::forward_and_relay(r).await
+        frontend::session::forward_and_relay(r, false).await
     }
 
     fn farewell(app: &App, end: &End) -> Option<&'static [u8]> {

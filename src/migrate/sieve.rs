@@ -203,7 +203,10 @@ enum Gate {
 impl Gate {
     async fn pass(&mut self) {
         if let Gate::Closed(rx) = self {
-            // Sent or dropped: either way the folder sync is over.
+            // Sent or dropped: either way the folder sync is over. A long
+            // first pass may outlast the store's idle timeout on the waiting
+            // connection; the write then fails and the one retry (gate
+            // open by then) does the copy on fresh connections.
             let _ = rx.await;
             *self = Gate::Open;
         }

@@ -170,22 +170,8 @@ impl Protocol for Pop3 {
 
     async fn relay(app: &Arc<App>, r: Relayed<'_, Option<UidlMap>>) -> (End, relay::Totals) {
         let Some(map) = r.extra else {
-            // Both legs plain and asked for: the kernel moves the bytes.
-            #[cfg(target_os = "linux")]
-            if app.config.pop3.as_ref().is_some_and(|p| p.splice)
-                && matches!(
-                    (&*r.client, &*r.backend),
-                    (Stream::Plain(_), Stream::Plain(_))
-                )
-            {
-                if !forward_early(r.client, r.backend, &r.pipelined, &r.leftover).await {
-                    return (End::Closed, relay::Totals::default());
-                }
-                if let (Stream::Plain(c), Stream::Plain(b)) = (&*r.client, &*r.backend) {
-                    return relay::relay_plain(c, b, r.opts, r.token).await;
-                }
-            }
-            return frontend::session::forward_and_relay(r).await;
+            let splice = app.config.pop3.as_ref().is_some_and(|p| p.splice);
+            return frontend::session::forward_and_relay(r, splice).await;
         };
         let mut rewriter = Rewriter::new(map);
         // Handoff forwards: pipelined commands go to the store (and are

@@ -208,7 +208,7 @@ impl Protocol for Submission {
     }
 
     async fn relay(_app: &Arc<App>, r: Relayed<'_, ()>) -> (End, relay::Totals) {
-        frontend::session::forward_and_relay(r).await
+        frontend::session::forward_and_relay(r, false).await
     }
 
     fn farewell(_app: &App, _end: &End) -> Option<&'static [u8]> {
