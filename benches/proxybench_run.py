@@ -169,6 +169,18 @@ async def conc(a):
                      total_logins=tot, errors=sum(r["errors"] for r in R),
                      cpu_s_per_1000_logins=cpu_per_k,
                      client_cpu_s_per_1000=round(sum(r["client_cpu"] for r in R) / max(tot, 1) * 1000, 3))
+    if "watched" in targets:
+        # The cockpit's own cost, without logins beside it to blur it: what
+        # mailshift spends serving the watchers, per second watched.
+        await asyncio.sleep(1.0)
+        before = bench.cpu_ticks("mailshift")
+        t0 = time.perf_counter()
+        with Watcher(bench.PORTS["admin"]) as w:
+            await asyncio.sleep(a.secs)
+        secs = time.perf_counter() - t0
+        cpu = (bench.cpu_ticks("mailshift") - before) / bench.TICK
+        bench.record("cockpit_alone", secs=round(secs, 2), polls=w.polls, errors=w.errors,
+                     cpu_ms_per_s=round(cpu / secs * 1000, 3))
 
 
 # ---------------------------------------------------------------- FETCH of the ~10 MB message
@@ -276,6 +288,12 @@ def report(a):
               f"{w['cpu_s_per_1000_logins']['mailshift']:.3f} CPU ms per login "
               f"({w['cpu_s_per_1000_logins']['mailshift'] / cpu['mailshift']['mailshift']:.3f}× unwatched), "
               f"{w['errors']} errors | | | | |")
+        alone = g("cockpit_alone", None)
+        if alone:
+            per_login = alone["cpu_ms_per_s"] / c["mailshift"]["median_logins_per_s"]
+            P(f"| the cockpit alone (watched {alone['secs']} s, no logins, {alone['polls']} requests): "
+              f"{alone['cpu_ms_per_s']:.2f} CPU ms per second watched = {per_login:.4f} ms per login at "
+              f"mailshift's rate ({per_login / cpu['mailshift']['mailshift'] * 100:.2f} % of its CPU per login) | | | | |")
     f = {t: g("fetch", t) for t in TARGETS}
     if all(f.values()):
         P(f"| FETCH {f['direct']['bytes']:,} B, MB/s median (min–max, n) | " + " | ".join(

@@ -319,7 +319,18 @@ pub trait Protocol: Send + Sync + 'static {
 }
 
 /// Counts a connection as open while alive.
-struct Open(Arc<AtomicUsize>);
+pub struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    /// Counts one more connection against `max`, or `None` at the ceiling.
+    pub fn admit(open: &Arc<AtomicUsize>, max: usize) -> Option<Open> {
+        if open.fetch_add(1, Ordering::Relaxed) >= max {
+            open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Open(Arc::clone(open)))
+    }
+}
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -339,9 +350,9 @@ pub fn fd_limit() -> Option<u64> {
     }
 }
 
-/// How many client connections fit, IMAP, POP3, ManageSieve and submission
-/// together (one count): each holds two sockets (client and store), with
-/// room left for LDAP, the admin API, deliveries and accepting.
+/// How many client connections fit, IMAP, POP3, ManageSieve, submission and
+/// inbound SMTP together (one count): each holds two sockets (client and
+/// store), with room left for LDAP, the admin API and accepting.
 pub fn connection_ceiling() -> usize {
     match fd_limit() {
         Some(n) if n < u64::MAX / 2 => (n.saturating_sub(128) / 2).max(16) as usize,
@@ -375,14 +386,12 @@ pub async fn accept_loop<P: Protocol>(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                if open.fetch_add(1, Ordering::Relaxed) >= max {
-                    open.fetch_sub(1, Ordering::Relaxed);
+                let Some(guard) = Open::admit(&open, max) else {
                     // Best effort, never blocking the accept loop.
                     let _ = tcp.try_write(P::TOO_MANY);
                     tracing::warn!(client = %peer, ceiling = max, "{}connection refused: at the open-file ceiling", P::LOG);
                     continue;
-                }
-                let guard = Open(Arc::clone(&open));
+                };
                 let app = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
                 tracker.spawn(async move {
                     if let Some(settings) = P::settings(&app) {

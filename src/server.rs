@@ -329,7 +329,8 @@ pub async fn run_from(
     let grace = config.shutdown_grace;
     let shared = shared(Arc::clone(&config), cancel.clone())?;
     let current: Arc<Current> = Arc::new(std::sync::RwLock::new(Arc::clone(&shared)));
-    let smtp = crate::smtp::Shared::new(Arc::clone(&config), Arc::clone(&shared), cancel.clone())?;
+    let smtp =
+        crate::smtp::Shared::new(Arc::clone(&config), Arc::clone(&shared), cancel.clone()).await?;
     // Every task, sessions included, so a shutdown waits for them.
     let tasks = TaskTracker::new();
     let mut serving = false;
@@ -417,7 +418,12 @@ pub async fn run_from(
             "SMTP listening (STARTTLS {})",
             if smtp.tls.is_some() { "offered" } else { "off" }
         );
-        tasks.spawn(crate::smtp::accept_loop(l, Arc::clone(smtp), tasks.clone()));
+        tasks.spawn(crate::smtp::accept_loop(
+            l,
+            Arc::clone(smtp),
+            Arc::clone(&open),
+            tasks.clone(),
+        ));
         tasks.spawn(crate::smtp::retry::run(Arc::clone(smtp)));
         serving = true;
     }

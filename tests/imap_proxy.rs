@@ -675,7 +675,7 @@ print("logged in")
 
 /// Out of file descriptors, new clients are told so instead of hanging; the
 /// ceiling counts every front end's sessions together (a POP3 client past it
-/// gets POP3's answer).
+/// gets POP3's answer, an SMTP sender `421 4.3.2`).
 #[test]
 fn past_the_fd_ceiling_clients_get_bye_not_silence() {
     let lab = Lab::start(true);
@@ -690,6 +690,11 @@ fn past_the_fd_ceiling_clients_get_bye_not_silence() {
     let (new_from, new_to) = store_pop3("new", lab.new.pop3_port());
     let mut text = config(&lab, &[(&old_from, &old_to), (&new_from, &new_to)]);
     text.push_str(&format!("\n[pop3]\nlisten = \"127.0.0.1:{pop3_port}\"\n"));
+    let queue = tempfile::tempdir().expect("queue dir");
+    text.push_str(&format!(
+        "\n[smtp]\nlisten = \"127.0.0.1:@SMTP_PORT@\"\ndomains = [\"example.org\"]\nqueue_dir = \"{}\"\n",
+        queue.path().display()
+    ));
     // 200 descriptors: room for (200 - 128) / 2 = 36 client connections.
     let proxy = Mailshift::start_wrapped(&text, &["prlimit", "--nofile=200:200"]);
     let mut held = Vec::new();
@@ -715,6 +720,13 @@ fn past_the_fd_ceiling_clients_get_bye_not_silence() {
         answer.starts_with("-ERR [SYS/TEMP] Too many connections"),
         "{answer}"
     );
+    // Inbound SMTP counts in the same ceiling: a sender is told to come back.
+    let mut over = TcpStream::connect(("127.0.0.1", proxy.smtp_port())).expect("smtp");
+    over.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = String::new();
+    over.read_to_string(&mut answer).expect("smtp refusal");
+    assert!(answer.starts_with("421 4.3.2 "), "{answer}");
     drop(pop3);
     drop(held.pop());
     std::thread::sleep(Duration::from_millis(200));

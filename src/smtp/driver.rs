@@ -91,8 +91,10 @@ impl Shared {
     }
 
     /// Builds the front end's state over the process's generation `app`
-    /// (directory, stores, certificate); opens (and loads) the retry queue.
-    pub fn new(
+    /// (directory, stores, certificate); opens (and loads) the retry queue
+    /// on a blocking thread, like the queue's other file work (a queue of
+    /// thousands of entries is as many file reads).
+    pub async fn new(
         config: Arc<Config>,
         app: Arc<App>,
         cancel: CancellationToken,
@@ -105,10 +107,14 @@ impl Shared {
             Some(ep) => Some(Arc::new(Store::relay(ep.clone())?)),
             None => None,
         };
-        let queue = Queue::open(&smtp.queue_dir).map_err(|source| Error::Queue {
-            path: smtp.queue_dir.display().to_string(),
-            source,
-        })?;
+        let dir = smtp.queue_dir.clone();
+        let queue = tokio::task::spawn_blocking(move || Queue::open(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|source| Error::Queue {
+                path: smtp.queue_dir.display().to_string(),
+                source,
+            })?;
         let hold_wait = config
             .migration
             .as_ref()
@@ -145,12 +151,15 @@ impl Drop for IpSlot {
 }
 
 /// Accepts connections until cancelled; sessions run on `tracker`, so a
-/// shutdown can let their transactions end.
+/// shutdown can let their transactions end. Sessions count in `open`, the
+/// open-file ceiling every front end shares, besides `max_connections`.
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
     tracker: tokio_util::task::TaskTracker,
 ) {
+    let max = crate::frontend::connection_ceiling();
     loop {
         let accepted = tokio::select! {
             _ = shared.cancel.cancelled() => return,
@@ -158,8 +167,16 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let Some(guard) = crate::frontend::Open::admit(&open, max) else {
+                    METRICS.smtp_connections.with_label_values(&["busy"]).inc();
+                    // Best effort, never blocking the accept loop.
+                    let _ = tcp.try_write(b"421 4.3.2 Too many connections, try again later\r\n");
+                    tracing::warn!(client = %peer, ceiling = max, "SMTP connection refused: at the open-file ceiling");
+                    continue;
+                };
                 let shared = Arc::clone(&shared);
                 tracker.spawn(async move {
+                    let _guard = guard;
                     // The client is who the PROXY header names: limits per
                     // address, the Received: line and XCLIENT are about it.
                     let Some((tcp, peer)) = crate::proxy_protocol::client_of(
