@@ -6,7 +6,10 @@
 # system ones would hold 389/143/993/25 and confuse anyone debugging.
 set -eu
 
-PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-submissiond dovecot-ldap swaks postfix isync openssl python3 ca-certificates chromium dovecot-pop3d fetchmail dovecot-managesieved dovecot-sieve sieve-connect haproxy offlineimap3"
+# gamin: Courier's imapd (unpacked below) watches maildirs through libgamin,
+# which starts /usr/libexec/gam_server on demand; without it every Courier
+# login stalls for seconds (its test took 13 minutes instead of 35 s).
+PACKAGES="slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-submissiond dovecot-ldap swaks postfix isync openssl python3 ca-certificates chromium dovecot-pop3d fetchmail dovecot-managesieved dovecot-sieve sieve-connect haproxy offlineimap3 gamin"
 
 missing=""
 for p in $PACKAGES; do

@@ -112,10 +112,13 @@ impl Courier {
         }
         fs::write(d.join("etc/userdb"), userdb).expect("write userdb");
         let port = super::free_port();
+        // libpcre3's package puts it under /lib, not /usr/lib: without that
+        // directory a host that lacks libpcre3 cannot run Courier's tools.
         let lib = format!(
-            "{}:{}",
+            "{}:{}:{}",
             root.join("usr/lib").display(),
-            root.join("usr/lib/x86_64-linux-gnu").display()
+            root.join("usr/lib/x86_64-linux-gnu").display(),
+            root.join("lib/x86_64-linux-gnu").display()
         );
         let r = root.display();
         let mut script = String::from("set -e\n");
