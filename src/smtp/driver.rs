@@ -170,7 +170,11 @@ pub async fn accept_loop(
                 let Some(guard) = crate::frontend::Open::admit(&open, max) else {
                     METRICS.smtp_connections.with_label_values(&["busy"]).inc();
                     // Best effort, never blocking the accept loop.
-                    let _ = tcp.try_write(b"421 4.3.2 Too many connections, try again later\r\n");
+                    let refusal = format!(
+                        "421 {} 4.3.2 Too many connections, try again later\r\n",
+                        shared.smtp.hostname
+                    );
+                    let _ = tcp.try_write(refusal.as_bytes());
                     tracing::warn!(client = %peer, ceiling = max, "SMTP connection refused: at the open-file ceiling");
                     continue;
                 };
