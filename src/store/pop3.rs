@@ -271,18 +271,91 @@ impl Client {
     /// dot-unstuffed, without the terminating `.`.
     pub async fn multiline(&mut self, command: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         self.command(command).await?;
+        self.body("command").await.map_err(|error| self.at(error))
+    }
+
+    fn at(&self, error: Error) -> StoreError {
+        StoreError {
+            store: self.store.clone(),
+            error,
+        }
+    }
+
+    /// The lines of a multi-line answer after its `+OK`, dot-unstuffed.
+    async fn body(&mut self, stage: &'static str) -> Result<Vec<Vec<u8>>, Error> {
         let mut lines = Vec::new();
         loop {
-            let line = self.line("command").await.map_err(|error| StoreError {
-                store: self.store.clone(),
-                error,
-            })?;
+            let line = self.line(stage).await?;
             match line.strip_prefix(b".") {
                 Some([]) => return Ok(lines),
                 Some(rest) => lines.push(rest.to_vec()),
                 None => lines.push(line),
             }
         }
+    }
+
+    /// `CAPA` after login: the capability names, upper-cased (empty when
+    /// the store does not know CAPA).
+    pub async fn capabilities(&mut self) -> Result<Vec<String>, StoreError> {
+        match self.multiline("CAPA").await {
+            Ok(lines) => Ok(lines
+                .iter()
+                .filter_map(|l| {
+                    let l = String::from_utf8_lossy(l);
+                    l.split_ascii_whitespace()
+                        .next()
+                        .map(str::to_ascii_uppercase)
+                })
+                .collect()),
+            Err(StoreError {
+                error: Error::Refused { .. },
+                ..
+            }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `TOP n 0` of each message: its header block with CRLF line ends and
+    /// the empty line that ends it, or `None` where the store said `-ERR`
+    /// (the message went away meanwhile). With `pipelined` (the store's
+    /// CAPA lists PIPELINING, RFC 2449) the commands go out in windows, one
+    /// round trip for each, else one at a time.
+    pub async fn headers(
+        &mut self,
+        msgnos: &[u32],
+        pipelined: bool,
+    ) -> Result<Vec<(u32, Option<Vec<u8>>)>, StoreError> {
+        const WINDOW: usize = 64;
+        let window = if pipelined { WINDOW } else { 1 };
+        let mut out = Vec::with_capacity(msgnos.len());
+        for chunk in msgnos.chunks(window) {
+            let mut commands = Vec::with_capacity(chunk.len() * 12);
+            for n in chunk {
+                commands.extend_from_slice(format!("TOP {n} 0\r\n").as_bytes());
+            }
+            self.send(&commands, "top").await.map_err(|e| self.at(e))?;
+            for &n in chunk {
+                let status = self.line("top").await.map_err(|e| self.at(e))?;
+                if !status.starts_with(b"+OK") {
+                    out.push((n, None));
+                    continue;
+                }
+                let lines = self.body("top").await.map_err(|e| self.at(e))?;
+                let mut header = Vec::new();
+                for line in &lines {
+                    header.extend_from_slice(line);
+                    header.extend_from_slice(b"\r\n");
+                }
+                out.push((n, Some(header)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Closes without QUIT: a session that never reaches the UPDATE state
+    /// changes nothing on the store (RFC 1939), not even a `\Seen` flag.
+    pub async fn abandon(mut self) {
+        let _ = self.stream.shutdown().await;
     }
 
     /// `UIDL`: message number → UIDL.

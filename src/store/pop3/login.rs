@@ -6,9 +6,13 @@
 //! [`Action::Challenge`] for the client to answer, see [`crate::store::bearer`]). [`Login`] takes the store's reply lines and says what to
 //! send next; [`super::Client`] does the I/O.
 //!
+//! A store that refuses AUTH PLAIN without saying `[AUTH]` (no SASL, as
+//! Courier's POP3 by default, or qpopper) gets the same name and password
+//! by USER/PASS (RFC 1939) before the refusal counts.
+//!
 //! ```text
 //!  Greeting ─(+OK, starttls)─► Stls ─(+OK)─► [TLS] ─► Xclient? ─► Auth ─(+OK)─► Done
-//!           └────────────────────────────────────────┘
+//!           └────────────────────────────────────────┘             └(-ERR)─► User ─► Pass ─(+OK)─► Done
 //! ```
 
 use std::net::SocketAddr;
@@ -49,6 +53,8 @@ enum Stage {
     Stls,
     Xclient,
     Auth,
+    User,
+    Pass,
     Done,
 }
 
@@ -58,6 +64,22 @@ pub struct Login {
     starttls: bool,
     peer: Option<SocketAddr>,
     auth: Auth,
+    /// Name and password for USER/PASS, where AUTH PLAIN's message has no
+    /// authorization identity and neither has a line break.
+    fallback: Option<(String, Vec<u8>)>,
+}
+
+/// USER/PASS credentials from an AUTH PLAIN message (`\0authcid\0password`).
+fn user_pass(msg: &[u8]) -> Option<(String, Vec<u8>)> {
+    let mut parts = msg.splitn(3, |&b| b == 0);
+    let (authz, authc, password) = (parts.next()?, parts.next()?, parts.next()?);
+    let safe = |b: &[u8]| !b.is_empty() && !b.iter().any(|&c| c == b'\r' || c == b'\n');
+    (authz.is_empty() && safe(authc) && safe(password) && !authc.contains(&b' ')).then(|| {
+        (
+            String::from_utf8_lossy(authc).into_owned(),
+            password.to_vec(),
+        )
+    })
 }
 
 /// `user\0authcid\0password` for AUTH PLAIN, as the user or a master.
@@ -110,11 +132,16 @@ impl Login {
             } => Auth::Bearer(Exchange::new(*mechanism, message)),
             _ => Auth::Plain(plain_message(creds, master)?),
         };
+        let fallback = match &auth {
+            Auth::Plain(msg) => user_pass(msg),
+            Auth::Bearer(_) => None,
+        };
         Ok(Login {
             stage: Stage::Greeting,
             starttls,
             peer,
             auth,
+            fallback,
         })
     }
 
@@ -124,7 +151,7 @@ impl Login {
             Stage::Greeting => "greeting",
             Stage::Stls => "stls",
             Stage::Xclient => "xclient",
-            Stage::Auth => "login",
+            Stage::Auth | Stage::User | Stage::Pass => "login",
             Stage::Done => "done",
         }
     }
@@ -232,8 +259,30 @@ impl Login {
                 self.stage = Stage::Done;
                 Ok(Action::Done)
             }
-            (Stage::Auth, false) if temporary(rest) => Err(Error::Unavailable(truncate(rest))),
-            (Stage::Auth, false) => Err(Error::Rejected(truncate(rest))),
+            (Stage::Auth | Stage::User | Stage::Pass, false) if temporary(rest) => {
+                Err(Error::Unavailable(truncate(rest)))
+            }
+            // `[AUTH]` (RFC 3206): the store judged the credentials.
+            (Stage::Auth, false) => match &self.fallback {
+                Some((user, _)) if !rest.to_ascii_uppercase().starts_with("[AUTH]") => {
+                    self.stage = Stage::User;
+                    Ok(Action::Send(format!("USER {user}\r\n").into_bytes()))
+                }
+                _ => Err(Error::Rejected(truncate(rest))),
+            },
+            (Stage::User, true) => {
+                self.stage = Stage::Pass;
+                let password = self.fallback.as_ref().map_or(&[][..], |(_, p)| p);
+                let mut out = b"PASS ".to_vec();
+                out.extend_from_slice(password);
+                out.extend_from_slice(b"\r\n");
+                Ok(Action::Send(out))
+            }
+            (Stage::Pass, true) => {
+                self.stage = Stage::Done;
+                Ok(Action::Done)
+            }
+            (Stage::User | Stage::Pass, false) => Err(Error::Rejected(truncate(rest))),
             (Stage::Done, _) => Err(Error::Protocol {
                 stage,
                 what: "reply after login".into(),
@@ -255,6 +304,64 @@ mod tests {
             user: "alice",
             password: b"pw",
         }
+    }
+
+    #[test]
+    fn a_store_without_sasl_gets_user_and_pass() {
+        let mut l = Login::new(&user(), None, false, None).expect("test input");
+        l.on_line(b"+OK Hello there.").expect("test input");
+        assert_eq!(
+            l.on_line(b"-ERR Authentication failed.")
+                .expect("test input"),
+            Action::Send(b"USER alice\r\n".to_vec())
+        );
+        assert_eq!(
+            l.on_line(b"+OK Password required.").expect("test input"),
+            Action::Send(b"PASS pw\r\n".to_vec())
+        );
+        assert_eq!(
+            l.on_line(b"+OK logged in.").expect("test input"),
+            Action::Done
+        );
+        // A wrong password is refused by both.
+        let mut l = Login::new(&user(), None, false, None).expect("test input");
+        l.on_line(b"+OK Hello there.").expect("test input");
+        l.on_line(b"-ERR no").expect("test input");
+        l.on_line(b"+OK Password required.").expect("test input");
+        assert!(matches!(
+            l.on_line(b"-ERR Login failed."),
+            Err(Error::Rejected(_))
+        ));
+        // "Later" is never retried another way.
+        let mut l = Login::new(&user(), None, false, None).expect("test input");
+        l.on_line(b"+OK Hello there.").expect("test input");
+        assert!(matches!(
+            l.on_line(b"-ERR [SYS/TEMP] down"),
+            Err(Error::Unavailable(_))
+        ));
+        // A master login with an authorization identity, or a password that
+        // would break the line, has no USER/PASS form.
+        let m = Master {
+            user: "admin",
+            password: "adminpw",
+            separator: None,
+        };
+        let mut l = Login::new(
+            &Credentials::Master { user: "alice" },
+            Some(&m),
+            false,
+            None,
+        )
+        .expect("test input");
+        l.on_line(b"+OK Hello there.").expect("test input");
+        assert!(matches!(l.on_line(b"-ERR no"), Err(Error::Rejected(_))));
+        let creds = Credentials::User {
+            user: "alice",
+            password: b"p\r\nDELE 1",
+        };
+        let mut l = Login::new(&creds, None, false, None).expect("test input");
+        l.on_line(b"+OK Hello there.").expect("test input");
+        assert!(matches!(l.on_line(b"-ERR no"), Err(Error::Rejected(_))));
     }
 
     #[test]
