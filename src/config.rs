@@ -171,6 +171,17 @@ pub struct BackendConfig {
     pub pop3: Option<Endpoint>,
     /// How the store builds UIDLs (`pop3_uidl_format`, Dovecot's notation).
     pub pop3_uidl_format: UidlFormat,
+    /// Whether `pop3_uidl_format` was set: a migration from this store then
+    /// computes the old UIDLs from it; else, where the store has `pop3`, it
+    /// reads them over POP3 ([`crate::migrate::pop3_uidls`]).
+    pub pop3_uidl_format_set: bool,
+}
+
+impl BackendConfig {
+    /// Whether a migration from this store reads its POP3 UIDLs.
+    pub fn reads_pop3_uidls(&self) -> bool {
+        self.pop3.is_some() && !self.pop3_uidl_format_set
+    }
 }
 
 /// How mailshift logs in to a store for a proxied session.
@@ -996,6 +1007,7 @@ fn validate_backend(name: &str, b: RawBackend, p: &mut Problems) -> BackendConfi
             &key("pop3_uidl_format"),
             b.pop3_uidl_format.as_deref(),
         ),
+        pop3_uidl_format_set: b.pop3_uidl_format.is_some(),
     }
 }
 

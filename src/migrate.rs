@@ -9,6 +9,7 @@
 //! - [`state`]: the UID maps and modseqs under `state_dir` (a cache).
 //! - [`verify`]: folder-by-folder comparison of the two mailboxes.
 //! - [`uid_maps`]: the clients' UID maps written at cutover and rollback.
+//! - [`pop3_uidls`]: the old store's POP3 UIDLs, read during the passes.
 //!
 //! Messages are copied byte for byte with their flags and INTERNALDATE, in
 //! source UID order per folder, so the destination UIDs keep the source's
@@ -17,6 +18,7 @@
 pub mod cutover;
 pub mod folders;
 pub mod message;
+pub mod pop3_uidls;
 pub mod report;
 pub mod scheduler;
 pub mod sieve;

@@ -64,6 +64,7 @@ impl Store {
             passwords_file: None,
             pop3: None,
             pop3_uidl_format: crate::config::UidlFormat::default(),
+            pop3_uidl_format_set: false,
             sieve: None,
         })
     }

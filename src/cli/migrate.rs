@@ -80,6 +80,10 @@ pub fn migrate(
                             all.errors.extend(p.errors.iter().cloned());
                             all.seconds += p.seconds;
                             all.sieve.then(&p.sieve);
+                            // Each pass reports all it tied so far: the last one counts.
+                            if p.pop3_uidls.enabled {
+                                all.pop3_uidls = p.pop3_uidls.clone();
+                            }
                         }
                         all
                     }),

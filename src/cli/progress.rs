@@ -101,6 +101,9 @@ impl Progress {
                 );
             }
         }
+        if report.pop3_uidls.enabled && !matches!(self.output, Output::Json) {
+            eprintln!("  {}", report.pop3_uidls.summary());
+        }
         for f in &report.folders {
             for failed in &f.failed {
                 if !matches!(self.output, Output::Json) {

@@ -80,7 +80,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// and comments: fingerprints must stay what earlier versions computed,
 /// because the sync state keeps some ([`super::state::Ghost`]) and a changed
 /// one would never match again.
-fn message_id(header: &[u8]) -> String {
+pub(crate) fn message_id(header: &[u8]) -> String {
     let Some(parsed) = MessageParser::new().parse_headers(header) else {
         return String::new();
     };
@@ -192,6 +192,32 @@ pub fn fingerprints(reply: &Reply) -> Vec<(u32, Fingerprint)> {
                     header_hash: fnv1a(&header),
                 },
             ));
+        }
+    }
+    out.sort_by_key(|(u, _)| *u);
+    out
+}
+
+/// Reads `UID FETCH ... (UID BODY.PEEK[HEADER])`: each message's header
+/// block, in UID order.
+pub fn headers(reply: &Reply) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    for data in reply.data() {
+        let Data::Fetch { items, .. } = data else {
+            continue;
+        };
+        let (mut uid, mut header) = (0, None);
+        for item in items.into_inner() {
+            match item {
+                MessageDataItem::Uid(u) => uid = u.get(),
+                MessageDataItem::BodyExt { data, .. } => {
+                    header = data.into_option().map(|c| c.into_owned())
+                }
+                _ => {}
+            }
+        }
+        if let (true, Some(header)) = (uid != 0, header) {
+            out.push((uid, header));
         }
     }
     out.sort_by_key(|(u, _)| *u);

@@ -18,6 +18,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const FOLDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("folders");
+/// The old store's POP3 UIDLs, per folder (INBOX: POP3 sees no other).
+const POP3_UIDLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pop3_uidls");
 
 /// How often, and how far apart, opening a user's file is tried while
 /// another process holds it: five seconds in all.
@@ -109,6 +111,18 @@ impl FolderState {
             ..FolderState::default()
         };
     }
+}
+
+/// The old store's POP3 UIDLs of a folder, each tied to the source IMAP
+/// UID of the same message ([`super::pop3_uidls`]). A cache like the rest:
+/// gone, the next pass reads them again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Pop3Uidls {
+    /// Source UIDVALIDITY the UIDs belong to.
+    pub src_validity: u32,
+    /// UIDL → source UID.
+    pub by_uidl: BTreeMap<String, u32>,
 }
 
 /// The state databases: one redb file per user under `state_dir/users/`, so
@@ -300,6 +314,35 @@ impl StateStore {
         }
     }
 
+    /// The POP3 UIDLs read for a folder (empty when none), on a blocking
+    /// thread.
+    pub async fn pop3_uidls(&self, user: &str, folder: &str) -> Result<Pop3Uidls, Error> {
+        let db = self.db_async(user).await?;
+        let folder = folder.to_string();
+        match blocking(move || read_in(&db, POP3_UIDLS, &folder)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.err(user, e)),
+            Err(e) => Err(self.err(user, e)),
+        }
+    }
+
+    /// Stores the POP3 UIDLs of a folder durably, on a blocking thread.
+    pub async fn save_pop3_uidls(
+        &self,
+        user: &str,
+        folder: &str,
+        uidls: &Pop3Uidls,
+    ) -> Result<(), Error> {
+        let value = serde_json::to_vec(uidls).map_err(|e| self.err(user, e))?;
+        let db = self.db_async(user).await?;
+        let folder = folder.to_string();
+        match blocking(move || write_in(&db, POP3_UIDLS, &folder, &value)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.err(user, e)),
+            Err(e) => Err(self.err(user, e)),
+        }
+    }
+
     /// Every user with stored state.
     pub fn users(&self) -> Result<Vec<String>, Error> {
         let mut out: Vec<String> = std::fs::read_dir(&self.dir)
@@ -335,16 +378,24 @@ fn why(e: impl std::fmt::Display) -> String {
 }
 
 fn read(db: &Database, folder: &str) -> Result<FolderState, String> {
+    read_in(db, FOLDERS, folder)
+}
+
+fn read_in<T: serde::de::DeserializeOwned + Default>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+    k: &str,
+) -> Result<T, String> {
     let tx = db.begin_read().map_err(why)?;
-    let table = match tx.open_table(FOLDERS) {
+    let table = match tx.open_table(table) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FolderState::default()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(T::default()),
         Err(e) => return Err(why(e)),
     };
-    Ok(match table.get(key(folder)).map_err(why)? {
+    Ok(match table.get(key(k)).map_err(why)? {
         // An unreadable value is a cache miss, not an error: fingerprints recover.
         Some(v) => serde_json::from_slice(v.value()).unwrap_or_default(),
-        None => FolderState::default(),
+        None => T::default(),
     })
 }
 
@@ -367,10 +418,19 @@ fn read_all(db: &Database) -> Result<Vec<(String, FolderState)>, String> {
 }
 
 fn write(db: &Database, folder: &str, value: &[u8]) -> Result<(), String> {
+    write_in(db, FOLDERS, folder, value)
+}
+
+fn write_in(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+    k: &str,
+    value: &[u8],
+) -> Result<(), String> {
     let tx = db.begin_write().map_err(why)?;
     {
-        let mut table = tx.open_table(FOLDERS).map_err(why)?;
-        table.insert(key(folder), value).map_err(why)?;
+        let mut table = tx.open_table(table).map_err(why)?;
+        table.insert(key(k), value).map_err(why)?;
     }
     tx.commit().map_err(why)
 }
@@ -400,6 +460,24 @@ mod tests {
         assert_eq!(
             store.load_async("nobody", "INBOX").await.expect("load"),
             FolderState::default()
+        );
+        // POP3 UIDLs live beside the folders, not among them.
+        let uidls = Pop3Uidls {
+            src_validity: 3,
+            by_uidl: [("a b".to_string(), 5)].into_iter().collect(),
+        };
+        store
+            .save_pop3_uidls("carol", "INBOX", &uidls)
+            .await
+            .expect("save");
+        assert_eq!(
+            store.pop3_uidls("carol", "INBOX").await.expect("load"),
+            uidls
+        );
+        assert_eq!(store.folders_async("carol").await.expect("all").len(), 2);
+        assert_eq!(
+            store.pop3_uidls("carol", "Sent").await.expect("load"),
+            Pop3Uidls::default()
         );
     }
 

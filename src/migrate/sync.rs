@@ -120,6 +120,8 @@ pub struct PassReport {
     pub errors: Vec<String>,
     /// The user's Sieve scripts (when both stores have ManageSieve).
     pub sieve: super::sieve::SieveReport,
+    /// The old store's POP3 UIDLs (when read over POP3).
+    pub pop3_uidls: super::pop3_uidls::Pop3UidlReport,
 }
 
 impl PassReport {
@@ -147,6 +149,36 @@ impl PassReport {
     }
 }
 
+/// A store without a master user takes the given password, else the one
+/// its `passwords_file` lists for the user (read here: admins add users
+/// without a reload).
+pub(super) fn listed_password(
+    b: &Store,
+    user: &str,
+    password: Option<&[u8]>,
+) -> Result<Option<Vec<u8>>, Error> {
+    match (&b.cfg.master, password) {
+        (None, None) => b
+            .listed_password(user)
+            .map_err(|e| Error::Unsupported(format!("{}.passwords_file: {e}", b.name()))),
+        _ => Ok(None),
+    }
+}
+
+/// How the engine logs in to `b` as `user`: the master user where the
+/// store has one, else the password.
+pub(super) fn credentials<'a>(
+    b: &Store,
+    user: &'a str,
+    password: Option<&'a [u8]>,
+) -> Result<Credentials<'a>, Error> {
+    match (&b.cfg.master, password) {
+        (Some(_), _) => Ok(Credentials::Master { user }),
+        (None, Some(password)) => Ok(Credentials::User { user, password }),
+        (None, None) => Err(Error::Credentials(b.name().to_string())),
+    }
+}
+
 /// The two stores and the state, for passes of any user.
 pub struct Engine {
     /// Source store.
@@ -162,6 +194,10 @@ pub struct Engine {
     /// Connection pairs allowed at once (each holds one connection per store),
     /// so a batch of users does not overrun the old store.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// Passes read the source's POP3 UIDLs ([`super::pop3_uidls`]): a
+    /// forward move keeping UIDs from a store with `pop3` and no
+    /// `pop3_uidl_format`.
+    pub reads_pop3_uidls: bool,
 }
 
 /// A source/destination connection pair.
@@ -222,9 +258,8 @@ impl Engine {
         } else {
             m.state_dir.clone()
         };
+        let (from, to) = (backend(from)?, backend(to)?);
         Ok(Engine {
-            from: backend(from)?,
-            to: backend(to)?,
             state: Arc::new(StateStore::open(&state_dir)?),
             opts: Options {
                 max_deletes: m.max_deletes_per_pass,
@@ -239,35 +274,24 @@ impl Engine {
             },
             pacer: Pacer::new(m.max_bytes_per_second),
             slots: Arc::new(tokio::sync::Semaphore::new(m.max_connections_per_store)),
+            // A rollback's source is the new store, whose UIDLs no client
+            // saw: the maps carry the old ones back.
+            reads_pop3_uidls: !reverse && m.keep_uids && from.cfg.reads_pop3_uidls(),
+            from,
+            to,
         })
     }
 
     /// Connects one pair as the user (master user where configured, else the
     /// given password).
     pub async fn connect(&self, user: &str, password: Option<&[u8]>) -> Result<Pair2, Error> {
-        // A store without a master user takes the given password, else the
-        // one its `passwords_file` lists for the user.
-        let listed = |b: &Store| match (&b.cfg.master, password) {
-            (None, None) => b
-                .listed_password(user)
-                .map_err(|e| Error::Unsupported(format!("{}.passwords_file: {e}", b.name()))),
-            _ => Ok(None),
-        };
-        let (from_listed, to_listed) = (listed(&self.from)?, listed(&self.to)?);
-        fn creds<'a>(
-            b: &Store,
-            user: &'a str,
-            password: Option<&'a [u8]>,
-        ) -> Result<Credentials<'a>, Error> {
-            match (&b.cfg.master, password) {
-                (Some(_), _) => Ok(Credentials::Master { user }),
-                (None, Some(password)) => Ok(Credentials::User { user, password }),
-                (None, None) => Err(Error::Credentials(b.name().to_string())),
-            }
-        }
+        let (from_listed, to_listed) = (
+            listed_password(&self.from, user, password)?,
+            listed_password(&self.to, user, password)?,
+        );
         let (sc, dc) = (
-            creds(&self.from, user, password.or(from_listed.as_deref()))?,
-            creds(&self.to, user, password.or(to_listed.as_deref()))?,
+            credentials(&self.from, user, password.or(from_listed.as_deref()))?,
+            credentials(&self.to, user, password.or(to_listed.as_deref()))?,
         );
         let slot = Arc::clone(&self.slots)
             .acquire_owned()
@@ -367,13 +391,33 @@ impl Engine {
                 .instrument(span.clone()),
             );
         }
-        let result = self
-            .pass_folders(user, password, reporter, paced)
-            .instrument(span.clone())
-            .await;
-        let _ = folders_done.send(());
+        // The old store's POP3 UIDLs, meanwhile, over connections of their
+        // own (read only; their state is apart from the folders').
+        let pop3_uidls = async {
+            if self.reads_pop3_uidls && !self.opts.dry_run {
+                let password = password.as_deref().map(|p| p.as_slice());
+                super::pop3_uidls::refresh(self, user, password).await
+            } else {
+                Default::default()
+            }
+        };
+        let (result, pop3_uidls) = async {
+            tokio::join!(
+                async {
+                    let result = self
+                        .pass_folders(user, password.clone(), reporter, paced)
+                        .await;
+                    let _ = folders_done.send(());
+                    result
+                },
+                pop3_uidls
+            )
+        }
+        .instrument(span.clone())
+        .await;
         self.state.close(user);
         let mut report = result?;
+        report.pop3_uidls = pop3_uidls;
         report.sieve = match sieve.join_next().await {
             Some(Ok(sieve)) => sieve,
             Some(Err(e)) => super::sieve::SieveReport {

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::status::StatusDataItem;
 
+use super::pop3_uidls::INBOX;
 use super::sync::Engine;
 use super::Error;
 use crate::continuity::map::{FolderMap, Snapshot, UserMap};
@@ -204,6 +205,32 @@ pub fn rollback_map(
     Ok(map)
 }
 
+/// The old store's POP3 UIDLs of the messages `st` maps (read by the
+/// passes, [`super::pop3_uidls`]), by client UID: the source UID in a first
+/// move, the store's own in a `fresh` map (POP3 clients keep their UIDLs
+/// even where IMAP clients resync).
+async fn read_uidls(
+    engine: &Engine,
+    user: &str,
+    st: &super::state::FolderState,
+    fresh: bool,
+) -> Result<Vec<(u32, String)>, Error> {
+    let known = engine.state.pop3_uidls(user, INBOX).await?;
+    if known.src_validity != st.src_validity {
+        return Ok(Vec::new());
+    }
+    let mut uidls: Vec<(u32, String)> = known
+        .by_uidl
+        .into_iter()
+        .filter_map(|(uidl, uid)| {
+            let copy = *st.map.get(&uid)?;
+            Some((if fresh { copy } else { uid }, uidl))
+        })
+        .collect();
+    uidls.sort_unstable();
+    Ok(uidls)
+}
+
 /// A UIDVALIDITY above every one clients were shown for the folder, so a
 /// fresh map never reuses one.
 fn fresh_uidvalidity(seen: &[u32]) -> u32 {
@@ -309,6 +336,13 @@ pub async fn at_cutover(
                     FolderMap::fresh(d.snap, fresh_uidvalidity(&seen))
                 }
             };
+            let mut map = map;
+            if engine.reads_pop3_uidls
+                && before.is_none()
+                && p.src.name.eq_ignore_ascii_case(INBOX.as_bytes())
+            {
+                map.uidls = read_uidls(engine, user, &st, map.is_fresh()).await?;
+            }
             maps.push((p.dst.clone(), map));
         }
         if maps.is_empty() {

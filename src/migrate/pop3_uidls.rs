@@ -1,0 +1,388 @@
+//! The old store's POP3 UIDLs, read during the migration: for a store whose
+//! UIDLs cannot be computed from an IMAP UID (Courier's are Maildir file
+//! names; a Dovecot may use `%g` GUIDs or `%f` file names), every pass lists
+//! them over the store's own POP3 and ties each to the source IMAP UID of
+//! the message with the same header block. At cutover INBOX's UID map
+//! carries them ([`FolderMap::uidls`](crate::continuity::map::FolderMap)),
+//! and the POP3 relay answers them for the migrated messages.
+//!
+//! ```text
+//!  POP3  UIDL ─► UIDLs not tied yet ─► TOP n 0 ───────────────┐
+//!  IMAP  EXAMINE INBOX, UID SEARCH ALL ─► UIDs not tied yet ─► UID FETCH (BODY.PEEK[HEADER])
+//!        ─► pair up (same header block in order, then a unique Message-ID) ─► sync state
+//! ```
+//!
+//! Only what changed is read again: a pass after the first lists the UIDLs
+//! (one command) and reads the headers of new messages only. The POP3
+//! session ends without QUIT, so it never reaches the UPDATE state and
+//! changes nothing on the store. A failure never fails the pass: the
+//! messages it did not tie keep the UIDL `pop3_uidl_format` computes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use imap_codec::imap_types::response::{Code, Data};
+
+use super::message::{self, fnv1a};
+use super::state::Pop3Uidls;
+use super::sync::{credentials, listed_password, Engine};
+use super::Error;
+use crate::store::imap::{Client, Status};
+use crate::store::pop3;
+
+/// The folder POP3 sees.
+pub const INBOX: &str = "INBOX";
+
+/// Messages whose headers are read per round (bounds what is held at once).
+const CHUNK: usize = 256;
+
+/// What reading the old store's UIDLs came to, for the pass report.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Pop3UidlReport {
+    /// Whether this migration reads them (the source has `pop3` and no
+    /// `pop3_uidl_format`).
+    pub enabled: bool,
+    /// Messages the old store's POP3 lists.
+    pub listed: usize,
+    /// Of those, tied to a source message (now or by an earlier pass).
+    pub tied: usize,
+    /// Headers read this pass (POP3 messages not tied before).
+    pub read: usize,
+    /// Why they could not be read this pass.
+    pub error: Option<String>,
+}
+
+impl Pop3UidlReport {
+    /// Messages listed but not tied to a source message: their clients may
+    /// see them under another UIDL after the cutover.
+    pub fn untied(&self) -> usize {
+        self.listed.saturating_sub(self.tied)
+    }
+
+    /// One line for the migrate command's output.
+    pub fn summary(&self) -> String {
+        match &self.error {
+            Some(e) => format!("POP3 UIDLs: not read this pass: {e}"),
+            None if self.untied() > 0 => format!(
+                "POP3 UIDLs: {} of {} kept; {} match no IMAP message and get the computed UIDL",
+                self.tied,
+                self.listed,
+                self.untied()
+            ),
+            None => format!("POP3 UIDLs: {} of {} kept", self.tied, self.listed),
+        }
+    }
+}
+
+/// Reads what changed since the last pass and stores it; never fails the
+/// pass (the error is in the report, and logged).
+pub async fn refresh(engine: &Engine, user: &str, password: Option<&[u8]>) -> Pop3UidlReport {
+    let mut report = Pop3UidlReport {
+        enabled: true,
+        ..Pop3UidlReport::default()
+    };
+    match read(engine, user, password, &mut report).await {
+        Ok(()) if report.untied() > 0 => tracing::warn!(
+            listed = report.listed,
+            untied = report.untied(),
+            "POP3 UIDLs: some old messages match no IMAP message; they keep the computed UIDL"
+        ),
+        Ok(()) => tracing::debug!(
+            listed = report.listed,
+            read = report.read,
+            "POP3 UIDLs read"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "POP3 UIDLs not read this pass");
+            report.error = Some(e.to_string());
+        }
+    }
+    report
+}
+
+async fn read(
+    engine: &Engine,
+    user: &str,
+    password: Option<&[u8]>,
+    report: &mut Pop3UidlReport,
+) -> Result<(), Error> {
+    let store = &engine.from;
+    let listed = listed_password(store, user, password)?;
+    let creds = credentials(store, user, password.or(listed.as_deref()))?;
+    let (pop, imap) = tokio::join!(
+        pop3::Client::connect(store, &creds, None),
+        Client::connect(store, &creds, None)
+    );
+    let (mut pop, mut imap) = match (pop, imap) {
+        (Ok(p), Ok(i)) => (p, i),
+        (Err(e), other) => {
+            if let Ok(i) = other {
+                i.logout().await;
+            }
+            return Err(e.into());
+        }
+        (Ok(p), Err(e)) => {
+            p.abandon().await;
+            return Err(e.into());
+        }
+    };
+    let result = tie(engine, user, &mut pop, &mut imap, report).await;
+    tokio::join!(pop.abandon(), imap.logout());
+    result
+}
+
+async fn tie(
+    engine: &Engine,
+    user: &str,
+    pop: &mut pop3::Client,
+    imap: &mut Client,
+    report: &mut Pop3UidlReport,
+) -> Result<(), Error> {
+    let uidls = pop.uidls().await?;
+    let (validity, uids) = inbox(imap).await?;
+    report.listed = uidls.len();
+    let mut known = engine.state.pop3_uidls(user, INBOX).await?;
+    let before = known.clone();
+    if known.src_validity != validity {
+        known = Pop3Uidls {
+            src_validity: validity,
+            ..Pop3Uidls::default()
+        };
+    }
+    // Gone on either side: forget (a UIDL is never reused for another
+    // message, RFC 1939; a UID neither).
+    let listed: HashSet<&str> = uidls.iter().map(|(_, u)| u.as_str()).collect();
+    let present: HashSet<u32> = uids.iter().copied().collect();
+    known
+        .by_uidl
+        .retain(|uidl, uid| listed.contains(uidl.as_str()) && present.contains(uid));
+    let unknown: Vec<&(u32, String)> = uidls
+        .iter()
+        .filter(|(_, u)| !known.by_uidl.contains_key(u))
+        .collect();
+    if !unknown.is_empty() {
+        let taken: HashSet<u32> = known.by_uidl.values().copied().collect();
+        let free: Vec<u32> = uids.into_iter().filter(|u| !taken.contains(u)).collect();
+        let caps = pop.capabilities().await?;
+        let pipelined = caps.iter().any(|c| c == "PIPELINING");
+        if caps.iter().any(|c| c == "UTF8") {
+            // RFC 6856: without it a store may replace a message whose
+            // header is raw UTF-8 with a notice (Courier does), whose header
+            // then matches nothing.
+            pop.command("UTF8").await?;
+        }
+        let uidl_of: HashMap<u32, &str> = unknown.iter().map(|(n, u)| (*n, u.as_str())).collect();
+        let msgnos: Vec<u32> = unknown.iter().map(|(n, _)| *n).collect();
+        let mut from_pop = Vec::with_capacity(msgnos.len());
+        for chunk in msgnos.chunks(CHUNK) {
+            for (n, header) in pop.headers(chunk, pipelined).await? {
+                if let (Some(header), Some(uidl)) = (header, uidl_of.get(&n)) {
+                    from_pop.push((uidl.to_string(), Key::of(&header)));
+                }
+            }
+        }
+        report.read = from_pop.len();
+        let mut from_imap = Vec::with_capacity(free.len());
+        for chunk in free.chunks(CHUNK) {
+            let set = message::uid_set(chunk);
+            let reply = imap
+                .run(&format!("UID FETCH {set} (UID BODY.PEEK[HEADER])"))
+                .await?;
+            from_imap.extend(
+                message::headers(&reply)
+                    .into_iter()
+                    .map(|(uid, h)| (uid, Key::of(&h))),
+            );
+        }
+        from_imap.sort_by_key(|(u, _)| *u);
+        known.by_uidl.extend(pair_up(&from_pop, &from_imap));
+    }
+    report.tied = known.by_uidl.len();
+    if known != before {
+        engine.state.save_pop3_uidls(user, INBOX, &known).await?;
+    }
+    Ok(())
+}
+
+/// EXAMINE INBOX and every UID in it, in one round trip; the connection
+/// stays with INBOX selected (read-only).
+async fn inbox(imap: &mut Client) -> Result<(u32, Vec<u32>), Error> {
+    let examine = imap.queue(b"EXAMINE INBOX");
+    let search = imap.queue(b"UID SEARCH ALL");
+    imap.flush().await?;
+    let opened = imap.reply(&examine).await?;
+    let found = imap.reply(&search).await?;
+    if opened.status != Status::Ok || found.status != Status::Ok {
+        return Err(Error::Unsupported(format!(
+            "{}: EXAMINE INBOX / UID SEARCH ALL refused: {}",
+            imap.store(),
+            if opened.status != Status::Ok {
+                &opened.text
+            } else {
+                &found.text
+            }
+        )));
+    }
+    let validity = opened
+        .codes()
+        .find_map(|c| match c {
+            Code::UidValidity(v) => Some(v.get()),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let mut uids: Vec<u32> = found
+        .data()
+        .filter_map(|d| match d {
+            Data::Search(uids, ..) => Some(uids.into_iter().map(|u| u.get()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    uids.sort_unstable();
+    Ok((validity, uids))
+}
+
+/// What ties a POP3 message to an IMAP message: the header block (line
+/// ends and the closing empty line aside, as POP3 and IMAP may differ
+/// there) and its Message-ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    header_hash: u64,
+    message_id: String,
+}
+
+impl Key {
+    /// The key of a header block as either protocol gives it.
+    pub fn of(header: &[u8]) -> Key {
+        let mut bare: Vec<u8> = header.iter().copied().filter(|&b| b != b'\r').collect();
+        while bare.last() == Some(&b'\n') {
+            bare.pop();
+        }
+        Key {
+            header_hash: fnv1a(&bare),
+            message_id: message::message_id(header),
+        }
+    }
+}
+
+/// Pairs POP3 messages (UIDL, key; in message-number order) with IMAP
+/// messages (UID, key; in UID order): first by the same header block, the
+/// n-th copy of a block with the n-th (stores number both in arrival
+/// order); what is left by a Message-ID that is unique among what is left
+/// on both sides (a POP3 server that adds a header of its own). Nothing
+/// else is guessed.
+pub fn pair_up(pop: &[(String, Key)], imap: &[(u32, Key)]) -> Vec<(String, u32)> {
+    let mut by_hash: HashMap<u64, VecDeque<u32>> = HashMap::new();
+    for (uid, key) in imap {
+        by_hash.entry(key.header_hash).or_default().push_back(*uid);
+    }
+    let mut pairs = Vec::new();
+    let mut used = HashSet::new();
+    let mut left = Vec::new();
+    for (uidl, key) in pop {
+        match by_hash
+            .get_mut(&key.header_hash)
+            .and_then(VecDeque::pop_front)
+        {
+            Some(uid) => {
+                used.insert(uid);
+                pairs.push((uidl.clone(), uid));
+            }
+            None => left.push((uidl, key)),
+        }
+    }
+    let mut imap_ids: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (uid, key) in imap {
+        if !used.contains(uid) && !key.message_id.is_empty() {
+            imap_ids.entry(&key.message_id).or_default().push(*uid);
+        }
+    }
+    let mut pop_ids: HashMap<&str, usize> = HashMap::new();
+    for (_, key) in &left {
+        *pop_ids.entry(&key.message_id).or_default() += 1;
+    }
+    for (uidl, key) in left {
+        if key.message_id.is_empty() || pop_ids.get(key.message_id.as_str()) != Some(&1) {
+            continue;
+        }
+        if let Some([uid]) = imap_ids.get(key.message_id.as_str()).map(Vec::as_slice) {
+            pairs.push((uidl.clone(), *uid));
+        }
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pop(uidl: &str, header: &str) -> (String, Key) {
+        (uidl.to_string(), Key::of(header.as_bytes()))
+    }
+
+    fn imap(uid: u32, header: &str) -> (u32, Key) {
+        (uid, Key::of(header.as_bytes()))
+    }
+
+    #[test]
+    fn the_same_header_block_ties_whatever_the_line_ends() {
+        let pairs = pair_up(
+            &[
+                pop("1234.M1.host", "Subject: a\r\nMessage-ID: <a@x>\r\n\r\n"),
+                pop("1235.M2.host", "Subject: b\r\n\r\n"),
+            ],
+            &[
+                imap(7, "Subject: b\n\n"),
+                imap(3, "Subject: a\nMessage-ID: <a@x>\n"),
+            ],
+        );
+        assert_eq!(
+            pairs,
+            [
+                ("1234.M1.host".to_string(), 3),
+                ("1235.M2.host".to_string(), 7)
+            ]
+        );
+    }
+
+    #[test]
+    fn copies_of_one_message_tie_in_order() {
+        let h = "From: x\r\nSubject: twice\r\n\r\n";
+        let pairs = pair_up(&[pop("u1", h), pop("u2", h)], &[imap(4, h), imap(9, h)]);
+        assert_eq!(pairs, [("u1".to_string(), 4), ("u2".to_string(), 9)]);
+        // A third copy on the POP3 side has no partner: it stays untied.
+        let pairs = pair_up(&[pop("u1", h), pop("u2", h), pop("u3", h)], &[imap(4, h)]);
+        assert_eq!(pairs, [("u1".to_string(), 4)]);
+    }
+
+    #[test]
+    fn a_header_the_pop3_server_adds_falls_back_to_a_unique_message_id() {
+        let pairs = pair_up(
+            &[
+                pop("x1", "X-UIDL: x1\r\nMessage-ID: <one@x>\r\n\r\n"),
+                pop("x2", "X-UIDL: x2\r\nMessage-ID: <dup@x>\r\n\r\n"),
+                pop("x3", "X-UIDL: x3\r\nMessage-ID: <dup@x>\r\n\r\n"),
+                pop("x4", "X-UIDL: x4\r\n\r\n"),
+            ],
+            &[
+                imap(1, "Message-ID: <one@x>\r\n\r\n"),
+                imap(2, "Message-ID: <dup@x>\r\nSubject: 1\r\n\r\n"),
+                imap(3, "Message-ID: <dup@x>\r\nSubject: 2\r\n\r\n"),
+                imap(4, "Subject: none\r\n\r\n"),
+            ],
+        );
+        // Duplicated or missing Message-IDs are not guessed at.
+        assert_eq!(pairs, [("x1".to_string(), 1)]);
+    }
+
+    #[test]
+    fn nothing_ties_to_a_message_already_tied() {
+        let pairs = pair_up(
+            &[
+                pop("a", "Message-ID: <m@x>\r\nSubject: s\r\n\r\n"),
+                pop("b", "X-Added: 1\r\nMessage-ID: <m@x>\r\n\r\n"),
+            ],
+            &[imap(5, "Message-ID: <m@x>\r\nSubject: s\r\n\r\n")],
+        );
+        assert_eq!(pairs, [("a".to_string(), 5)]);
+    }
+}
