@@ -264,3 +264,111 @@ fn lazy_mode_moves_a_courier_user_with_the_password_of_their_login() {
     }
     assert_eq!(total, msgs.len(), "{}", proxy.log_tail());
 }
+
+/// The UIDL list (`n uidl` lines) of alice's maildrop on a POP3 server,
+/// logged in by USER/PASS.
+fn uidl_list(port: u16) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to POP3");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut r = BufReader::new(&s);
+    let mut line = String::new();
+    let mut next = |r: &mut BufReader<&std::net::TcpStream>| {
+        line.clear();
+        r.read_line(&mut line).expect("read POP3");
+        line.trim_end().to_string()
+    };
+    assert!(next(&mut r).starts_with("+OK"), "POP3 greeting");
+    for cmd in ["USER alice", "PASS alicepw", "UIDL"] {
+        (&s).write_all(format!("{cmd}\r\n").as_bytes())
+            .expect("write POP3");
+        let reply = next(&mut r);
+        assert!(reply.starts_with("+OK"), "{cmd}: {reply}");
+    }
+    let mut out = Vec::new();
+    loop {
+        let l = next(&mut r);
+        if l == "." {
+            break;
+        }
+        out.push(l);
+    }
+    let _ = (&s).write_all(b"QUIT\r\n");
+    out
+}
+
+/// mailshift with `config` and `[pop3]` on a free port, once that listens.
+fn pop3_proxy(config: &str) -> (Mailshift, u16) {
+    let port = support::free_port();
+    let proxy = Mailshift::start(&format!("{config}[pop3]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !support::port_open(port) {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log_tail());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    (proxy, port)
+}
+
+/// POP3 clients of a Courier store keep their UIDLs across the move.
+/// Courier's UIDLs are made from Maildir file names, which no format
+/// computes: the passes read them over Courier's own POP3 (USER/PASS, as
+/// Debian's Courier offers no SASL) and, after `migrate --cutover`,
+/// mailshift's POP3 front end answers them from Dovecot. Mail that arrives
+/// after the move gets a UIDL no old message had.
+#[test]
+fn pop3_clients_keep_courier_uidls_across_the_move() {
+    let msgs = corpus::generate_inbox(40, 31);
+    let s = setup(&msgs);
+    let before = uidl_list(s.courier.pop3_port());
+    assert_eq!(before.len(), msgs.len());
+    let with_pop3 = |text: &str| {
+        text.replacen(
+            "[backends.old]\n",
+            &format!(
+                "[backends.old]\npop3 = \"pop3://127.0.0.1:{}\"\n",
+                s.courier.pop3_port()
+            ),
+            1,
+        )
+        .replacen(
+            "[backends.new]\n",
+            &format!(
+                "[backends.new]\npop3 = \"pop3s://127.0.0.1:{}\"\n",
+                s.dovecot.pop3s_port()
+            ),
+            1,
+        )
+    };
+    // Through mailshift before the move: the session goes to Courier, whose
+    // POP3 takes USER/PASS only.
+    {
+        let (proxy, port) = pop3_proxy(&with_pop3(&s.proxy_config));
+        assert_eq!(uidl_list(port), before, "{}", proxy.log_tail());
+    }
+    let config = s._dir.path().join("pop3.toml");
+    let cli = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(&config, with_pop3(&cli)).expect("write config");
+
+    let out = mailshift(&["migrate", "--user", "alice", "--cutover"], &config);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("POP3 UIDLs: 40 of 40 kept"),
+        "{}",
+        text(&out)
+    );
+    s.dovecot.deliver(
+        "alice",
+        &support::message("carol@example.net", "alice@example.org", "after", "hi"),
+    );
+
+    let (proxy, pop3_port) = pop3_proxy(&with_pop3(&s.proxy_config));
+    let after = uidl_list(pop3_port);
+    assert_eq!(after.len(), msgs.len() + 1, "{}", proxy.log_tail());
+    assert_eq!(after[..msgs.len()], before[..], "{}", proxy.log_tail());
+    let new = after[msgs.len()].split_once(' ').map_or("", |(_, u)| u);
+    assert!(
+        !before.iter().any(|b| b.ends_with(&format!(" {new}"))),
+        "{new} is an old UIDL"
+    );
+}

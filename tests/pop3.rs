@@ -464,7 +464,36 @@ impl Fetchmail {
 
 #[test]
 fn fetchmail_downloads_nothing_again_after_the_cutover() {
-    let lab = Lab::start(true);
+    // The old store's UIDLs computed from the configured format: no POP3
+    // reads during the migration.
+    let computed = (
+        "[backends.old]\n",
+        "[backends.old]\npop3_uidl_format = \"%08Xu%08Xv\"\n".to_string(),
+    );
+    let (before, migrated) = fetchmail_across_the_cutover(Lab::start(true), &[computed]);
+    assert!(before.iter().all(|u| u.len() == 16), "{before:?}");
+    assert!(!migrated.contains("POP3 UIDLs"), "{migrated}");
+}
+
+/// An old store whose UIDLs no format computes (Dovecot's `%f`, the Maildir
+/// file name, as Courier's are): the passes read them over its POP3.
+#[test]
+fn uidls_the_old_store_makes_up_are_read_over_its_pop3_and_kept() {
+    let lab = Lab::start_with_old_conf(true, "protocol pop3 {\n  pop3_uidl_format = %f\n}\n");
+    let (before, migrated) = fetchmail_across_the_cutover(lab, &[]);
+    // Maildir file names (`1733.M12P3.host,S=462`), nothing a UID gives.
+    assert!(
+        before.iter().all(|u| u.contains('.') && u.len() > 16),
+        "{before:?}"
+    );
+    assert!(migrated.contains("POP3 UIDLs: 5 of 5 kept"), "{migrated}");
+}
+
+/// Migrates alice with fetchmail (`keep`, `uidl`) polling through
+/// mailshift before and after, and checks that nothing downloads twice and
+/// the UIDL list stays; returns the old store's UIDLs and what
+/// `migrate --cutover` said.
+fn fetchmail_across_the_cutover(lab: Lab, edits: &[(&str, String)]) -> (Vec<String>, String) {
     for i in 1..=4 {
         lab.old.deliver(
             "alice",
@@ -481,7 +510,7 @@ fn fetchmail_downloads_nothing_again_after_the_cutover() {
         "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\nhold_wait = \"20s\"\ninstance_id = \"test-cli\"\n",
         dir.path().join("state").display(),
     );
-    let (text, ports) = config(&lab, &migration, &[]);
+    let (text, ports) = config(&lab, &migration, edits);
     let proxy = Mailshift::start(&text);
     wait_pop3(&proxy, ports.plain);
     let cli_config = dir.path().join("cli.toml");
@@ -514,12 +543,12 @@ fn fetchmail_downloads_nothing_again_after_the_cutover() {
         .stdin(Stdio::null())
         .output()
         .expect("mailshift migrate runs");
-    assert!(
-        out.status.success(),
-        "migrate --cutover:\n{}{}",
+    let migrated = format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(out.status.success(), "migrate --cutover:\n{migrated}");
     // Mail that arrives after the move lands on the new store.
     lab.new.deliver(
         "alice",
@@ -587,7 +616,7 @@ fn fetchmail_downloads_nothing_again_after_the_cutover() {
         "[migration]\nfrom = \"old\"\nto = \"new\"\nstate_dir = \"{}\"\ninstance_id = \"second\"\n",
         other.path().join("state").display(),
     );
-    let (text, ports2) = config(&lab, &migration, &[]);
+    let (text, ports2) = config(&lab, &migration, edits);
     let second = Mailshift::start(&text);
     wait_pop3(&second, ports2.plain);
     let again = poplib(&lab, "plain", ports2.plain, "alice", "alicepw", "user");
@@ -599,6 +628,11 @@ fn fetchmail_downloads_nothing_again_after_the_cutover() {
             && l.contains("uidls_kept=5")),
         "{log}"
     );
+    let uidls = before
+        .iter()
+        .map(|l| l.split_once(' ').map_or("", |(_, u)| u).to_string())
+        .collect();
+    (uidls, migrated)
 }
 
 /// A POP3 connection held open by the test.

@@ -83,14 +83,14 @@ if [ ! -x "$CYRUS_ROOT/usr/lib/cyrus/bin/master" ]; then
 	mv "$CYRUS_ROOT.tmp" "$CYRUS_ROOT"
 fi
 
-# Courier-IMAP as an old store, the same way. Its authentication library has
+# Courier-IMAP (and its POP3) as an old store, the same way. Its authentication library has
 # its config (/etc/courier), module directory (/usr/lib/courier-authlib) and
 # socket (/run/courier) compiled in: tests/support/courier.rs runs each
 # instance in a mount namespace of its own (`unshare -m`, root) with private
 # directories bound over those paths, so it never touches the host's.
 COURIER_ROOT=${MAILSHIFT_COURIER_ROOT:-/var/cache/mailshift-lab/courier}
-COURIER_DEBS="courier-imap courier-base courier-authlib courier-authdaemon courier-authlib-userdb libcourier-unicode4 libgamin0 libidn12 libltdl7 libpcre3"
-if [ ! -x "$COURIER_ROOT/usr/bin/imapd" ]; then
+COURIER_DEBS="courier-imap courier-pop courier-base courier-authlib courier-authdaemon courier-authlib-userdb libcourier-unicode4 libgamin0 libidn12 libltdl7 libpcre3"
+if [ ! -x "$COURIER_ROOT/usr/bin/imapd" ] || [ ! -x "$COURIER_ROOT/usr/lib/courier/courier/courierpop3d" ]; then
 	cache=$(dirname "$COURIER_ROOT")/courier-debs
 	mkdir -p "$cache"
 	# shellcheck disable=SC2086

@@ -1,6 +1,7 @@
 //! A private Courier-IMAP 5 (Debian's, unpacked by `deploy/lab/install-deps.sh`
 //! under [`courier_root`]) with courier-authlib's userdb: users with real
-//! passwords, Maildirs in a temp dir, IMAP on a free port.
+//! passwords, Maildirs in a temp dir, IMAP and POP3 (Debian's default: no
+//! SASL, USER/PASS only) on free ports.
 //!
 //! courier-authlib has its config (`/etc/courier`), its modules
 //! (`/usr/lib/courier-authlib`), its helpers (`/usr/lib/courier`) and its
@@ -34,6 +35,7 @@ const BOUND: [&str; 4] = [
 
 pub struct Courier {
     imap_port: u16,
+    pop3_port: u16,
     server: Option<Server>,
     dir: tempfile::TempDir,
 }
@@ -112,6 +114,7 @@ impl Courier {
         }
         fs::write(d.join("etc/userdb"), userdb).expect("write userdb");
         let port = super::free_port();
+        let pop3_port = super::free_port();
         // libpcre3's package puts it under /lib, not /usr/lib: without that
         // directory a host that lacks libpcre3 cannot run Courier's tools.
         let lib = format!(
@@ -158,7 +161,13 @@ impl Courier {
              -nodnslookup -noidentlookup {port} \
              /usr/lib/courier/courier/imaplogin {r}/usr/bin/imapd Maildir &\n\
              tcpd=$!\n\
-             trap 'kill $tcpd $auth 2>/dev/null; exit 0' TERM INT HUP\n\
+             set -a\n. /etc/courier/pop3d\nset +a\n\
+             POP3_STARTTLS=NO\nPOP3_TLS_REQUIRED=0\nexport POP3_STARTTLS POP3_TLS_REQUIRED\n\
+             {r}/usr/sbin/couriertcpd -address=127.0.0.1 -maxprocs=40 -maxperip=40 \
+             -nodnslookup -noidentlookup {pop3_port} \
+             /usr/lib/courier/courier/courierpop3login /usr/lib/courier/courier/courierpop3d Maildir &\n\
+             pop=$!\n\
+             trap 'kill $tcpd $pop $auth 2>/dev/null; exit 0' TERM INT HUP\n\
              wait\n"
         ));
         let script_path = d.join("run.sh");
@@ -179,13 +188,14 @@ impl Courier {
         let log_path = server.stderr_log.clone();
         let log = move || fs::read_to_string(&log_path).unwrap_or_default();
         wait_ready(
-            &format!("courier {name} (imap {port})"),
+            &format!("courier {name} (imap {port}, pop3 {pop3_port})"),
             &mut server,
             &log,
-            &mut || greets(port),
+            &mut || greets(port) && pop3_greets(pop3_port),
         )?;
         Ok(Courier {
             imap_port: port,
+            pop3_port,
             server: Some(server),
             dir,
         })
@@ -193,6 +203,10 @@ impl Courier {
 
     pub fn imap_port(&self) -> u16 {
         self.imap_port
+    }
+
+    pub fn pop3_port(&self) -> u16 {
+        self.pop3_port
     }
 
     /// What Courier wrote to stderr.
@@ -238,6 +252,19 @@ fn greets(port: u16) -> bool {
     let ok = BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with("* OK");
     if ok {
         let _ = (&s).write_all(b"x LOGOUT\r\n");
+    }
+    ok
+}
+
+fn pop3_greets(port: u16) -> bool {
+    let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    let ok = BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with("+OK");
+    if ok {
+        let _ = (&s).write_all(b"QUIT\r\n");
     }
     ok
 }

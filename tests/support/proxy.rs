@@ -23,22 +23,28 @@ pub struct Lab {
 
 impl Lab {
     pub fn start(syncprov: bool) -> Lab {
-        Self::start_full(syncprov, DovecotOpts::default(), false)
+        Self::start_full(syncprov, DovecotOpts::default(), false, "")
+    }
+
+    /// Like [`start`](Self::start), with `old_conf` appended to the old
+    /// store's dovecot.conf only.
+    pub fn start_with_old_conf(syncprov: bool, old_conf: &str) -> Lab {
+        Self::start_full(syncprov, DovecotOpts::default(), false, old_conf)
     }
 
     /// Like [`start`](Self::start); `new_metadata` turns METADATA on in the
     /// new store (the old one never has it).
     pub fn start_with_metadata(syncprov: bool, new_metadata: bool) -> Lab {
-        Self::start_full(syncprov, DovecotOpts::default(), new_metadata)
+        Self::start_full(syncprov, DovecotOpts::default(), new_metadata, "")
     }
 
     /// Like [`start`](Self::start), both stores with `base`'s options (the
     /// separator and format stay each store's own).
     pub fn start_with(syncprov: bool, base: DovecotOpts) -> Lab {
-        Self::start_full(syncprov, base, false)
+        Self::start_full(syncprov, base, false, "")
     }
 
-    fn start_full(syncprov: bool, base: DovecotOpts, new_metadata: bool) -> Lab {
+    fn start_full(syncprov: bool, base: DovecotOpts, new_metadata: bool, old_conf: &str) -> Lab {
         let certs = Certs::shared();
         let ldap = Slapd::start(syncprov);
         ldap.add_user("alice", "alicepw", OLD_HOST);
@@ -52,6 +58,7 @@ impl Lab {
                     DovecotOpts {
                         separator: '/',
                         format: MailFormat::Maildir,
+                        extra: format!("{}\n{old_conf}", base.extra),
                         ..base.clone()
                     },
                 )
