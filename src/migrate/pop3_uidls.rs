@@ -99,6 +99,21 @@ pub async fn refresh(engine: &Engine, user: &str, password: Option<&[u8]>) -> Po
     report
 }
 
+/// Whether INBOX holds a copied message whose UIDL is not read yet (the
+/// final pass reads only then).
+pub async fn untied_copies(engine: &Engine, user: &str) -> Result<bool, Error> {
+    let (st, known) = tokio::join!(
+        engine.state.load_async(user, INBOX),
+        engine.state.pop3_uidls(user, INBOX)
+    );
+    let (st, known) = (st?, known?);
+    if known.src_validity != st.src_validity {
+        return Ok(!st.map.is_empty());
+    }
+    let tied: HashSet<u32> = known.by_uidl.values().copied().collect();
+    Ok(st.map.keys().any(|uid| !tied.contains(uid)))
+}
+
 async fn read(
     engine: &Engine,
     user: &str,

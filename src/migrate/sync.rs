@@ -391,27 +391,36 @@ impl Engine {
                 .instrument(span.clone()),
             );
         }
-        // The old store's POP3 UIDLs, meanwhile, over connections of their
-        // own (read only; their state is apart from the folders').
-        let pop3_uidls = async {
-            if self.reads_pop3_uidls && !self.opts.dry_run {
-                let password = password.as_deref().map(|p| p.as_slice());
-                super::pop3_uidls::refresh(self, user, password).await
-            } else {
-                Default::default()
-            }
+        // The old store's POP3 UIDLs over connections of their own (read
+        // only; their state is apart from the folders'): beside a presync's
+        // folders; after the final pass's, and only if a message it knows
+        // copied has no UIDL yet (mail since the last presync), so the hold
+        // does not wait for two more logins for nothing.
+        let reads_uidls = self.reads_pop3_uidls && !self.opts.dry_run;
+        let refresh = || async {
+            let password = password.as_deref().map(|p| p.as_slice());
+            super::pop3_uidls::refresh(self, user, password).await
+        };
+        let folders = async {
+            let result = self
+                .pass_folders(user, password.clone(), reporter, paced)
+                .await;
+            let _ = folders_done.send(());
+            result
         };
         let (result, pop3_uidls) = async {
-            tokio::join!(
-                async {
-                    let result = self
-                        .pass_folders(user, password.clone(), reporter, paced)
-                        .await;
-                    let _ = folders_done.send(());
-                    result
-                },
-                pop3_uidls
-            )
+            if !reads_uidls {
+                (folders.await, Default::default())
+            } else if paced {
+                tokio::join!(folders, refresh())
+            } else {
+                let result = folders.await;
+                let uidls = match super::pop3_uidls::untied_copies(self, user).await {
+                    Ok(false) => Default::default(),
+                    Ok(true) | Err(_) => refresh().await,
+                };
+                (result, uidls)
+            }
         }
         .instrument(span.clone())
         .await;
