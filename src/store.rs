@@ -131,6 +131,23 @@ impl Store {
         &self.cfg.name
     }
 
+    /// Runs a login dialog within the store's `connect_timeout`; a timeout
+    /// names the `stage` the dialog had reached, every error the store.
+    pub async fn within<T>(
+        &self,
+        stage: &Stage,
+        dialog: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, StoreError> {
+        let outcome = match tokio::time::timeout(self.cfg.connect_timeout, dialog).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout { stage: stage.get() }),
+        };
+        outcome.map_err(|error| StoreError {
+            store: self.name().to_string(),
+            error,
+        })
+    }
+
     /// Its master login, if configured.
     pub fn master(&self) -> Option<Master<'_>> {
         self.cfg.master.as_ref().map(|m| Master {
@@ -169,6 +186,28 @@ fn find_password(text: &str, user: &str) -> Option<Vec<u8>> {
         .map(|(_, pw)| pw.as_bytes().to_vec())
 }
 
+/// Where a login dialog is: the dialog moves it on, [`Store::within`]
+/// reads it when the store stops answering.
+#[derive(Debug)]
+pub struct Stage(std::sync::Mutex<&'static str>);
+
+impl Stage {
+    /// A dialog starting at `first`.
+    pub fn new(first: &'static str) -> Stage {
+        Stage(std::sync::Mutex::new(first))
+    }
+
+    /// The dialog reached `stage`.
+    pub fn set(&self, stage: &'static str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = stage;
+    }
+
+    /// The stage reached.
+    pub fn get(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -181,5 +220,30 @@ mod tests {
         assert_eq!(super::find_password(text, "bob"), Some(b"pw".to_vec()));
         assert_eq!(super::find_password(text, "carol"), None);
         assert_eq!(super::find_password(text, "# site dump"), None);
+    }
+
+    /// A store that stops answering: the error names the store and the
+    /// stage the dialog had reached, after `connect_timeout` (30 s here,
+    /// on tokio's paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_dialog_times_out_at_its_stage() {
+        let store = super::Store::relay(crate::config::Endpoint {
+            scheme: "smtp".into(),
+            security: crate::config::Security::Plain,
+            host: "127.0.0.1".into(),
+            port: 9,
+        })
+        .expect("store");
+        let stage = super::Stage::new("connect");
+        let dialog = async {
+            stage.set("greeting");
+            std::future::pending::<Result<(), super::Error>>().await
+        };
+        let err = store.within(&stage, dialog).await.expect_err("times out");
+        assert_eq!(err.store, "bounce_relay");
+        assert!(
+            matches!(err.error, super::Error::Timeout { stage: "greeting" }),
+            "{err}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::bearer::Outcome;
 use super::imap::login::Credentials;
-use super::{Error, Store, StoreError};
+use super::{Error, Stage, Store, StoreError};
 use crate::config::{Endpoint, Security};
 use crate::stream::Stream;
 use login::{Action, Login};
@@ -30,14 +30,7 @@ impl Challenged {
     /// store's verdict, within the store's `connect_timeout`.
     pub async fn answer(self, store: &Store, answer: Option<&[u8]>) -> Result<Client, StoreError> {
         let verdict = self.client.verdict(self.dialog, answer);
-        let at = |error| StoreError {
-            store: store.name().to_string(),
-            error,
-        };
-        match tokio::time::timeout(store.cfg.connect_timeout, verdict).await {
-            Ok(result) => result.map_err(at),
-            Err(_) => Err(at(Error::Timeout { stage: "login" })),
-        }
+        store.within(&Stage::new("login"), verdict).await
     }
 }
 
@@ -58,22 +51,11 @@ impl Client {
         creds: &Credentials<'_>,
         peer: Option<SocketAddr>,
     ) -> Result<Client, StoreError> {
-        let at = |error| StoreError {
-            store: store.name().to_string(),
-            error,
-        };
-        let Some(ep) = store.cfg.pop3.as_ref() else {
-            return Err(at(Error::Config(format!(
-                "backends.{}.pop3 is not set",
-                store.name()
-            ))));
-        };
-        let mut stage = "connect";
-        let dialog = Self::login(store, ep, creds, peer, &mut stage);
-        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
-            Ok(result) => result.map_err(at),
-            Err(_) => Err(at(Error::Timeout { stage })),
-        }
+        let ep = Self::endpoint(store)?;
+        let stage = Stage::new("connect");
+        store
+            .within(&stage, Self::login(store, ep, creds, peer, &stage))
+            .await
     }
 
     /// Logs in with the client's bearer token (OAUTHBEARER, XOAUTH2),
@@ -91,22 +73,19 @@ impl Client {
             mechanism,
             message,
         };
-        let at = |error| StoreError {
+        let ep = Self::endpoint(store)?;
+        let stage = Stage::new("connect");
+        store
+            .within(&stage, Self::login_step(store, ep, &creds, peer, &stage))
+            .await
+    }
+
+    /// The store's `pop3` endpoint, or an error naming the missing key.
+    fn endpoint(store: &Store) -> Result<&Endpoint, StoreError> {
+        store.cfg.pop3.as_ref().ok_or_else(|| StoreError {
             store: store.name().to_string(),
-            error,
-        };
-        let Some(ep) = store.cfg.pop3.as_ref() else {
-            return Err(at(Error::Config(format!(
-                "backends.{}.pop3 is not set",
-                store.name()
-            ))));
-        };
-        let mut stage = "connect";
-        let dialog = Self::login_step(store, ep, &creds, peer, &mut stage);
-        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
-            Ok(result) => result.map_err(at),
-            Err(_) => Err(at(Error::Timeout { stage })),
-        }
+            error: Error::Config(format!("backends.{}.pop3 is not set", store.name())),
+        })
     }
 
     async fn login(
@@ -114,7 +93,7 @@ impl Client {
         ep: &Endpoint,
         creds: &Credentials<'_>,
         peer: Option<SocketAddr>,
-        stage: &mut &'static str,
+        stage: &Stage,
     ) -> Result<Client, Error> {
         match Self::login_step(store, ep, creds, peer, stage).await? {
             Outcome::LoggedIn(c) => Ok(c),
@@ -131,7 +110,7 @@ impl Client {
         ep: &Endpoint,
         creds: &Credentials<'_>,
         peer: Option<SocketAddr>,
-        stage: &mut &'static str,
+        stage: &Stage,
     ) -> Result<Outcome<Client, Challenged>, Error> {
         let stream = store.connector.connect(ep).await?;
         let mut dialog = Login::new(
@@ -146,7 +125,7 @@ impl Client {
             store: store.name().to_string(),
         };
         loop {
-            *stage = dialog.stage();
+            stage.set(dialog.stage());
             let line = client.line(dialog.stage()).await?;
             match dialog.on_line(&line)? {
                 Action::Read => {}

@@ -17,7 +17,7 @@ use self::wire::{Framer, Response, Status, Token};
 use super::bearer::Outcome;
 use crate::config::{Endpoint, Security};
 use crate::store::imap::login::Credentials;
-use crate::store::{Error, Store, StoreError};
+use crate::store::{Error, Stage, Store, StoreError};
 use crate::stream::Stream;
 
 /// Longest response line from a store (capability listings are short).
@@ -54,12 +54,8 @@ impl Challenged {
     /// Sends the client's answer (`None`: it cancelled) and reads the
     /// store's verdict, within the store's `connect_timeout`.
     pub async fn answer(self, store: &Store, answer: Option<&[u8]>) -> Result<Client, StoreError> {
-        let at = |error| StoreError {
-            store: store.name().to_string(),
-            error,
-        };
         let Challenged { mut client, dialog } = self;
-        let verdict = async {
+        let verdict = async move {
             if let Action::Send(bytes) = dialog.answer(answer)? {
                 write(&mut client.stream, &bytes, "login").await?;
             }
@@ -67,7 +63,7 @@ impl Challenged {
             loop {
                 let line = read_line(&mut client.stream, &mut client.framer, "login").await?;
                 match dialog.line(&line)? {
-                    Action::Done => return Ok(()),
+                    Action::Done => return Ok(client),
                     Action::Read => {}
                     Action::Send(bytes) => write(&mut client.stream, &bytes, "login").await?,
                     // The exchange refuses a second challenge; TLS is long on.
@@ -80,11 +76,7 @@ impl Challenged {
                 }
             }
         };
-        match tokio::time::timeout(store.cfg.connect_timeout, verdict).await {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(e)) => Err(at(e)),
-            Err(_) => Err(at(Error::Timeout { stage: "login" })),
-        }
+        store.within(&Stage::new("login"), verdict).await
     }
 }
 
@@ -119,17 +111,11 @@ impl Client {
 
     /// Connects and logs in, within the store's `connect_timeout`.
     pub async fn connect(store: &Store, creds: &Credentials<'_>) -> Result<Client, StoreError> {
-        let at = |error| StoreError {
-            store: store.name().to_string(),
-            error,
-        };
         let ep = Self::endpoint(store)?;
-        let mut stage = "connect";
-        let dialog = Self::login(store, ep, creds, &mut stage);
-        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
-            Ok(result) => result.map_err(at),
-            Err(_) => Err(at(Error::Timeout { stage })),
-        }
+        let stage = Stage::new("connect");
+        store
+            .within(&stage, Self::login(store, ep, creds, &stage))
+            .await
     }
 
     /// Logs in with the client's bearer token (OAUTHBEARER, XOAUTH2) as it
@@ -146,24 +132,18 @@ impl Client {
             mechanism,
             message,
         };
-        let at = |error| StoreError {
-            store: store.name().to_string(),
-            error,
-        };
         let ep = Self::endpoint(store)?;
-        let mut stage = "connect";
-        let dialog = Self::login_step(store, ep, &creds, &mut stage);
-        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
-            Ok(result) => result.map_err(at),
-            Err(_) => Err(at(Error::Timeout { stage })),
-        }
+        let stage = Stage::new("connect");
+        store
+            .within(&stage, Self::login_step(store, ep, &creds, &stage))
+            .await
     }
 
     async fn login(
         store: &Store,
         ep: &Endpoint,
         creds: &Credentials<'_>,
-        stage: &mut &'static str,
+        stage: &Stage,
     ) -> Result<Client, Error> {
         match Self::login_step(store, ep, creds, stage).await? {
             Outcome::LoggedIn(c) => Ok(c),
@@ -179,7 +159,7 @@ impl Client {
         store: &Store,
         ep: &Endpoint,
         creds: &Credentials<'_>,
-        stage: &mut &'static str,
+        stage: &Stage,
     ) -> Result<Outcome<Client, Challenged>, Error> {
         let mut stream = store.connector.connect(ep).await?;
         let mut dialog = Login::new(
@@ -189,17 +169,18 @@ impl Client {
         )?;
         let mut framer = Framer::new(MAX_LINE, MAX_LITERAL);
         loop {
-            *stage = dialog.stage();
-            let line = read_line(&mut stream, &mut framer, stage).await?;
+            let now = dialog.stage();
+            stage.set(now);
+            let line = read_line(&mut stream, &mut framer, now).await?;
             match dialog.line(&line)? {
                 Action::Read => {}
-                Action::Send(bytes) => write(&mut stream, &bytes, stage).await?,
+                Action::Send(bytes) => write(&mut stream, &bytes, now).await?,
                 Action::StartTls => {
                     if !framer.buffered().is_empty() {
                         // Bytes after the OK to STARTTLS would be injected
                         // into what we believe came over TLS.
                         return Err(Error::Protocol {
-                            stage,
+                            stage: now,
                             what: "data after the OK to STARTTLS".into(),
                         });
                     }

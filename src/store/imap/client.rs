@@ -14,7 +14,7 @@ use super::login::{self, id_arguments, quoted, Action, Credentials, Login};
 use super::response::{Reader, Response, Status, Untagged};
 use crate::config::Security;
 use crate::store::bearer::Outcome;
-use crate::store::{Error, Store, StoreError};
+use crate::store::{Error, Stage, Store, StoreError};
 use crate::stream::Stream;
 
 /// Longest response line accepted (LIST and SEARCH lines can be long).
@@ -98,11 +98,11 @@ pub struct Challenged {
 
 impl Dialog {
     /// Runs the dialog until it is done or the store challenges.
-    async fn drive(mut self, store: &Store, stage: &mut &'static str) -> Result<Step, Error> {
+    async fn drive(mut self, store: &Store, stage: &Stage) -> Result<Step, Error> {
         let ep = &store.cfg.imap;
         let mut buf = vec![0u8; 4096];
         loop {
-            *stage = self.login.stage();
+            stage.set(self.login.stage());
             let response = loop {
                 match self.reader.next_response() {
                     Ok(Some(r)) => break r,
@@ -177,19 +177,17 @@ impl Challenged {
     /// Sends the client's answer to the challenge (`None`: it cancelled) and
     /// reads the store's verdict, within the store's `connect_timeout`.
     pub async fn answer(self, store: &Store, answer: Option<&[u8]>) -> Result<Client, StoreError> {
-        let mut stage = "login";
-        let verdict = Self::verdict(self.dialog, store, answer, &mut stage);
-        match tokio::time::timeout(store.cfg.connect_timeout, verdict).await {
-            Ok(result) => result.map_err(|e| at(store, e)),
-            Err(_) => Err(at(store, Error::Timeout { stage })),
-        }
+        let stage = Stage::new("login");
+        store
+            .within(&stage, Self::verdict(self.dialog, store, answer, &stage))
+            .await
     }
 
     async fn verdict(
         mut dialog: Dialog,
         store: &Store,
         answer: Option<&[u8]>,
-        stage: &mut &'static str,
+        stage: &Stage,
     ) -> Result<Client, Error> {
         if let Action::Send(bytes) = dialog.login.answer(answer)? {
             send(&mut dialog.stream, &bytes, "login").await?;
@@ -254,19 +252,17 @@ impl Client {
         creds: &Credentials<'_>,
         client: Option<&ClientInfo>,
     ) -> Result<Step, StoreError> {
-        let mut stage = "connect";
-        let dialog = Self::login(store, creds, client, &mut stage);
-        match tokio::time::timeout(store.cfg.connect_timeout, dialog).await {
-            Ok(result) => result.map_err(|e| at(store, e)),
-            Err(_) => Err(at(store, Error::Timeout { stage })),
-        }
+        let stage = Stage::new("connect");
+        store
+            .within(&stage, Self::login(store, creds, client, &stage))
+            .await
     }
 
     async fn login(
         store: &Store,
         creds: &Credentials<'_>,
         client: Option<&ClientInfo>,
-        stage: &mut &'static str,
+        stage: &Stage,
     ) -> Result<Step, Error> {
         let ep = &store.cfg.imap;
         let stream = store.connector.connect(ep).await?;

@@ -18,7 +18,7 @@ use super::dialog::{Dialog, Plan, Step};
 use super::reply::{take_reply, Extensions, Reply};
 use crate::config::{Endpoint, Security};
 use crate::store::bearer::Outcome;
-use crate::store::{Error, Store, StoreError};
+use crate::store::{Error, Stage, Store, StoreError};
 use crate::stream::Stream;
 
 /// How long `quit` waits for the store.
@@ -66,14 +66,7 @@ impl Challenged {
             conn.extensions = dialog.into_extensions();
             Ok(conn)
         };
-        match tokio::time::timeout(store.cfg.connect_timeout, verdict).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout { stage: "auth" }),
-        }
-        .map_err(|error| StoreError {
-            store: store.name().to_string(),
-            error,
-        })
+        store.within(&Stage::new("auth"), verdict).await
     }
 }
 
@@ -115,14 +108,7 @@ impl Conn {
         plan.lmtp = endpoint.scheme == "lmtp";
         plan.starttls = endpoint.security == Security::StartTls;
         let opening = Self::open_inner(store, endpoint, plan, timeout);
-        match tokio::time::timeout(store.cfg.connect_timeout, opening).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout { stage: "connect" }),
-        }
-        .map_err(|error| StoreError {
-            store: store.name().to_string(),
-            error,
-        })
+        store.within(&Stage::new("connect"), opening).await
     }
 
     async fn open_inner(
