@@ -198,32 +198,6 @@ pub fn fingerprints(reply: &Reply) -> Vec<(u32, Fingerprint)> {
     out
 }
 
-/// Reads `UID FETCH ... (UID BODY.PEEK[HEADER])`: each message's header
-/// block, in UID order.
-pub fn headers(reply: &Reply) -> Vec<(u32, Vec<u8>)> {
-    let mut out = Vec::new();
-    for data in reply.data() {
-        let Data::Fetch { items, .. } = data else {
-            continue;
-        };
-        let (mut uid, mut header) = (0, None);
-        for item in items.into_inner() {
-            match item {
-                MessageDataItem::Uid(u) => uid = u.get(),
-                MessageDataItem::BodyExt { data, .. } => {
-                    header = data.into_option().map(|c| c.into_owned())
-                }
-                _ => {}
-            }
-        }
-        if let (true, Some(header)) = (uid != 0, header) {
-            out.push((uid, header));
-        }
-    }
-    out.sort_by_key(|(u, _)| *u);
-    out
-}
-
 /// A compact IMAP sequence set (`1:5,7,9:12`) of ascending UIDs: the store
 /// client's, under the name the engine's phases use.
 pub use crate::store::imap::fetch::sequence_set as uid_set;

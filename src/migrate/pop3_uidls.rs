@@ -26,6 +26,7 @@ use super::message::{self, fnv1a};
 use super::state::Pop3Uidls;
 use super::sync::{credentials, listed_password, Engine};
 use super::Error;
+use crate::store::imap::fetch::bodies;
 use crate::store::imap::{Client, Status};
 use crate::store::pop3;
 
@@ -203,7 +204,7 @@ async fn tie(
                 .run(&format!("UID FETCH {set} (UID BODY.PEEK[HEADER])"))
                 .await?;
             from_imap.extend(
-                message::headers(&reply)
+                bodies(&reply)
                     .into_iter()
                     .map(|(uid, h)| (uid, Key::of(&h))),
             );

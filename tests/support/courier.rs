@@ -244,27 +244,23 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn greets(port: u16) -> bool {
-    let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut line = String::new();
-    let ok = BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with("* OK");
-    if ok {
-        let _ = (&s).write_all(b"x LOGOUT\r\n");
-    }
-    ok
+    greets_with(port, "* OK", b"x LOGOUT\r\n")
 }
 
 fn pop3_greets(port: u16) -> bool {
+    greets_with(port, "+OK", b"QUIT\r\n")
+}
+
+/// Whether the server on `port` greets with `ok`; says `bye` if so.
+fn greets_with(port: u16, ok: &str, bye: &[u8]) -> bool {
     let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
-    let ok = BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with("+OK");
-    if ok {
-        let _ = (&s).write_all(b"QUIT\r\n");
+    let greeted = BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with(ok);
+    if greeted {
+        let _ = (&s).write_all(bye);
     }
-    ok
+    greeted
 }

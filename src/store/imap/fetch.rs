@@ -30,8 +30,9 @@ pub fn sequence_set(uids: &[u32]) -> String {
     out
 }
 
-/// (UID, body) of each message in a `UID FETCH ... (UID BODY.PEEK[])` reply,
-/// in UID order; a response without both is left out.
+/// (UID, body) of each message in a `UID FETCH ... (UID BODY.PEEK[])` reply
+/// (or of the one section asked for, `BODY.PEEK[HEADER]`), in UID order; a
+/// response without both is left out.
 pub fn bodies(reply: &Reply) -> Vec<(u32, Vec<u8>)> {
     let mut out = Vec::new();
     for data in reply.data() {
