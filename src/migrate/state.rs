@@ -125,6 +125,27 @@ pub struct Pop3Uidls {
     pub by_uidl: BTreeMap<String, u32>,
 }
 
+impl Pop3Uidls {
+    /// The UIDLs of the messages `st` copied, keyed by source UID (with
+    /// `by_copy`, by the copy's UID), in UID order; none when they belong
+    /// to another source UIDVALIDITY than `st`'s.
+    pub fn of_copies(&self, st: &FolderState, by_copy: bool) -> Vec<(u32, String)> {
+        if self.src_validity != st.src_validity {
+            return Vec::new();
+        }
+        let mut out: Vec<(u32, String)> = self
+            .by_uidl
+            .iter()
+            .filter_map(|(uidl, uid)| {
+                let copy = *st.map.get(uid)?;
+                Some((if by_copy { copy } else { *uid }, uidl.clone()))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
 /// The state databases: one redb file per user under `state_dir/users/`, so
 /// `mailshift serve` and a `mailshift migrate` run beside it only meet when
 /// they work on the same user (which the LDAP lease already forbids). A file is
@@ -314,6 +335,13 @@ impl StateStore {
         }
     }
 
+    /// The POP3 UIDLs read for a folder (empty when none). Blocks (see
+    /// [`load`](Self::load)).
+    pub fn load_pop3_uidls(&self, user: &str, folder: &str) -> Result<Pop3Uidls, Error> {
+        let db = self.db(user)?;
+        read_in(&db, POP3_UIDLS, folder).map_err(|e| self.err(user, e))
+    }
+
     /// The POP3 UIDLs read for a folder (empty when none), on a blocking
     /// thread.
     pub async fn pop3_uidls(&self, user: &str, folder: &str) -> Result<Pop3Uidls, Error> {
@@ -479,6 +507,29 @@ mod tests {
             store.pop3_uidls("carol", "Sent").await.expect("load"),
             Pop3Uidls::default()
         );
+    }
+
+    #[test]
+    fn uidls_of_copies_by_source_or_copy_uid() {
+        let mut st = FolderState::default();
+        st.reset(7, 9);
+        st.map.insert(3, 30);
+        st.map.insert(5, 31);
+        let read = Pop3Uidls {
+            src_validity: 7,
+            by_uidl: [("c", 5), ("a", 3), ("not-copied", 6)]
+                .into_iter()
+                .map(|(u, n)| (u.to_string(), n))
+                .collect(),
+        };
+        let pairs = |v: &[(u32, &str)]| -> Vec<(u32, String)> {
+            v.iter().map(|(n, u)| (*n, u.to_string())).collect()
+        };
+        assert_eq!(read.of_copies(&st, false), pairs(&[(3, "a"), (5, "c")]));
+        assert_eq!(read.of_copies(&st, true), pairs(&[(30, "a"), (31, "c")]));
+        // Read under another UIDVALIDITY: the UIDs name other messages.
+        st.reset(8, 9);
+        assert!(read.of_copies(&st, false).is_empty());
     }
 
     #[test]

@@ -216,19 +216,7 @@ async fn read_uidls(
     fresh: bool,
 ) -> Result<Vec<(u32, String)>, Error> {
     let known = engine.state.pop3_uidls(user, INBOX).await?;
-    if known.src_validity != st.src_validity {
-        return Ok(Vec::new());
-    }
-    let mut uidls: Vec<(u32, String)> = known
-        .by_uidl
-        .into_iter()
-        .filter_map(|(uidl, uid)| {
-            let copy = *st.map.get(&uid)?;
-            Some((if fresh { copy } else { uid }, uidl))
-        })
-        .collect();
-    uidls.sort_unstable();
-    Ok(uidls)
+    Ok(known.of_copies(st, fresh))
 }
 
 /// A UIDVALIDITY above every one clients were shown for the folder, so a

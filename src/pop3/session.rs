@@ -297,13 +297,16 @@ async fn state_uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option
     let login = user.to_string();
     let loaded = tokio::task::spawn_blocking(move || {
         let states = crate::migrate::state::StateStore::open(&dir)?;
-        let st = states.load(&login, "INBOX");
+        let st = states.load(&login, "INBOX").and_then(|st| {
+            let uidls = states.load_pop3_uidls(&login, "INBOX")?;
+            Ok((st, uidls))
+        });
         states.close(&login);
         st
     })
     .await;
-    let st = match loaded {
-        Ok(Ok(st)) if !st.map.is_empty() => st,
+    let (st, read) = match loaded {
+        Ok(Ok((st, read))) if !st.map.is_empty() => (st, read),
         Ok(Ok(_)) | Err(_) => return None,
         Ok(Err(e)) => {
             tracing::warn!(user = %user, backend = target.name(), error = %e, "UIDL map unreadable; the store's own UIDLs are shown");
@@ -327,7 +330,11 @@ async fn state_uidl_map(shared: &Arc<App>, user: &str, target: &Store) -> Option
         st.map.iter().map(|(&o, &n)| (o, n)),
     );
     match folder {
-        Ok(folder) => Some(UidlMap::from_folder_map(&folder, &from, &to)),
+        Ok(mut folder) => {
+            // UIDLs the passes read over the old store's POP3, by old UID.
+            folder.uidls = read.of_copies(&st, false);
+            Some(UidlMap::from_folder_map(&folder, &from, &to))
+        }
         Err(e) => {
             tracing::warn!(user = %user, backend = target.name(), error = %e, "UID map unusable; the store's own UIDLs are shown");
             None
