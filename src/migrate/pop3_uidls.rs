@@ -33,6 +33,9 @@ use crate::store::pop3;
 /// The folder POP3 sees.
 pub const INBOX: &str = "INBOX";
 
+/// How long the final pass (inside the hold) may spend reading UIDLs.
+pub const FINAL_PASS_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Messages whose headers are read per round (bounds what is held at once).
 const CHUNK: usize = 256;
 
@@ -57,6 +60,19 @@ impl Pop3UidlReport {
     /// see them under another UIDL after the cutover.
     pub fn untied(&self) -> usize {
         self.listed.saturating_sub(self.tied)
+    }
+
+    /// The report of a read cut short after `budget`.
+    pub fn timed_out(budget: std::time::Duration) -> Pop3UidlReport {
+        tracing::warn!(
+            budget_ms = budget.as_millis() as u64,
+            "POP3 UIDLs: the old store's POP3 took too long inside the hold; new messages keep the computed UIDL"
+        );
+        Pop3UidlReport {
+            enabled: true,
+            error: Some(format!("not read within {budget:?} inside the hold")),
+            ..Pop3UidlReport::default()
+        }
     }
 
     /// One line for the migrate command's output.
@@ -100,16 +116,16 @@ pub async fn refresh(engine: &Engine, user: &str, password: Option<&[u8]>) -> Po
     report
 }
 
-/// Whether INBOX holds a copied message whose UIDL is not read yet (the
-/// final pass reads only then).
+/// Whether there is reading to do: nothing was read yet, or INBOX holds a
+/// copied message whose UIDL is not read yet.
 pub async fn untied_copies(engine: &Engine, user: &str) -> Result<bool, Error> {
     let (st, known) = tokio::join!(
         engine.state.load_async(user, INBOX),
         engine.state.pop3_uidls(user, INBOX)
     );
     let (st, known) = (st?, known?);
-    if known.src_validity != st.src_validity {
-        return Ok(!st.map.is_empty());
+    if known.src_validity == 0 || known.src_validity != st.src_validity {
+        return Ok(true);
     }
     let tied: HashSet<u32> = known.by_uidl.values().copied().collect();
     Ok(st.map.keys().any(|uid| !tied.contains(uid)))

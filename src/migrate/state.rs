@@ -25,6 +25,9 @@ const POP3_UIDLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pop3_uidl
 /// another process holds it: five seconds in all.
 const OPEN_TRIES: u32 = 50;
 const OPEN_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The first tries of the engine's opener come sooner (see `db_async`).
+const SOON_TRIES: u32 = 5;
+const OPEN_SOON: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -264,7 +267,14 @@ impl StateStore {
                 Ok(Ok(db)) => return Ok(self.keep(user, db)),
                 Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if tries < OPEN_TRIES => {
                     tries += 1;
-                    tokio::time::sleep(OPEN_RETRY).await;
+                    // Most often another task of this process is opening it
+                    // this very moment (it keeps it for us): look again soon.
+                    let wait = if tries <= SOON_TRIES {
+                        OPEN_SOON
+                    } else {
+                        OPEN_RETRY
+                    };
+                    tokio::time::sleep(wait).await;
                 }
                 Ok(Err(e)) => return Err(self.err(user, e)),
                 Err(e) => return Err(self.err(user, e)),

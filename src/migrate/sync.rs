@@ -392,14 +392,20 @@ impl Engine {
             );
         }
         // The old store's POP3 UIDLs over connections of their own (read
-        // only; their state is apart from the folders'): beside a presync's
-        // folders; after the final pass's, and only if a message it knows
-        // copied has no UIDL yet (mail since the last presync), so the hold
-        // does not wait for two more logins for nothing.
+        // only; their state is apart from the folders'): beside the folders
+        // when there is reading to do already (a first pass, copies without
+        // a UIDL); else after them, only if they copied something. A pass
+        // that changes nothing, and a final pass with nothing new (inside
+        // the hold), never log in to POP3.
         let reads_uidls = self.reads_pop3_uidls && !self.opts.dry_run;
         let refresh = || async {
             let password = password.as_deref().map(|p| p.as_slice());
             super::pop3_uidls::refresh(self, user, password).await
+        };
+        let untied = || async {
+            super::pop3_uidls::untied_copies(self, user)
+                .await
+                .unwrap_or(true)
         };
         let folders = async {
             let result = self
@@ -411,13 +417,21 @@ impl Engine {
         let (result, pop3_uidls) = async {
             if !reads_uidls {
                 (folders.await, Default::default())
-            } else if paced {
+            } else if paced && untied().await {
                 tokio::join!(folders, refresh())
             } else {
                 let result = folders.await;
-                let uidls = match super::pop3_uidls::untied_copies(self, user).await {
-                    Ok(false) => Default::default(),
-                    Ok(true) | Err(_) => refresh().await,
+                let uidls = if !untied().await {
+                    Default::default()
+                } else if paced {
+                    refresh().await
+                } else {
+                    // Inside the hold: a store whose POP3 does not answer
+                    // must not keep the user's mail waiting.
+                    let budget = super::pop3_uidls::FINAL_PASS_BUDGET;
+                    tokio::time::timeout(budget, refresh())
+                        .await
+                        .unwrap_or_else(|_| super::pop3_uidls::Pop3UidlReport::timed_out(budget))
                 };
                 (result, uidls)
             }
