@@ -119,12 +119,16 @@ pub async fn refresh(engine: &Engine, user: &str, password: Option<&[u8]>) -> Po
 /// Whether there is reading to do: nothing was read yet, or INBOX holds a
 /// copied message whose UIDL is not read yet.
 pub async fn untied_copies(engine: &Engine, user: &str) -> Result<bool, Error> {
-    let (st, known) = tokio::join!(
-        engine.state.load_async(user, INBOX),
-        engine.state.pop3_uidls(user, INBOX)
-    );
-    let (st, known) = (st?, known?);
-    if known.src_validity == 0 || known.src_validity != st.src_validity {
+    // One after the other: the first opens the user's file for both.
+    let known = engine.state.pop3_uidls(user, INBOX).await?;
+    if known.src_validity == 0 {
+        return Ok(true);
+    }
+    let st = engine.state.load_async(user, INBOX).await?;
+    if st.map.is_empty() {
+        return Ok(false);
+    }
+    if known.src_validity != st.src_validity {
         return Ok(true);
     }
     let tied: HashSet<u32> = known.by_uidl.values().copied().collect();
@@ -140,42 +144,76 @@ async fn read(
     let store = &engine.from;
     let listed = listed_password(store, user, password)?;
     let creds = credentials(store, user, password.or(listed.as_deref()))?;
-    let (pop, imap) = tokio::join!(
-        pop3::Client::connect(store, &creds, None),
-        Client::connect(store, &creds, None)
-    );
-    let (mut pop, mut imap) = match (pop, imap) {
-        (Ok(p), Ok(i)) => (p, i),
-        (Err(e), other) => {
-            if let Ok(i) = other {
-                i.logout().await;
-            }
-            return Err(e.into());
-        }
-        (Ok(p), Err(e)) => {
-            p.abandon().await;
-            return Err(e.into());
-        }
-    };
-    let result = tie(engine, user, &mut pop, &mut imap, report).await;
-    tokio::join!(pop.abandon(), imap.logout());
-    result
-}
-
-async fn tie(
-    engine: &Engine,
-    user: &str,
-    pop: &mut pop3::Client,
-    imap: &mut Client,
-    report: &mut Pop3UidlReport,
-) -> Result<(), Error> {
-    let uidls = pop.uidls().await?;
-    let (validity, uids) = inbox(imap).await?;
-    report.listed = uidls.len();
     let mut known = engine.state.pop3_uidls(user, INBOX).await?;
     let before = known.clone();
+    // POP3, then IMAP, one session at a time: a store that locks the
+    // maildrop for a POP3 session (qpopper) or counts a user's sessions
+    // (Dovecot's mail_max_userip_connections) sees one.
+    let mut pop = pop3::Client::connect(store, &creds, None).await?;
+    let popped = read_pop3(&mut pop, &known).await;
+    pop.abandon().await;
+    let (uidls, from_pop) = popped?;
+    report.listed = uidls.len();
+    report.read = from_pop.len();
+    let mut imap = Client::connect(store, &creds, None).await?;
+    let tied = tie(&mut imap, &mut known, &uidls, &from_pop).await;
+    imap.logout().await;
+    tied?;
+    report.tied = known.by_uidl.len();
+    if known != before {
+        engine.state.save_pop3_uidls(user, INBOX, &known).await?;
+    }
+    Ok(())
+}
+
+/// The maildrop's UIDLs, and the header key of each message whose UIDL
+/// `known` does not tie yet.
+async fn read_pop3(
+    pop: &mut pop3::Client,
+    known: &Pop3Uidls,
+) -> Result<(Vec<(u32, String)>, Vec<(String, Key)>), Error> {
+    let uidls = pop.uidls().await?;
+    let unknown: HashMap<u32, &str> = uidls
+        .iter()
+        .filter(|(_, u)| !known.by_uidl.contains_key(u))
+        .map(|(n, u)| (*n, u.as_str()))
+        .collect();
+    let mut from_pop = Vec::with_capacity(unknown.len());
+    if unknown.is_empty() {
+        return Ok((uidls, from_pop));
+    }
+    let caps = pop.capabilities().await?;
+    let pipelined = caps.iter().any(|c| c == "PIPELINING");
+    if caps.iter().any(|c| c == "UTF8") {
+        // RFC 6856: without it a store may replace a message whose header
+        // is raw UTF-8 with a notice (Courier does), whose header then
+        // matches nothing. The UIDLs stay what clients see without it.
+        pop.command("UTF8").await?;
+    }
+    let mut msgnos: Vec<u32> = unknown.keys().copied().collect();
+    msgnos.sort_unstable();
+    for chunk in msgnos.chunks(CHUNK) {
+        for (n, header) in pop.headers(chunk, pipelined).await? {
+            if let (Some(header), Some(uidl)) = (header, unknown.get(&n)) {
+                from_pop.push((uidl.to_string(), Key::of(&header)));
+            }
+        }
+    }
+    Ok((uidls, from_pop))
+}
+
+/// Ties what POP3 read to the source's INBOX over IMAP, into `known`.
+async fn tie(
+    imap: &mut Client,
+    known: &mut Pop3Uidls,
+    uidls: &[(u32, String)],
+    from_pop: &[(String, Key)],
+) -> Result<(), Error> {
+    let (validity, uids) = inbox(imap).await?;
     if known.src_validity != validity {
-        known = Pop3Uidls {
+        // Ties to UIDs of another UIDVALIDITY name other messages: the next
+        // pass reads everything again.
+        *known = Pop3Uidls {
             src_validity: validity,
             ..Pop3Uidls::default()
         };
@@ -187,51 +225,30 @@ async fn tie(
     known
         .by_uidl
         .retain(|uidl, uid| listed.contains(uidl.as_str()) && present.contains(uid));
-    let unknown: Vec<&(u32, String)> = uidls
+    let from_pop: Vec<(String, Key)> = from_pop
         .iter()
-        .filter(|(_, u)| !known.by_uidl.contains_key(u))
+        .filter(|(u, _)| !known.by_uidl.contains_key(u))
+        .cloned()
         .collect();
-    if !unknown.is_empty() {
-        let taken: HashSet<u32> = known.by_uidl.values().copied().collect();
-        let free: Vec<u32> = uids.into_iter().filter(|u| !taken.contains(u)).collect();
-        let caps = pop.capabilities().await?;
-        let pipelined = caps.iter().any(|c| c == "PIPELINING");
-        if caps.iter().any(|c| c == "UTF8") {
-            // RFC 6856: without it a store may replace a message whose
-            // header is raw UTF-8 with a notice (Courier does), whose header
-            // then matches nothing.
-            pop.command("UTF8").await?;
-        }
-        let uidl_of: HashMap<u32, &str> = unknown.iter().map(|(n, u)| (*n, u.as_str())).collect();
-        let msgnos: Vec<u32> = unknown.iter().map(|(n, _)| *n).collect();
-        let mut from_pop = Vec::with_capacity(msgnos.len());
-        for chunk in msgnos.chunks(CHUNK) {
-            for (n, header) in pop.headers(chunk, pipelined).await? {
-                if let (Some(header), Some(uidl)) = (header, uidl_of.get(&n)) {
-                    from_pop.push((uidl.to_string(), Key::of(&header)));
-                }
-            }
-        }
-        report.read = from_pop.len();
-        let mut from_imap = Vec::with_capacity(free.len());
-        for chunk in free.chunks(CHUNK) {
-            let set = message::uid_set(chunk);
-            let reply = imap
-                .run(&format!("UID FETCH {set} (UID BODY.PEEK[HEADER])"))
-                .await?;
-            from_imap.extend(
-                bodies(&reply)
-                    .into_iter()
-                    .map(|(uid, h)| (uid, Key::of(&h))),
-            );
-        }
-        from_imap.sort_by_key(|(u, _)| *u);
-        known.by_uidl.extend(pair_up(&from_pop, &from_imap));
+    if from_pop.is_empty() {
+        return Ok(());
     }
-    report.tied = known.by_uidl.len();
-    if known != before {
-        engine.state.save_pop3_uidls(user, INBOX, &known).await?;
+    let taken: HashSet<u32> = known.by_uidl.values().copied().collect();
+    let free: Vec<u32> = uids.into_iter().filter(|u| !taken.contains(u)).collect();
+    let mut from_imap = Vec::with_capacity(free.len());
+    for chunk in free.chunks(CHUNK) {
+        let set = message::uid_set(chunk);
+        let reply = imap
+            .run(&format!("UID FETCH {set} (UID BODY.PEEK[HEADER])"))
+            .await?;
+        from_imap.extend(
+            bodies(&reply)
+                .into_iter()
+                .map(|(uid, h)| (uid, Key::of(&h))),
+        );
     }
+    from_imap.sort_by_key(|(u, _)| *u);
+    known.by_uidl.extend(pair_up(&from_pop, &from_imap));
     Ok(())
 }
 
