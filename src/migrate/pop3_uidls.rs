@@ -1,8 +1,9 @@
 //! The old store's POP3 UIDLs, read during the migration: for a store whose
 //! UIDLs cannot be computed from an IMAP UID (Courier's are Maildir file
-//! names; a Dovecot may use `%g` GUIDs or `%f` file names), every pass lists
-//! them over the store's own POP3 and ties each to the source IMAP UID of
-//! the message with the same header block. At cutover INBOX's UID map
+//! names; a Dovecot may use `%g` GUIDs or `%f` file names), a pass with
+//! reading to do (the first, or one that left copies without a UIDL) lists
+//! them over the store's own POP3, after its folder sync, and ties each to
+//! the source IMAP UID of the message with the same header block. At cutover INBOX's UID map
 //! carries them ([`FolderMap::uidls`](crate::continuity::map::FolderMap)),
 //! and the POP3 relay answers them for the migrated messages.
 //!
@@ -12,8 +13,8 @@
 //!        ─► pair up (same header block in order, then a unique Message-ID) ─► sync state
 //! ```
 //!
-//! Only what changed is read again: a pass after the first lists the UIDLs
-//! (one command) and reads the headers of new messages only. The POP3
+//! Only what changed is read again: a later read lists the UIDLs (one
+//! command) and reads the headers of new messages only. The POP3
 //! session ends without QUIT, so it never reaches the UPDATE state and
 //! changes nothing on the store. A failure never fails the pass: the
 //! messages it did not tie keep the UIDL `pop3_uidl_format` computes.
