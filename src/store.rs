@@ -37,6 +37,9 @@ pub struct Store {
     pub cfg: BackendConfig,
     /// How to reach it.
     pub connector: connect::Connector,
+    /// Its POP3 took USER/PASS after refusing AUTH PLAIN: later logins
+    /// start there (one round trip fewer, no refused AUTH in its logs).
+    pop3_user_pass: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -45,7 +48,20 @@ impl Store {
         Ok(Store {
             connector: connect::Connector::new(&cfg)?,
             cfg,
+            pop3_user_pass: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether POP3 logins start with USER/PASS (see [`Store::pop3_user_pass`]).
+    pub fn pop3_prefers_user_pass(&self) -> bool {
+        self.pop3_user_pass
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What the last POP3 login learnt: USER/PASS is the way in, or not.
+    pub fn pop3_user_pass(&self, yes: bool) {
+        self.pop3_user_pass
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A relay that is no `[backends.NAME]` (`[smtp] bounce_relay`).

@@ -118,7 +118,8 @@ impl Client {
             store.master().as_ref(),
             ep.security == Security::StartTls,
             peer,
-        )?;
+        )?
+        .user_pass_first(store.pop3_prefers_user_pass());
         let mut client = Client {
             stream,
             buffered: Vec::new(),
@@ -144,7 +145,12 @@ impl Client {
                         client.send(&bytes, dialog.stage()).await?;
                     }
                 }
-                Action::Done => return Ok(Outcome::LoggedIn(client)),
+                Action::Done => {
+                    if let Some(user_pass) = dialog.learnt_user_pass() {
+                        store.pop3_user_pass(user_pass);
+                    }
+                    return Ok(Outcome::LoggedIn(client));
+                }
                 Action::Challenge(challenge) => {
                     return Ok(Outcome::Challenged {
                         challenge,

@@ -67,6 +67,15 @@ pub struct Login {
     /// Name and password for USER/PASS, where AUTH PLAIN's message has no
     /// authorization identity and neither has a line break.
     fallback: Option<(String, Vec<u8>)>,
+    /// Start with USER/PASS (the store took it last time); AUTH PLAIN is
+    /// then the second try.
+    user_pass_first: bool,
+    /// AUTH was sent (so a refusal of USER/PASS is final).
+    tried_auth: bool,
+    /// The login went through by USER/PASS.
+    took_user_pass: bool,
+    /// Where the dialog goes once XCLIENT's verdict is read.
+    after_xclient: Stage,
 }
 
 /// USER/PASS credentials from an AUTH PLAIN message (`\0authcid\0password`).
@@ -142,7 +151,24 @@ impl Login {
             peer,
             auth,
             fallback,
+            user_pass_first: false,
+            tried_auth: false,
+            took_user_pass: false,
+            after_xclient: Stage::Auth,
         })
+    }
+
+    /// Starts with USER/PASS where it can (the store took it before).
+    pub fn user_pass_first(mut self, yes: bool) -> Login {
+        self.user_pass_first = yes && self.fallback.is_some();
+        self
+    }
+
+    /// What this login learnt for the next one: `Some(true)` it went
+    /// through by USER/PASS, `Some(false)` by AUTH, `None` nothing (not
+    /// through, or USER/PASS was never an option).
+    pub fn learnt_user_pass(&self) -> Option<bool> {
+        (self.stage == Stage::Done && self.fallback.is_some()).then_some(self.took_user_pass)
     }
 
     /// Where the dialog is, for errors and timeouts.
@@ -159,6 +185,19 @@ impl Login {
     /// Whether the login went through.
     pub fn is_done(&self) -> bool {
         self.stage == Stage::Done
+    }
+
+    /// The first login command, and the stage it puts the dialog in.
+    fn first_command(&mut self) -> (Stage, Vec<u8>) {
+        match &self.fallback {
+            Some((user, _)) if self.user_pass_first => {
+                (Stage::User, format!("USER {user}\r\n").into_bytes())
+            }
+            _ => {
+                self.tried_auth = true;
+                (Stage::Auth, self.auth_command())
+            }
+        }
     }
 
     fn auth_command(&self) -> Vec<u8> {
@@ -189,15 +228,18 @@ impl Login {
                 // XCLIENT and the login in one write, one round trip (as the
                 // IMAP login sends ID with AUTHENTICATE): the XCLIENT verdict
                 // changes nothing but what the store logs.
+                let (next, first) = self.first_command();
+                self.after_xclient = next;
                 self.stage = Stage::Xclient;
                 let mut out =
                     format!("XCLIENT ADDR={} PORT={}\r\n", peer.ip(), peer.port()).into_bytes();
-                out.extend_from_slice(&self.auth_command());
+                out.extend_from_slice(&first);
                 Action::Send(out)
             }
             _ => {
-                self.stage = Stage::Auth;
-                Action::Send(self.auth_command())
+                let (next, first) = self.first_command();
+                self.stage = next;
+                Action::Send(first)
             }
         }
     }
@@ -252,7 +294,7 @@ impl Login {
             // Not trusted after all (-ERR): the login goes without forwarding.
             // Either way its verdict is the next line.
             (Stage::Xclient, _) => {
-                self.stage = Stage::Auth;
+                self.stage = self.after_xclient;
                 Ok(Action::Read)
             }
             (Stage::Auth, true) => {
@@ -262,9 +304,9 @@ impl Login {
             (Stage::Auth | Stage::User | Stage::Pass, false) if temporary(rest) => {
                 Err(Error::Unavailable(truncate(rest)))
             }
-            // `[AUTH]` (RFC 3206): the store judged the credentials.
+            // Refused without `[AUTH]`: perhaps no SASL; USER/PASS once.
             (Stage::Auth, false) => match &self.fallback {
-                Some((user, _)) if !rest.to_ascii_uppercase().starts_with("[AUTH]") => {
+                Some((user, _)) if !judged(rest) && !self.user_pass_first => {
                     self.stage = Stage::User;
                     Ok(Action::Send(format!("USER {user}\r\n").into_bytes()))
                 }
@@ -280,7 +322,15 @@ impl Login {
             }
             (Stage::Pass, true) => {
                 self.stage = Stage::Done;
+                self.took_user_pass = true;
                 Ok(Action::Done)
+            }
+            // Started with USER/PASS and refused without a verdict on the
+            // credentials: the store may have changed; AUTH PLAIN once.
+            (Stage::User | Stage::Pass, false) if !self.tried_auth && !judged(rest) => {
+                self.tried_auth = true;
+                self.stage = Stage::Auth;
+                Ok(Action::Send(self.auth_command()))
             }
             (Stage::User | Stage::Pass, false) => Err(Error::Rejected(truncate(rest))),
             (Stage::Done, _) => Err(Error::Protocol {
@@ -289,6 +339,11 @@ impl Login {
             }),
         }
     }
+}
+
+/// `[AUTH]` (RFC 3206): the store judged the credentials themselves.
+fn judged(text: &str) -> bool {
+    text.to_ascii_uppercase().starts_with("[AUTH]")
 }
 
 fn truncate(s: &str) -> String {
@@ -362,6 +417,73 @@ mod tests {
         let mut l = Login::new(&creds, None, false, None).expect("test input");
         l.on_line(b"+OK Hello there.").expect("test input");
         assert!(matches!(l.on_line(b"-ERR no"), Err(Error::Rejected(_))));
+    }
+
+    #[test]
+    fn a_store_that_took_user_pass_gets_it_first_next_time() {
+        let mut l = Login::new(&user(), None, false, None).expect("test input");
+        l.on_line(b"+OK Hello there.").expect("test input");
+        l.on_line(b"-ERR Unknown command.").expect("test input");
+        l.on_line(b"+OK Password required.").expect("test input");
+        l.on_line(b"+OK logged in.").expect("test input");
+        assert_eq!(l.learnt_user_pass(), Some(true));
+        let mut l = Login::new(&user(), None, false, None)
+            .expect("test input")
+            .user_pass_first(true);
+        assert_eq!(
+            l.on_line(b"+OK Hello there.").expect("test input"),
+            Action::Send(b"USER alice\r\n".to_vec())
+        );
+        assert_eq!(
+            l.on_line(b"+OK Password required.").expect("test input"),
+            Action::Send(b"PASS pw\r\n".to_vec())
+        );
+        assert_eq!(
+            l.on_line(b"+OK logged in.").expect("test input"),
+            Action::Done
+        );
+        assert_eq!(l.learnt_user_pass(), Some(true));
+        // The store changed (USER refused, no verdict on the credentials):
+        // AUTH PLAIN once, and that is what the next login learns.
+        let mut l = Login::new(&user(), None, false, None)
+            .expect("test input")
+            .user_pass_first(true);
+        l.on_line(b"+OK Hello there.").expect("test input");
+        assert_eq!(
+            l.on_line(b"-ERR USER is disabled.").expect("test input"),
+            Action::Send(b"AUTH PLAIN AGFsaWNlAHB3\r\n".to_vec())
+        );
+        assert_eq!(
+            l.on_line(b"+OK Logged in.").expect("test input"),
+            Action::Done
+        );
+        assert_eq!(l.learnt_user_pass(), Some(false));
+        // A verdict on the credentials is final either way.
+        let mut l = Login::new(&user(), None, false, None)
+            .expect("test input")
+            .user_pass_first(true);
+        l.on_line(b"+OK Hello there.").expect("test input");
+        l.on_line(b"+OK Password required.").expect("test input");
+        assert!(matches!(
+            l.on_line(b"-ERR [AUTH] Wrong password."),
+            Err(Error::Rejected(_))
+        ));
+        assert_eq!(l.learnt_user_pass(), None);
+        // Behind XCLIENT, USER goes in the same write.
+        let peer: SocketAddr = "192.0.2.7:4242".parse().expect("test input");
+        let mut l = Login::new(&user(), None, false, Some(peer))
+            .expect("test input")
+            .user_pass_first(true);
+        assert_eq!(
+            l.on_line(b"+OK [XCLIENT] Dovecot ready.")
+                .expect("test input"),
+            Action::Send(b"XCLIENT ADDR=192.0.2.7 PORT=4242\r\nUSER alice\r\n".to_vec())
+        );
+        assert_eq!(l.on_line(b"+OK").expect("test input"), Action::Read);
+        assert_eq!(
+            l.on_line(b"+OK Password required.").expect("test input"),
+            Action::Send(b"PASS pw\r\n".to_vec())
+        );
     }
 
     #[test]
