@@ -35,7 +35,7 @@ use crate::store::pop3;
 pub const INBOX: &str = "INBOX";
 
 /// How long the final pass (inside the hold) may spend reading UIDLs.
-pub const FINAL_PASS_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+const FINAL_PASS_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Messages whose headers are read per round (bounds what is held at once).
 const CHUNK: usize = 256;
@@ -64,7 +64,7 @@ impl Pop3UidlReport {
     }
 
     /// The report of a read cut short after `budget`.
-    pub fn timed_out(budget: std::time::Duration) -> Pop3UidlReport {
+    fn timed_out(budget: std::time::Duration) -> Pop3UidlReport {
         tracing::warn!(
             budget_ms = budget.as_millis() as u64,
             "POP3 UIDLs: the old store's POP3 took too long inside the hold; new messages keep the computed UIDL"
@@ -91,9 +91,31 @@ impl Pop3UidlReport {
     }
 }
 
+/// After a pass's folder sync: reads only when there is reading to do (a
+/// first pass, copies without a UIDL), so a pass that copied nothing, and a
+/// final pass with nothing new, log in to nothing; `in_hold` (the final
+/// pass) within [`FINAL_PASS_BUDGET`], as a store whose POP3 does not
+/// answer must not keep the user's mail waiting.
+pub async fn after_folders(
+    engine: &Engine,
+    user: &str,
+    password: Option<&[u8]>,
+    in_hold: bool,
+) -> Pop3UidlReport {
+    if !untied_copies(engine, user).await.unwrap_or(true) {
+        return Pop3UidlReport::default();
+    }
+    if !in_hold {
+        return refresh(engine, user, password).await;
+    }
+    tokio::time::timeout(FINAL_PASS_BUDGET, refresh(engine, user, password))
+        .await
+        .unwrap_or_else(|_| Pop3UidlReport::timed_out(FINAL_PASS_BUDGET))
+}
+
 /// Reads what changed since the last pass and stores it; never fails the
 /// pass (the error is in the report, and logged).
-pub async fn refresh(engine: &Engine, user: &str, password: Option<&[u8]>) -> Pop3UidlReport {
+async fn refresh(engine: &Engine, user: &str, password: Option<&[u8]>) -> Pop3UidlReport {
     let mut report = Pop3UidlReport {
         enabled: true,
         ..Pop3UidlReport::default()
@@ -119,7 +141,7 @@ pub async fn refresh(engine: &Engine, user: &str, password: Option<&[u8]>) -> Po
 
 /// Whether there is reading to do: nothing was read yet, or INBOX holds a
 /// copied message whose UIDL is not read yet.
-pub async fn untied_copies(engine: &Engine, user: &str) -> Result<bool, Error> {
+async fn untied_copies(engine: &Engine, user: &str) -> Result<bool, Error> {
     // One after the other: the first opens the user's file for both.
     let known = engine.state.pop3_uidls(user, INBOX).await?;
     if known.src_validity == 0 {
@@ -316,10 +338,11 @@ impl Key {
 
 /// Pairs POP3 messages (UIDL, key; in message-number order) with IMAP
 /// messages (UID, key; in UID order): first by the same header block, the
-/// n-th copy of a block with the n-th (stores number both in arrival
-/// order); what is left by a Message-ID that is unique among what is left
-/// on both sides (a POP3 server that adds a header of its own). Nothing
-/// else is guessed.
+/// n-th copy of a block with the n-th (nothing else tells identical copies
+/// apart; a store's POP3 order may differ from its UIDs, so two copies may
+/// swap UIDLs); what is left by a Message-ID that
+/// is unique among what is left on both sides (a POP3 server that adds a
+/// header of its own). Nothing else is guessed.
 pub fn pair_up(pop: &[(String, Key)], imap: &[(u32, Key)]) -> Vec<(String, u32)> {
     let mut by_hash: HashMap<u64, VecDeque<u32>> = HashMap::new();
     for (uid, key) in imap {
@@ -364,6 +387,62 @@ pub fn pair_up(pop: &[(String, Key)], imap: &[(u32, Key)]) -> Vec<(String, u32)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inside the hold, an old store whose POP3 accepts and never greets
+    /// costs the final pass its budget, not the store's connect_timeout
+    /// (60 s here); the report says why. On tokio's paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_pop3_costs_the_hold_its_budget_only() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = dir.path().join("users.toml");
+        std::fs::write(&users, "[users.alice]\nmailhost = \"old.example.org\"\n").expect("write");
+        let cfg = crate::config::Config::parse(&format!(
+            r#"
+[directory]
+kind = "file"
+path = "{}"
+[backends.old]
+mailhost = ["old.example.org"]
+imap = "imap://127.0.0.1:{port}"
+pop3 = "pop3://127.0.0.1:{port}"
+connect_timeout = "60s"
+[backends.new]
+mailhost = ["new.example.org"]
+imap = "imap://127.0.0.1:{port}"
+[migration]
+from = "old"
+to = "new"
+state_dir = "{}"
+"#,
+            users.display(),
+            dir.path().join("state").display()
+        ))
+        .expect("valid");
+        let engine = Engine::from_config(&cfg).expect("engine");
+        assert!(engine.reads_pop3_uidls);
+        let started = tokio::time::Instant::now();
+        let report = after_folders(&engine, "alice", Some(b"pw"), true).await;
+        assert_eq!(started.elapsed(), FINAL_PASS_BUDGET);
+        assert!(report.enabled);
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("inside the hold")),
+            "{report:?}"
+        );
+        held.abort();
+    }
 
     fn pop(uidl: &str, header: &str) -> (String, Key) {
         (uidl.to_string(), Key::of(header.as_bytes()))

@@ -391,39 +391,23 @@ impl Engine {
                 .instrument(span.clone()),
             );
         }
-        // The old store's POP3 UIDLs, after the folders (ties are for
-        // copies, and the old store sees no more sessions of the user at
-        // once than the copy's) and only when there is reading to do (a
-        // first pass, copies without a UIDL): a pass that copies nothing,
-        // and a final pass with nothing new (inside the hold), never log in
-        // to POP3.
+        // The old store's POP3 UIDLs after the folders: ties are for copies,
+        // and the old store sees no more of the user's sessions at once.
         let reads_uidls = self.reads_pop3_uidls && !self.opts.dry_run;
         let (result, pop3_uidls) = async {
             let result = self
                 .pass_folders(user, password.clone(), reporter, paced)
                 .await;
             let _ = folders_done.send(());
-            if !reads_uidls
-                || result.is_err()
-                || !super::pop3_uidls::untied_copies(self, user)
-                    .await
-                    .unwrap_or(true)
-            {
+            if !reads_uidls || result.is_err() {
                 return (result, Default::default());
             }
             let password = password.as_deref().map(|p| p.as_slice());
-            let refresh = super::pop3_uidls::refresh(self, user, password);
-            let uidls = if paced {
-                refresh.await
-            } else {
-                // Inside the hold: a store whose POP3 does not answer must
-                // not keep the user's mail waiting.
-                let budget = super::pop3_uidls::FINAL_PASS_BUDGET;
-                tokio::time::timeout(budget, refresh)
-                    .await
-                    .unwrap_or_else(|_| super::pop3_uidls::Pop3UidlReport::timed_out(budget))
-            };
-            (result, uidls)
+            let in_hold = !paced;
+            (
+                result,
+                super::pop3_uidls::after_folders(self, user, password, in_hold).await,
+            )
         }
         .instrument(span.clone())
         .await;

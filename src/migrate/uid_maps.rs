@@ -208,15 +208,21 @@ pub fn rollback_map(
 /// The old store's POP3 UIDLs of the messages `st` maps (read by the
 /// passes, [`super::pop3_uidls`]), by client UID: the source UID in a first
 /// move, the store's own in a `fresh` map (POP3 clients keep their UIDLs
-/// even where IMAP clients resync).
+/// even where IMAP clients resync). Unreadable, none: POP3 clients then get
+/// the computed UIDLs, and the IMAP clients' maps are still written.
 async fn read_uidls(
     engine: &Engine,
     user: &str,
     st: &super::state::FolderState,
     fresh: bool,
-) -> Result<Vec<(u32, String)>, Error> {
-    let known = engine.state.pop3_uidls(user, INBOX).await?;
-    Ok(known.of_copies(st, fresh))
+) -> Vec<(u32, String)> {
+    match engine.state.pop3_uidls(user, INBOX).await {
+        Ok(known) => known.of_copies(st, fresh),
+        Err(e) => {
+            tracing::warn!(user, error = %e, "POP3 UIDLs unreadable; the maps carry none");
+            Vec::new()
+        }
+    }
 }
 
 /// A UIDVALIDITY above every one clients were shown for the folder, so a
@@ -313,7 +319,7 @@ pub async fn at_cutover(
                 (None, step) => step,
                 (Some(_), Err(e)) => Err(e),
             };
-            let map = match map {
+            let mut map = match map {
                 Ok(m) => m,
                 Err(why) => {
                     let mut seen = vec![d.snap.uidvalidity];
@@ -324,12 +330,11 @@ pub async fn at_cutover(
                     FolderMap::fresh(d.snap, fresh_uidvalidity(&seen))
                 }
             };
-            let mut map = map;
             if engine.reads_pop3_uidls
                 && before.is_none()
                 && p.src.name.eq_ignore_ascii_case(INBOX.as_bytes())
             {
-                map.uidls = read_uidls(engine, user, &st, map.is_fresh()).await?;
+                map.uidls = read_uidls(engine, user, &st, map.is_fresh()).await;
             }
             maps.push((p.dst.clone(), map));
         }

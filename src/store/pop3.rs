@@ -225,15 +225,10 @@ impl Client {
     /// [`Error::Refused`].
     pub async fn command(&mut self, command: &str) -> Result<String, StoreError> {
         let name = command.split(' ').next().unwrap_or("").to_string();
-        let store = self.store.clone();
-        let at = |error| StoreError {
-            store: store.clone(),
-            error,
-        };
         let mut out = command.as_bytes().to_vec();
         out.extend_from_slice(b"\r\n");
-        self.send(&out, "command").await.map_err(at)?;
-        let line = self.line("command").await.map_err(at)?;
+        self.send(&out, "command").await.map_err(|e| self.at(e))?;
+        let line = self.line("command").await.map_err(|e| self.at(e))?;
         let text = String::from_utf8_lossy(&line).into_owned();
         if let Some(rest) = text.strip_prefix("+OK") {
             Ok(rest.trim_start().to_string())
@@ -244,7 +239,7 @@ impl Client {
                 .trim()
                 .to_string();
             let temporary = reply.to_ascii_uppercase().starts_with("[SYS/TEMP]");
-            Err(at(Error::Refused {
+            Err(self.at(Error::Refused {
                 command: name,
                 reply,
                 temporary,

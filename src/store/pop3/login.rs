@@ -190,9 +190,7 @@ impl Login {
     /// The first login command, and the stage it puts the dialog in.
     fn first_command(&mut self) -> (Stage, Vec<u8>) {
         match &self.fallback {
-            Some((user, _)) if self.user_pass_first => {
-                (Stage::User, format!("USER {user}\r\n").into_bytes())
-            }
+            Some((user, _)) if self.user_pass_first => (Stage::User, user_command(user)),
             _ => {
                 self.tried_auth = true;
                 (Stage::Auth, self.auth_command())
@@ -307,8 +305,9 @@ impl Login {
             // Refused without `[AUTH]`: perhaps no SASL; USER/PASS once.
             (Stage::Auth, false) => match &self.fallback {
                 Some((user, _)) if !judged(rest) && !self.user_pass_first => {
+                    let command = user_command(user);
                     self.stage = Stage::User;
-                    Ok(Action::Send(format!("USER {user}\r\n").into_bytes()))
+                    Ok(Action::Send(command))
                 }
                 _ => Err(Error::Rejected(truncate(rest))),
             },
@@ -339,6 +338,10 @@ impl Login {
             }),
         }
     }
+}
+
+fn user_command(user: &str) -> Vec<u8> {
+    format!("USER {user}\r\n").into_bytes()
 }
 
 /// `[AUTH]` (RFC 3206): the store judged the credentials themselves.
@@ -419,6 +422,12 @@ mod tests {
         assert!(matches!(l.on_line(b"-ERR no"), Err(Error::Rejected(_))));
     }
 
+    fn user_pass_first() -> Login {
+        Login::new(&user(), None, false, None)
+            .expect("test input")
+            .user_pass_first(true)
+    }
+
     #[test]
     fn a_store_that_took_user_pass_gets_it_first_next_time() {
         let mut l = Login::new(&user(), None, false, None).expect("test input");
@@ -427,9 +436,7 @@ mod tests {
         l.on_line(b"+OK Password required.").expect("test input");
         l.on_line(b"+OK logged in.").expect("test input");
         assert_eq!(l.learnt_user_pass(), Some(true));
-        let mut l = Login::new(&user(), None, false, None)
-            .expect("test input")
-            .user_pass_first(true);
+        let mut l = user_pass_first();
         assert_eq!(
             l.on_line(b"+OK Hello there.").expect("test input"),
             Action::Send(b"USER alice\r\n".to_vec())
@@ -445,9 +452,7 @@ mod tests {
         assert_eq!(l.learnt_user_pass(), Some(true));
         // The store changed (USER refused, no verdict on the credentials):
         // AUTH PLAIN once, and that is what the next login learns.
-        let mut l = Login::new(&user(), None, false, None)
-            .expect("test input")
-            .user_pass_first(true);
+        let mut l = user_pass_first();
         l.on_line(b"+OK Hello there.").expect("test input");
         assert_eq!(
             l.on_line(b"-ERR USER is disabled.").expect("test input"),
@@ -459,9 +464,7 @@ mod tests {
         );
         assert_eq!(l.learnt_user_pass(), Some(false));
         // A verdict on the credentials is final either way.
-        let mut l = Login::new(&user(), None, false, None)
-            .expect("test input")
-            .user_pass_first(true);
+        let mut l = user_pass_first();
         l.on_line(b"+OK Hello there.").expect("test input");
         l.on_line(b"+OK Password required.").expect("test input");
         assert!(matches!(
